@@ -1,0 +1,54 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+DESCRIPTOR := gen/voice_v1.pb
+PROTOS := $(wildcard protos/voice/v1/*.proto)
+
+.PHONY: help venv protos run triton test test-unit test-integration clean
+
+help:
+	@echo "make run     - start Triton, tts_gateway, rvc, gateway and Envoy on loopback (Ctrl-C stops)"
+	@echo "make test    - unit and integration tests (real tritonserver, services and Envoy)"
+	@echo "make triton  - serve triton/model_repo with the bundled tritonserver alone"
+	@echo "make protos  - generate Python stubs and the Envoy descriptor set from protos/"
+
+$(INSTALLED): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[local,dev]'
+	touch $@
+
+venv: $(INSTALLED)
+
+# Generated code lives in gen/ (never edited, never committed); a .pth file
+# puts it on the virtualenv's path so `python -m services.<name>` finds it.
+$(DESCRIPTOR): $(PROTOS) $(INSTALLED)
+	rm -rf gen && mkdir -p gen/python
+	$(PY) -m grpc_tools.protoc -I protos \
+	  -I "$$($(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')" \
+	  -I "$$($(PY) -c 'import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))')" \
+	  --python_out=gen/python --pyi_out=gen/python --grpc_python_out=gen/python \
+	  --include_imports --include_source_info --descriptor_set_out=$(DESCRIPTOR) $(PROTOS)
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "voice_api.pth").write_text(str(pathlib.Path("gen/python").resolve()) + "\n")'
+
+protos: $(DESCRIPTOR)
+
+run: protos
+	$(PY) -m services.stack
+
+triton: protos
+	$(PY) -m services.stack triton
+
+test: protos
+	$(PY) -m pytest
+
+test-unit: protos
+	$(PY) -m pytest tests/unit
+
+test-integration: protos
+	$(PY) -m pytest tests/integration
+
+clean:
+	rm -rf gen .run .pytest_cache

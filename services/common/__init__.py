@@ -1,0 +1,1 @@
+"""Code shared by every service. Imports nothing from the services themselves."""

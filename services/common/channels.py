@@ -1,0 +1,40 @@
+"""Client channels to other services.
+
+Targets are gRPC name strings. ``dns:///tts.voice.svc:50052`` against a
+Kubernetes headless Service resolves to every pod, and round_robin spreads
+calls over them instead of pinning all of them to one HTTP/2 connection.
+"""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.interceptors import ClientInterceptor
+from services.common.server import GRPC_OPTIONS
+
+_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def open_channel(target: str) -> grpc.aio.Channel:
+    options = (
+        *GRPC_OPTIONS,
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.enable_retries", 1),
+        ("grpc.keepalive_time_ms", 30_000),
+    )
+    return grpc.aio.insecure_channel(target, options=options, interceptors=[ClientInterceptor()])
+
+
+async def check_health(
+    channel: grpc.aio.Channel, service: str = "", timeout: float = 2.0
+) -> tuple[str, str]:
+    """(status name, detail) of a peer's grpc.health.v1 service; never raises."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    try:
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+    except grpc.aio.AioRpcError as exc:
+        return "UNREACHABLE", f"{exc.code().name}: {exc.details()}"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status), ""

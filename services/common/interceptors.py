@@ -1,0 +1,168 @@
+"""gRPC interceptors: the server side stamps, times and maps errors for every
+call; the client side carries the request id and the deadline downstream."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from services.common.errors import to_status
+from services.common.metrics import ServerMetrics, split_method
+from services.common.request_context import (
+    REQUEST_ID_HEADER,
+    accept_request_id,
+    current_request_id,
+    set_request,
+    time_remaining,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _CallScope:
+    """Everything the interceptor does around one RPC, whatever its shape."""
+
+    def __init__(self, metrics: ServerMetrics, full_method: str, context: Any) -> None:
+        self.metrics = metrics
+        self.service, self.method = split_method(full_method)
+        self.context = context
+        self.code = grpc.StatusCode.OK
+        self.start = time.perf_counter()
+
+    def enter(self) -> None:
+        metadata = dict(self.context.invocation_metadata() or ())
+        request_id = accept_request_id(metadata.get(REQUEST_ID_HEADER))
+        set_request(request_id, self.context.time_remaining())
+        trailing = tuple(self.context.trailing_metadata() or ())
+        self.context.set_trailing_metadata(trailing + ((REQUEST_ID_HEADER, request_id),))
+        self.metrics.in_flight.labels(self.service, self.method).inc()
+
+    async def fail(self, exc: BaseException) -> None:
+        """Record why the call ended and turn ``exc`` into its status; always raises."""
+        if isinstance(exc, asyncio.CancelledError):
+            self.code = grpc.StatusCode.CANCELLED
+            raise exc
+        if isinstance(exc, grpc.aio.AbortError):
+            self.code = self.context.code() or grpc.StatusCode.UNKNOWN
+            raise exc
+        self.code, message = to_status(exc)
+        if self.code is grpc.StatusCode.INTERNAL:
+            log.error("unhandled error in %s/%s", self.service, self.method, exc_info=exc)
+        else:
+            log.info(
+                "%s/%s failed", self.service, self.method,
+                extra={"grpc_code": self.code.name, "detail": message},
+            )
+        await self.context.abort(self.code, message)
+
+    def exit(self) -> None:
+        code = self.context.code() if self.code is grpc.StatusCode.OK else self.code
+        name = (code or grpc.StatusCode.OK).name
+        elapsed = time.perf_counter() - self.start
+        self.metrics.in_flight.labels(self.service, self.method).dec()
+        self.metrics.handled.labels(self.service, self.method, name).inc()
+        self.metrics.latency.labels(self.service, self.method, name).observe(elapsed)
+
+
+def _wrap_unary_response(metrics: ServerMetrics, full_method: str, behavior: Callable) -> Callable:
+    async def handle(request: Any, context: Any) -> Any:
+        scope = _CallScope(metrics, full_method, context)
+        scope.enter()
+        try:
+            return await behavior(request, context)
+        except BaseException as exc:  # noqa: BLE001 - mapped to a status, then re-raised
+            await scope.fail(exc)
+        finally:
+            scope.exit()
+
+    return handle
+
+
+def _wrap_stream_response(metrics: ServerMetrics, full_method: str, behavior: Callable) -> Callable:
+    async def handle(request: Any, context: Any) -> AsyncIterator[Any]:
+        scope = _CallScope(metrics, full_method, context)
+        scope.enter()
+        try:
+            result = behavior(request, context)
+            if inspect.isasyncgen(result):
+                async for response in result:
+                    yield response
+            else:
+                await result
+        except BaseException as exc:  # noqa: BLE001 - mapped to a status, then re-raised
+            await scope.fail(exc)
+        finally:
+            scope.exit()
+
+    return handle
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Request id, deadline, metrics and error mapping for every RPC."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        codec = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            behavior = _wrap_unary_response(self._metrics, method, handler.unary_unary)
+            return grpc.unary_unary_rpc_method_handler(behavior, **codec)
+        if handler.stream_unary:
+            behavior = _wrap_unary_response(self._metrics, method, handler.stream_unary)
+            return grpc.stream_unary_rpc_method_handler(behavior, **codec)
+        if handler.unary_stream:
+            behavior = _wrap_stream_response(self._metrics, method, handler.unary_stream)
+            return grpc.unary_stream_rpc_method_handler(behavior, **codec)
+        behavior = _wrap_stream_response(self._metrics, method, handler.stream_stream)
+        return grpc.stream_stream_rpc_method_handler(behavior, **codec)
+
+
+class ClientInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    """Forwards the current request id and the time left on its deadline."""
+
+    @staticmethod
+    def _details(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
+        request_id = current_request_id()
+        if request_id and REQUEST_ID_HEADER not in metadata:
+            metadata.add(REQUEST_ID_HEADER, request_id)
+        timeout = details.timeout
+        remaining = time_remaining()
+        if remaining is not None:
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        return grpc.aio.ClientCallDetails(
+            details.method, timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return await continuation(self._details(client_call_details), request_iterator)
+
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return await continuation(self._details(client_call_details), request_iterator)

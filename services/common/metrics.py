@@ -1,0 +1,63 @@
+"""Prometheus metrics every service exposes on its own /metrics port."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Voice requests run from milliseconds (health, status) to tens of seconds.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+@dataclass
+class ServerMetrics:
+    """gRPC request counts and latencies, by method and status code."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        prometheus_client.ProcessCollector(registry=self.registry)
+        prometheus_client.PlatformCollector(registry=self.registry)
+        labels = ("grpc_service", "grpc_method", "grpc_code")
+        self.handled = Counter(
+            "grpc_server_handled_total",
+            "RPCs completed, by status code.",
+            labels,
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from an RPC's arrival to its completion, by status code.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "grpc_server_in_flight_requests",
+            "RPCs being handled now.",
+            ("grpc_service", "grpc_method"),
+            registry=self.registry,
+        )
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics over HTTP; returns the bound port (useful when port is 0)."""
+        server, _thread = prometheus_client.start_http_server(
+            port, addr=host, registry=self.registry
+        )
+        self._http_server = server
+        return server.server_port
+
+    def close(self) -> None:
+        server = getattr(self, "_http_server", None)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """'/voice.v1.Gateway/Synthesize' -> ('voice.v1.Gateway', 'Synthesize')."""
+    _, _, rest = full_method.partition("/")
+    service, _, method = rest.partition("/")
+    return service or "unknown", method or "unknown"

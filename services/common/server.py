@@ -1,0 +1,147 @@
+"""Asyncio gRPC server bootstrap shared by every service.
+
+Adds the standard health and reflection services, the interceptors and a
+/metrics endpoint; keeps health in step with a readiness probe; and on
+SIGTERM or SIGINT drains: health turns NOT_SERVING, new calls are refused,
+calls in flight get ``drain_seconds`` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.interceptors import ServerInterceptor
+from services.common.metrics import ServerMetrics
+from services.common.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+# Whole clips travel in one message; 64 MiB holds minutes of 48 kHz audio.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+GRPC_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
+
+ReadinessProbe = Callable[[], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Servicer:
+    """A servicer object, the generated function that registers it, and its full name."""
+
+    impl: object
+    add_to_server: Callable[[object, grpc.aio.Server], None]
+    full_name: str
+
+
+class ServiceHost:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        servicers: Sequence[Servicer],
+        readiness: ReadinessProbe | None = None,
+        readiness_interval: float = 2.0,
+        on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
+        self.settings = settings
+        self.metrics = ServerMetrics()
+        self._servicers = servicers
+        self._readiness = readiness
+        self._readiness_interval = readiness_interval
+        self._on_stop = on_stop
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._probe_task: asyncio.Task | None = None
+        self._stopping = False
+        self.grpc_port = 0
+        self.metrics_port = 0
+
+    @property
+    def service_names(self) -> list[str]:
+        return [s.full_name for s in self._servicers]
+
+    async def start(self) -> None:
+        server = grpc.aio.server(
+            interceptors=[ServerInterceptor(self.metrics)], options=GRPC_OPTIONS
+        )
+        for servicer in self._servicers:
+            servicer.add_to_server(servicer.impl, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        self.grpc_port = server.add_insecure_port(self.settings.grpc_address)
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen on {self.settings.grpc_address}")
+        self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+        await server.start()
+        self._server = server
+        await self._set_serving(await self._probe())
+        if self._readiness is not None:
+            self._probe_task = asyncio.create_task(self._probe_forever())
+        log.info(
+            "listening",
+            extra={
+                "grpc": f"{self.settings.host}:{self.grpc_port}",
+                "metrics": f"http://{self.settings.host}:{self.metrics_port}/metrics",
+                "services": self.service_names,
+            },
+        )
+
+    async def _probe(self) -> bool:
+        if self._readiness is None:
+            return True
+        try:
+            return await self._readiness()
+        except Exception:  # a failing probe means not ready, never a dead server
+            log.warning("readiness probe failed", exc_info=True)
+            return False
+
+    async def _probe_forever(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self._readiness_interval)
+            if not self._stopping:
+                await self._set_serving(await self._probe())
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *self.service_names):
+            await self._health.set(name, status)
+
+    async def stop(self) -> None:
+        """Drain and stop; safe to call more than once."""
+        if self._stopping or self._server is None:
+            return
+        self._stopping = True
+        log.info("draining", extra={"grace_seconds": self.settings.drain_seconds})
+        await self._health.enter_graceful_shutdown()
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+        await self._server.stop(self.settings.drain_seconds)
+        for callback in self._on_stop:
+            await callback()
+        self.metrics.close()
+        log.info("stopped")
+
+    async def run_until_signal(self) -> None:
+        """Start, serve until SIGTERM or SIGINT, then drain."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.stop()

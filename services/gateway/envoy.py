@@ -1,0 +1,176 @@
+"""The Envoy edge's configuration, rendered from settings.
+
+Envoy listens on API_PORT, passes gRPC for the public services through to
+the gateway, and transcodes REST to gRPC with the routes annotated in the
+voice.v1 protos (grpc_json_transcoder over the generated descriptor set).
+Anything else gets a 404; the admin interface listens on loopback only.
+
+``python -m services.gateway.envoy --descriptor gen/voice_v1.pb`` prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+_T = "type.googleapis.com/envoy.extensions."
+PUBLIC_GRPC_PREFIXES = ("/voice.v1.Gateway/", "/grpc.health.v1.Health/")
+TRANSCODED_SERVICES = ("voice.v1.Gateway",)
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    descriptor: Path
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 50051
+    listen_host: str = "0.0.0.0"
+    listen_port: int = 8080
+    admin_port: int = 9901
+    # STRICT_DNS re-resolves gateway_host, so a headless Service name reaches every pod.
+    discovery: str = "STATIC"
+
+
+def _route(prefix: str) -> dict:
+    # timeout 0: streams may run as long as their own deadline allows.
+    return {"match": {"prefix": prefix}, "route": {"cluster": "gateway", "timeout": "0s"}}
+
+
+def render(config: EdgeConfig) -> dict:
+    not_found = {
+        "match": {"prefix": "/"},
+        "direct_response": {
+            "status": 404,
+            "body": {"inline_string": '{"code":5,"message":"no such route"}'},
+        },
+        "response_headers_to_add": [
+            {"header": {"key": "content-type", "value": "application/json"}}
+        ],
+    }
+    transcoder = {
+        "@type": _T + "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+        "proto_descriptor": str(config.descriptor),
+        "services": list(TRANSCODED_SERVICES),
+        "convert_grpc_status": True,
+        "print_options": {
+            "add_whitespace": False,
+            "always_print_primitive_fields": True,
+            "always_print_enums_as_ints": False,
+            "preserve_proto_field_names": True,
+        },
+    }
+    manager = {
+        "@type": _T + "filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "edge",
+        "codec_type": "AUTO",
+        "generate_request_id": True,
+        "route_config": {
+            "name": "edge",
+            "virtual_hosts": [
+                {
+                    "name": "gateway",
+                    "domains": ["*"],
+                    "routes": [*(_route(p) for p in PUBLIC_GRPC_PREFIXES), not_found],
+                }
+            ],
+        },
+        "http_filters": [
+            {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": _T + "filters.http.router.v3.Router"},
+            },
+        ],
+    }
+    cluster = {
+        "name": "gateway",
+        "type": config.discovery,
+        "connect_timeout": "2s",
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": _T + "upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": "gateway",
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {
+                                        "address": config.gateway_host,
+                                        "port_value": config.gateway_port,
+                                    }
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    return {
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": config.admin_port}}
+        },
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "edge",
+                    "address": {
+                        "socket_address": {
+                            "address": config.listen_host,
+                            "port_value": config.listen_port,
+                        }
+                    },
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": manager,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [cluster],
+        },
+    }
+
+
+def write(config: EdgeConfig, path: Path) -> Path:
+    path.write_text(json.dumps(render(config), indent=2))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Print the Envoy edge configuration.")
+    parser.add_argument("--descriptor", type=Path, required=True)
+    parser.add_argument("--gateway-host", default="127.0.0.1")
+    parser.add_argument("--gateway-port", type=int, default=50051)
+    parser.add_argument("--listen-host", default="0.0.0.0")
+    parser.add_argument("--listen-port", type=int, default=8080)
+    parser.add_argument("--admin-port", type=int, default=9901)
+    parser.add_argument("--discovery", choices=("STATIC", "STRICT_DNS"), default="STATIC")
+    args = parser.parse_args()
+    config = EdgeConfig(
+        descriptor=args.descriptor,
+        gateway_host=args.gateway_host,
+        gateway_port=args.gateway_port,
+        listen_host=args.listen_host,
+        listen_port=args.listen_port,
+        admin_port=args.admin_port,
+        discovery=args.discovery,
+    )
+    print(json.dumps(render(config), indent=2))
+
+
+if __name__ == "__main__":
+    main()

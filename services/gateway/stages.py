@@ -1,0 +1,101 @@
+"""The gateway's clients of the TTS and RVC services.
+
+They speak voice.v1 to those services and hand the pipeline decoded audio
+and timings. Stage requests pass through as the client sent them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from voice.v1 import rvc_pb2, rvc_pb2_grpc, tts_pb2, tts_pb2_grpc
+
+from services.common.audio import PcmAudio
+from services.common.audio_proto import audio_from_proto, audio_to_proto
+from services.common.channels import check_health, open_channel
+from services.common.errors import FailedPrecondition
+
+
+@dataclass(frozen=True)
+class StageResult:
+    audio: PcmAudio
+    seconds: float
+    first_audio_seconds: float
+    extra: str = ""  # the speaker id a TTS run cached, if any
+
+
+@dataclass(frozen=True)
+class Dependency:
+    name: str
+    address: str
+    status: str
+    detail: str = ""
+
+
+class TtsStage:
+    name = "tts"
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._channel = open_channel(target)
+        self.stub = tts_pb2_grpc.TextToSpeechStub(self._channel)
+
+    async def synthesize(self, request: tts_pb2.SynthesizeSpeechRequest) -> StageResult:
+        start = time.perf_counter()
+        first = None
+        pieces: list[PcmAudio] = []
+        speaker_id = ""
+        async for reply in self.stub.Synthesize(request):
+            if first is None:
+                first = time.perf_counter() - start
+            speaker_id = speaker_id or reply.speaker_id
+            if reply.HasField("chunk"):
+                pieces.append(audio_from_proto(reply.chunk.audio, "tts chunk"))
+        if not pieces:
+            raise FailedPrecondition("the TTS service returned no audio")
+        audio = join(pieces)
+        elapsed = time.perf_counter() - start
+        return StageResult(audio, elapsed, first or elapsed, speaker_id)
+
+    async def health(self, timeout: float) -> Dependency:
+        status, detail = await check_health(self._channel, timeout=timeout)
+        return Dependency(self.name, self.target, status, detail)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class RvcStage:
+    name = "rvc"
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._channel = open_channel(target)
+        self.stub = rvc_pb2_grpc.VoiceConversionStub(self._channel)
+
+    async def convert(self, params: rvc_pb2.ConversionParams, audio: PcmAudio) -> StageResult:
+        start = time.perf_counter()
+        reply = await self.stub.Convert(
+            rvc_pb2.ConvertRequest(params=params, audio=audio_to_proto(audio))
+        )
+        elapsed = time.perf_counter() - start
+        return StageResult(audio_from_proto(reply.audio, "rvc audio"), elapsed, elapsed)
+
+    async def voices(self) -> rvc_pb2.ListModelsResponse:
+        return await self.stub.ListModels(rvc_pb2.ListModelsRequest())
+
+    async def health(self, timeout: float) -> Dependency:
+        status, detail = await check_health(self._channel, timeout=timeout)
+        return Dependency(self.name, self.target, status, detail)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+def join(pieces: list[PcmAudio]) -> PcmAudio:
+    rates = {p.sample_rate for p in pieces}
+    if len(rates) != 1:
+        raise FailedPrecondition(f"audio chunks disagree on sample rate: {sorted(rates)}")
+    return PcmAudio(np.concatenate([p.samples for p in pieces]), rates.pop())

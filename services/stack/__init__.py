@@ -1,0 +1,1 @@
+"""The local runner: the whole stack as supervised processes on loopback."""

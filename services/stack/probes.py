@@ -1,0 +1,43 @@
+"""Is a process of the stack ready? Each probe answers once, quickly, never raising."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+Probe = Callable[[], bool]
+
+
+def http_ok(url: str, expect_json: bool = False, timeout: float = 1.0) -> Probe:
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                body = response.read()
+                if response.status != 200:
+                    return False
+                if expect_json:
+                    json.loads(body)
+                return True
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    return probe
+
+
+def grpc_serving(address: str, timeout: float = 1.0) -> Probe:
+    def probe() -> bool:
+        with grpc.insecure_channel(address) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=timeout
+                )
+            except grpc.RpcError:
+                return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    return probe

@@ -1,0 +1,89 @@
+"""A synthesis request as the TTS core sees it, checked field by field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from services.common.audio import PcmAudio
+from services.common.errors import InvalidArgument
+
+
+class Gender(Enum):
+    FEMALE = "female"
+    MALE = "male"
+
+
+class Level(Enum):
+    VERY_LOW = "very_low"
+    LOW = "low"
+    MODERATE = "moderate"
+    HIGH = "high"
+    VERY_HIGH = "very_high"
+
+
+@dataclass(frozen=True)
+class ReferenceSpeaker:
+    audio: PcmAudio
+    transcript: str = ""
+
+
+@dataclass(frozen=True)
+class CachedSpeaker:
+    speaker_id: str
+
+
+@dataclass(frozen=True)
+class ControlledSpeaker:
+    gender: Gender
+    pitch: Level = Level.MODERATE
+    speed: Level = Level.MODERATE
+
+
+Speaker = ReferenceSpeaker | CachedSpeaker | ControlledSpeaker
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature is not None and not 0.0 < self.temperature <= 5.0:
+            raise InvalidArgument(f"sampling.temperature {self.temperature} is outside (0, 5]")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise InvalidArgument(f"sampling.top_p {self.top_p} is outside (0, 1]")
+        if self.top_k is not None and self.top_k > 10_000:
+            raise InvalidArgument(f"sampling.top_k {self.top_k} is above 10000")
+        if self.max_tokens is not None and not 1 <= self.max_tokens <= 10_000:
+            raise InvalidArgument(f"sampling.max_tokens {self.max_tokens} is outside 1..10000")
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    text: str
+    speaker: Speaker
+    sampling: Sampling = field(default_factory=Sampling)
+
+    def check(self, max_text_chars: int, max_reference_seconds: float) -> None:
+        """Limits that depend on the service's settings."""
+        if not self.text.strip():
+            raise InvalidArgument("text is empty")
+        if len(self.text) > max_text_chars:
+            raise InvalidArgument(
+                f"text has {len(self.text)} characters; the limit is {max_text_chars}"
+            )
+        if isinstance(self.speaker, ReferenceSpeaker):
+            seconds = self.speaker.audio.duration
+            if seconds <= 0:
+                raise InvalidArgument("speaker.reference.audio is empty")
+            if seconds > max_reference_seconds:
+                raise InvalidArgument(
+                    f"speaker.reference.audio lasts {seconds:.1f} s; "
+                    f"the limit is {max_reference_seconds:g} s"
+                )
+        if isinstance(self.speaker, CachedSpeaker) and not self.speaker.speaker_id:
+            raise InvalidArgument("speaker.speaker_id is empty")

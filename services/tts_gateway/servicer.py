@@ -1,0 +1,103 @@
+"""voice.v1.TextToSpeech: protos in, TTS core, protos out. Nothing else."""
+
+from __future__ import annotations
+
+from voice.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
+
+from services.common.audio_proto import audio_from_proto, audio_to_proto
+from services.common.errors import InvalidArgument
+from services.tts_gateway.request import (
+    CachedSpeaker,
+    ControlledSpeaker,
+    Gender,
+    Level,
+    ReferenceSpeaker,
+    Sampling,
+    Speaker,
+    SpeechRequest,
+)
+from services.tts_gateway.synthesis import TtsEngine
+
+_GENDERS = {tts_pb2.GENDER_FEMALE: Gender.FEMALE, tts_pb2.GENDER_MALE: Gender.MALE}
+_LEVELS = {
+    tts_pb2.LEVEL_UNSPECIFIED: Level.MODERATE,
+    tts_pb2.LEVEL_VERY_LOW: Level.VERY_LOW,
+    tts_pb2.LEVEL_LOW: Level.LOW,
+    tts_pb2.LEVEL_MODERATE: Level.MODERATE,
+    tts_pb2.LEVEL_HIGH: Level.HIGH,
+    tts_pb2.LEVEL_VERY_HIGH: Level.VERY_HIGH,
+}
+
+
+def _level(value: int, what: str) -> Level:
+    if value not in _LEVELS:
+        raise InvalidArgument(f"{what} {value} is not a known level")
+    return _LEVELS[value]
+
+
+def speaker_from_proto(prompt: tts_pb2.SpeakerPrompt) -> Speaker:
+    source = prompt.WhichOneof("source")
+    if source == "reference":
+        audio = audio_from_proto(prompt.reference.audio, "speaker.reference.audio")
+        return ReferenceSpeaker(audio, prompt.reference.transcript)
+    if source == "speaker_id":
+        return CachedSpeaker(prompt.speaker_id)
+    if source == "control":
+        gender = _GENDERS.get(prompt.control.gender)
+        if gender is None:
+            raise InvalidArgument("speaker.control.gender is required in control mode")
+        return ControlledSpeaker(
+            gender,
+            _level(prompt.control.pitch, "speaker.control.pitch"),
+            _level(prompt.control.speed, "speaker.control.speed"),
+        )
+    raise InvalidArgument("speaker is required: set reference, speaker_id or control")
+
+
+def sampling_from_proto(params: tts_pb2.SamplingParams) -> Sampling:
+    def opt(name: str):
+        return getattr(params, name) if params.HasField(name) else None
+
+    return Sampling(
+        temperature=opt("temperature"),
+        top_k=opt("top_k"),
+        top_p=opt("top_p"),
+        max_tokens=opt("max_tokens"),
+        seed=opt("seed"),
+    )
+
+
+def speech_request_from_proto(request: tts_pb2.SynthesizeSpeechRequest) -> SpeechRequest:
+    return SpeechRequest(
+        text=request.text,
+        speaker=speaker_from_proto(request.speaker),
+        sampling=sampling_from_proto(request.sampling),
+    )
+
+
+class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
+    def __init__(self, engine: TtsEngine) -> None:
+        self._engine = engine
+
+    async def Synthesize(self, request, context):
+        speech = speech_request_from_proto(request)
+        sequence = 0
+        async for chunk in self._engine.synthesize(speech):
+            yield tts_pb2.SynthesizeSpeechResponse(
+                chunk=audio_pb2.AudioChunk(
+                    audio=audio_to_proto(chunk.audio), sequence=sequence, final=chunk.final
+                )
+            )
+            sequence += 1
+
+    async def GetStatus(self, request, context):
+        state = await self._engine.triton.state()
+        return tts_pb2.TtsStatus(
+            triton_ready=state.ready,
+            triton_address=state.address,
+            models=[
+                tts_pb2.TtsModelStatus(name=m.name, version=m.version, ready=m.ready)
+                for m in state.models
+            ],
+            in_flight=self._engine.in_flight,
+        )

@@ -1,0 +1,21 @@
+"""Settings of the TTS service, read from TTS_* variables (and TRITON_GRPC_URL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.common.settings import ServerSettings, env_field, from_env
+
+
+@dataclass(frozen=True)
+class TtsSettings:
+    server: ServerSettings = field(
+        default_factory=lambda: ServerSettings(grpc_port=50052, metrics_port=9102)
+    )
+    triton_url: str = env_field("TRITON_GRPC_URL", "127.0.0.1:8001")
+    max_text_chars: int = 5_000
+    max_reference_seconds: float = 30.0
+
+    @classmethod
+    def load(cls) -> "TtsSettings":
+        return from_env(cls, "TTS")
