@@ -12,7 +12,7 @@ import json
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.interceptors import ClientInterceptor
+from services.common.interceptors import client_interceptors
 from services.common.server import GRPC_OPTIONS
 
 _SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
@@ -24,8 +24,13 @@ def open_channel(target: str) -> grpc.aio.Channel:
         ("grpc.service_config", _SERVICE_CONFIG),
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
+        # A peer that restarts (a pod rolled, a process respawned) is back in
+        # well under a second; do not sit out gRPC's default 1-120 s back-off.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
     )
-    return grpc.aio.insecure_channel(target, options=options, interceptors=[ClientInterceptor()])
+    return grpc.aio.insecure_channel(target, options=options, interceptors=client_interceptors())
 
 
 async def check_health(
@@ -34,7 +39,11 @@ async def check_health(
     """(status name, detail) of a peer's grpc.health.v1 service; never raises."""
     stub = health_pb2_grpc.HealthStub(channel)
     try:
-        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        # wait_for_ready: a connection still being (re)established is not a
+        # failed peer; the timeout bounds the wait.
+        reply = await stub.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=timeout, wait_for_ready=True
+        )
     except grpc.aio.AioRpcError as exc:
         return "UNREACHABLE", f"{exc.code().name}: {exc.details()}"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status), ""

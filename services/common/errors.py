@@ -69,6 +69,9 @@ def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, grpc.aio.AioRpcError):
         # A downstream service already chose the code; keep it and its message.
         return exc.code(), exc.details() or exc.code().name
+    if isinstance(exc, NotImplementedError):
+        # What generated servicer bases raise for a method nobody wrote.
+        return grpc.StatusCode.UNIMPLEMENTED, "method not implemented"
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"
     return grpc.StatusCode.INTERNAL, "internal error"

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# The *_created series double every metric for no use to dashboards or alerts.
+prometheus_client.disable_created_metrics()
+
 # Voice requests run from milliseconds (health, status) to tens of seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # scrapes are not news
+        pass
 
 
 @dataclass
@@ -43,9 +58,13 @@ class ServerMetrics:
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics over HTTP; returns the bound port (useful when port is 0)."""
-        server, _thread = prometheus_client.start_http_server(
-            port, addr=host, registry=self.registry
-        )
+        app = prometheus_client.make_wsgi_app(self.registry)
+        server = make_server(host, port, app, _ThreadingServer, handler_class=_QuietHandler)
+        # A short poll keeps shutdown quick when a service stops.
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+            name="metrics-http",
+        ).start()
         self._http_server = server
         return server.server_port
 

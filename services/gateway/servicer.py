@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
+
 from voice.v1 import audio_pb2, gateway_pb2, gateway_pb2_grpc, rvc_pb2, tts_pb2
 
 from services.common.audio_proto import audio_to_proto
@@ -90,6 +92,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return _health_to_proto(await self._pipeline.health(self._health_timeout))
 
     async def GetStatus(self, request, context):
+        # A stage that cannot report leaves its section empty; health says why.
         health, tts, rvc = await asyncio.gather(
             self._pipeline.health(self._health_timeout),
             self._pipeline.tts.stub.GetStatus(
@@ -98,7 +101,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             self._pipeline.rvc.stub.GetStatus(
                 rvc_pb2.GetRvcStatusRequest(), timeout=self._health_timeout
             ),
+            return_exceptions=True,
         )
+        if isinstance(health, BaseException):
+            raise health
         return gateway_pb2.GetStatusResponse(
-            health=_health_to_proto(health), tts=tts, rvc=rvc, version=VERSION
+            health=_health_to_proto(health),
+            tts=None if isinstance(tts, grpc.aio.AioRpcError) else tts,
+            rvc=None if isinstance(rvc, grpc.aio.AioRpcError) else rvc,
+            version=VERSION,
         )

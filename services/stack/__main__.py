@@ -25,6 +25,8 @@ def banner(specs: list[components.ProcessSpec], config: StackConfig) -> str:
     lines = ["", "The voice pipeline is up:", ""]
     lines += [f"  {name:<{width}}  {kind:<{kind_width}}  {where}" for name, kind, where in rows]
     base = f"http://127.0.0.1:{config.api_port}"
+    if not any(spec.name == "envoy" for spec in specs):
+        return "\n".join([*lines, "", "Ctrl-C stops everything.", ""])
     lines += [
         "",
         "Try it:",

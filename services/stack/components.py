@@ -132,7 +132,11 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
                 "--drain-time-s", "5",
             ],
             env=dict(os.environ),
-            probe=http_ok(f"{public}:{config.api_port}/health", expect_json=True),
+            # Ready when the gateway, through Envoy, sees every service serving.
+            probe=http_ok(
+                f"{public}:{config.api_port}/health",
+                lambda body: body.get("status") == "SERVING",
+            ),
             endpoints=[
                 ("REST + gRPC (public)", f"{public}:{config.api_port}"),
                 ("admin + metrics", f"http://{LOOPBACK}:{config.envoy_admin_port}/stats/prometheus"),

@@ -13,16 +13,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 Probe = Callable[[], bool]
 
 
-def http_ok(url: str, expect_json: bool = False, timeout: float = 1.0) -> Probe:
+def http_ok(
+    url: str, check_json: Callable[[object], bool] | None = None, timeout: float = 1.0
+) -> Probe:
+    """200 from ``url``, and, when given, ``check_json`` true of the JSON body."""
+
     def probe() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 body = response.read()
                 if response.status != 200:
                     return False
-                if expect_json:
-                    json.loads(body)
-                return True
+                return check_json is None or bool(check_json(json.loads(body)))
         except (urllib.error.URLError, OSError, ValueError):
             return False
 

@@ -42,6 +42,7 @@ class Child:
     log_path: Path
     process: subprocess.Popen | None = None
     ready: bool = False
+    starts: int = 0
     restarts: deque = field(default_factory=lambda: deque(maxlen=5))
     _pump: threading.Thread | None = None
 
@@ -57,6 +58,7 @@ class Supervisor:
         self._echo = echo
         self._echo_lock = threading.Lock()
         self._stopping = False
+        self._spawned = threading.Condition()
 
     # -- starting ---------------------------------------------------------
     def _spawn(self, child: Child) -> None:
@@ -74,7 +76,16 @@ class Supervisor:
             target=self._pump, args=(child, child.process), daemon=True, name=f"log-{child.spec.name}"
         )
         child._pump.start()
+        with self._spawned:
+            child.starts += 1
+            self._spawned.notify_all()
         log.info("started %s (pid %d)", child.spec.name, child.process.pid)
+
+    def wait_started(self, name: str, starts: int, timeout: float) -> bool:
+        """Block until process ``name`` has been started ``starts`` times in all."""
+        child = next(c for c in self.children if c.spec.name == name)
+        with self._spawned:
+            return self._spawned.wait_for(lambda: child.starts >= starts, timeout)
 
     def _pump(self, child: Child, process: subprocess.Popen) -> None:
         """Copy a child's output to its log file and, when asked, to our terminal."""
@@ -130,6 +141,9 @@ class Supervisor:
                 if self._stopping or child.alive:
                     continue
                 code = child.process.returncode
+                # Whatever the dead process left in its group goes with it, as
+                # when a container exits.
+                self._signal(child, signal.SIGKILL)
                 now = time.monotonic()
                 child.restarts.append(now)
                 full = len(child.restarts) == child.restarts.maxlen

@@ -53,9 +53,9 @@ class Sampling:
 
     def __post_init__(self) -> None:
         if self.temperature is not None and not 0.0 < self.temperature <= 5.0:
-            raise InvalidArgument(f"sampling.temperature {self.temperature} is outside (0, 5]")
+            raise InvalidArgument(f"sampling.temperature {self.temperature:g} is outside (0, 5]")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise InvalidArgument(f"sampling.top_p {self.top_p} is outside (0, 1]")
+            raise InvalidArgument(f"sampling.top_p {self.top_p:g} is outside (0, 1]")
         if self.top_k is not None and self.top_k > 10_000:
             raise InvalidArgument(f"sampling.top_k {self.top_k} is above 10000")
         if self.max_tokens is not None and not 1 <= self.max_tokens <= 10_000:

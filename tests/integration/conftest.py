@@ -1,0 +1,46 @@
+"""One real stack for the integration tests: tritonserver, the three services
+and Envoy, started by the same supervisor as `make run`, on free loopback ports."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from services.stack import components
+from services.stack.config import StackConfig
+from services.stack.supervisor import Supervisor
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclasses.dataclass
+class RunningStack:
+    config: StackConfig
+    supervisor: Supervisor
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.config.api_port}"
+
+    def log(self, name: str) -> str:
+        return (self.config.run_dir / "logs" / f"{name}.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> RunningStack:
+    run_dir = tmp_path_factory.mktemp("stack")
+    config = dataclasses.replace(
+        StackConfig(),
+        run_dir=run_dir,
+        models_dir=run_dir / "models",
+        model_repo=REPO / "triton" / "model_repo",
+        descriptor=REPO / "gen" / "voice_v1.pb",
+    ).with_free_ports()
+    supervisor = Supervisor(components.build(config, REPO), run_dir / "logs")
+    try:
+        supervisor.start(timeout=120)
+        yield RunningStack(config, supervisor)
+    finally:
+        supervisor.stop(timeout=30)

@@ -1,0 +1,111 @@
+"""The public edge: REST transcoded by the real Envoy, and gRPC through it."""
+
+import grpc
+import pytest
+from voice.v1 import gateway_pb2, gateway_pb2_grpc, tts_pb2
+
+from tests.integration.http_client import call
+
+pytestmark = pytest.mark.integration
+
+CONTROL = {"control": {"gender": "GENDER_FEMALE", "pitch": "LEVEL_HIGH"}}
+
+
+def test_health_is_json_from_the_gateway_through_envoy(stack):
+    reply = call("GET", f"{stack.api}/health")
+    assert reply.status == 200
+    assert reply.headers["server"] == "envoy"
+    assert reply.headers["content-type"] == "application/json"
+    body = reply.json()
+    assert body["status"] == "SERVING", body
+    assert {d["name"]: d["status"] for d in body["dependencies"]} == {
+        "tts": "SERVING",
+        "rvc": "SERVING",
+    }
+
+
+def test_status_shows_every_stage(stack):
+    body = call("GET", f"{stack.api}/v1/status").json()
+    assert body["tts"]["triton_ready"] is True
+    assert body["tts"]["triton_address"].endswith(f":{stack.config.triton_grpc_port}")
+    assert body["rvc"]["workers_alive"] == 0
+    assert call("GET", f"{stack.api}/status").json()["version"] == body["version"]
+
+
+def test_voices_is_empty_without_installed_models(stack):
+    reply = call("GET", f"{stack.api}/v1/voices")
+    assert reply.status == 200
+    assert reply.json() == {"voices": []}
+
+
+def test_synthesis_reaches_triton_backed_tts_and_says_it_is_not_implemented_yet(stack):
+    reply = call("POST", f"{stack.api}/v1/synthesize", {"text": "Hello there.", "speaker": CONTROL})
+    assert reply.status == 501
+    body = reply.json()
+    assert body["code"] == grpc.StatusCode.UNIMPLEMENTED.value[0]
+    assert "issue #3" in body["message"]
+
+
+@pytest.mark.parametrize(
+    "path, payload, fragment",
+    [
+        ("/v1/synthesize", {"text": "Hi."}, "speaker is required"),
+        ("/v1/tts", {"text": "", "speaker": CONTROL}, "text is empty"),
+        ("/v1/rvc", {"params": {"model": "../../etc"}, "audio": {"sample_rate": 16000}},
+         "model name"),
+        ("/v1/rvc", {"params": {"pitch_shift": 99}}, "pitch_shift 99"),
+    ],
+)
+def test_bad_requests_are_400_with_a_message(stack, path, payload, fragment):
+    reply = call("POST", f"{stack.api}{path}", payload)
+    assert reply.status == 400
+    assert fragment in reply.json()["message"]
+
+
+def test_malformed_json_is_400(stack):
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{stack.api}/v1/synthesize", data=b"{not json", method="POST",
+        headers={"content-type": "application/json"},
+    )
+    try:
+        urllib.request.urlopen(request, timeout=10)
+    except urllib.error.HTTPError as error:
+        assert error.code == 400
+    else:
+        pytest.fail("malformed JSON was accepted")
+
+
+def test_unknown_voice_is_404(stack):
+    reply = call(
+        "POST",
+        f"{stack.api}/v1/rvc",
+        {"params": {"model": "ghost"}, "audio": {"pcm": "AAA=", "sample_rate": 16000}},
+    )
+    assert reply.status == 404
+    assert "ghost" in reply.json()["message"]
+
+
+def test_unknown_routes_are_404_and_internal_services_are_not_exposed(stack):
+    assert call("GET", f"{stack.api}/nope").status == 404
+    assert call("POST", f"{stack.api}/voice.v1.TextToSpeech/Synthesize", {}).status == 404
+
+
+async def test_grpc_through_envoy_with_request_id_propagated_to_the_tts_service(stack):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.config.api_port}") as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        health = await stub.GetHealth(gateway_pb2.GetHealthRequest(), timeout=10)
+        assert health.status == "SERVING"
+        request = gateway_pb2.SynthesizeRequest(
+            text="Hi.",
+            speaker=tts_pb2.SpeakerPrompt(control=tts_pb2.VoiceControl(gender=tts_pb2.GENDER_MALE)),
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Synthesize(
+                request, metadata=(("x-request-id", "edge-trace-7"),), timeout=10
+            )
+        assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    # The TTS service logged the failure under the id the client sent to the edge.
+    assert '"request_id": "edge-trace-7"' in stack.log("tts_gateway")
+    assert '"request_id": "edge-trace-7"' in stack.log("gateway")

@@ -1,0 +1,91 @@
+import io
+
+import numpy as np
+import pytest
+import soundfile
+
+from services.common.audio import (
+    PcmAudio,
+    SampleFormat,
+    decode_container,
+    decode_pcm,
+    encode_pcm,
+    encode_wav,
+    resample,
+    to_mono,
+)
+from services.common.errors import InvalidArgument
+
+
+def tone(seconds=0.5, rate=16_000, freq=220.0, channels=1):
+    t = np.arange(int(seconds * rate), dtype=np.float32) / rate
+    mono = (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    samples = mono if channels == 1 else np.stack([mono] * channels, axis=1)
+    return PcmAudio(samples, rate)
+
+
+@pytest.mark.parametrize("fmt, tolerance", [(SampleFormat.S16LE, 1 / 32767), (SampleFormat.F32LE, 0)])
+def test_pcm_round_trip(fmt, tolerance):
+    audio = tone()
+    back = decode_pcm(encode_pcm(audio, fmt), audio.sample_rate, fmt)
+    assert back.sample_rate == audio.sample_rate
+    assert back.frames == audio.frames
+    assert np.max(np.abs(back.samples - audio.samples)) <= tolerance
+
+
+def test_interleaved_channels_are_split():
+    audio = tone(channels=2)
+    back = decode_pcm(encode_pcm(audio, SampleFormat.F32LE), 16_000, SampleFormat.F32LE, 2)
+    assert back.channels == 2
+    assert to_mono(back).channels == 1
+
+
+def test_encoding_clips_out_of_range_samples():
+    loud = PcmAudio(np.array([2.0, -3.0], dtype=np.float32), 16_000)
+    assert np.frombuffer(encode_pcm(loud, SampleFormat.S16LE), "<i2").tolist() == [32767, -32767]
+
+
+@pytest.mark.parametrize(
+    "data, rate, fmt, channels, message",
+    [
+        (b"\x00\x00\x00", 16_000, SampleFormat.S16LE, 1, "not a whole number"),
+        (b"\x00" * 6, 16_000, SampleFormat.F32LE, 1, "not a whole number"),
+        (b"\x00" * 4, 0, SampleFormat.S16LE, 1, "sample_rate 0"),
+        (b"\x00" * 4, 500_000, SampleFormat.S16LE, 1, "sample_rate 500000"),
+        (b"\x00" * 4, 16_000, SampleFormat.S16LE, 9, "channels 9"),
+        (np.array([np.nan], "<f4").tobytes(), 16_000, SampleFormat.F32LE, 1, "NaN"),
+        (np.array([np.inf], "<f4").tobytes(), 16_000, SampleFormat.F32LE, 1, "NaN or infinite"),
+    ],
+)
+def test_bad_pcm_is_an_invalid_argument(data, rate, fmt, channels, message):
+    with pytest.raises(InvalidArgument, match=message):
+        decode_pcm(data, rate, fmt, channels)
+
+
+def test_resample_keeps_duration_and_pitch():
+    audio = tone(seconds=1.0, rate=22_050, freq=440.0)
+    out = resample(audio, 16_000)
+    assert out.sample_rate == 16_000
+    assert abs(out.frames - 16_000) <= 1
+    spectrum = np.abs(np.fft.rfft(out.samples))
+    assert abs(np.argmax(spectrum) * 16_000 / out.frames - 440.0) < 2.0
+
+
+def test_wav_round_trip_through_the_container():
+    audio = tone(rate=24_000)
+    back = decode_container(encode_wav(audio))
+    assert back.sample_rate == 24_000
+    assert back.frames == audio.frames
+    assert np.max(np.abs(back.samples - audio.samples)) < 1e-3
+
+
+def test_other_containers_decode_too():
+    buffer = io.BytesIO()
+    soundfile.write(buffer, tone().samples, 16_000, format="FLAC")
+    assert decode_container(buffer.getvalue()).frames == 8_000
+
+
+@pytest.mark.parametrize("data", [b"", b"RIFF\x00\x00", b"not audio at all" * 10])
+def test_garbage_files_are_invalid_arguments(data):
+    with pytest.raises(InvalidArgument):
+        decode_container(data)

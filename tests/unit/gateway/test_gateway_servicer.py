@@ -1,0 +1,208 @@
+"""The gateway servicer over real gRPC, with the real RVC service behind it and a
+scripted TTS service (Spark TTS itself arrives with issue #3)."""
+
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from voice.v1 import (
+    audio_pb2,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    rvc_pb2,
+    rvc_pb2_grpc,
+    tts_pb2,
+    tts_pb2_grpc,
+)
+
+from services.common.audio import PcmAudio
+from services.common.audio_proto import audio_from_proto, audio_to_proto
+from services.common.request_context import current_request_id, time_remaining
+from services.common.server import Servicer
+from services.gateway.pipeline import Pipeline
+from services.gateway.servicer import GatewayServicer
+from services.gateway.stages import RvcStage, TtsStage
+from services.rvc.conversion import Converter
+from services.rvc.model_store import ModelStore
+from services.rvc.servicer import VoiceConversionServicer
+from services.rvc.settings import RvcSettings
+from tests.grpc_hosts import channel_to, hosted
+
+RATE = 16_000
+
+
+class ScriptedTts(tts_pb2_grpc.TextToSpeechServicer):
+    """Answers with two chunks of a tone and remembers what each call carried."""
+
+    def __init__(self):
+        self.seen = []
+
+    async def Synthesize(self, request, context):
+        self.seen.append({"request_id": current_request_id(), "remaining": time_remaining()})
+        if request.text == "explode":
+            raise RuntimeError("secret internals")
+        tone = np.sin(np.arange(RATE // 4) * 2 * np.pi * 200 / RATE).astype(np.float32) * 0.3
+        for sequence in range(2):
+            yield tts_pb2.SynthesizeSpeechResponse(
+                chunk=audio_pb2.AudioChunk(
+                    audio=audio_to_proto(PcmAudio(tone, RATE)), sequence=sequence,
+                    final=sequence == 1,
+                ),
+                speaker_id="spk-1",
+            )
+
+
+def servicer(impl, module, name):
+    add = getattr(module, f"add_{name}Servicer_to_server")
+    full_name = {
+        tts_pb2_grpc: tts_pb2, rvc_pb2_grpc: rvc_pb2, gateway_pb2_grpc: gateway_pb2
+    }[module].DESCRIPTOR.services_by_name[name].full_name
+    return Servicer(impl, add, full_name)
+
+
+@pytest.fixture
+async def stack(tmp_path):
+    tts = ScriptedTts()
+    converter = Converter(RvcSettings(), ModelStore(tmp_path / "rvc"))
+    async with hosted([servicer(tts, tts_pb2_grpc, "TextToSpeech")]) as tts_host, hosted(
+        [servicer(VoiceConversionServicer(converter), rvc_pb2_grpc, "VoiceConversion")]
+    ) as rvc_host:
+        stages = (
+            TtsStage(f"127.0.0.1:{tts_host.grpc_port}"),
+            RvcStage(f"127.0.0.1:{rvc_host.grpc_port}"),
+        )
+        gateway = servicer(GatewayServicer(Pipeline(*stages), 2.0), gateway_pb2_grpc, "Gateway")
+        async with hosted([gateway]) as gateway_host:
+            async with channel_to(gateway_host) as channel:
+                yield {
+                    "stub": gateway_pb2_grpc.GatewayStub(channel),
+                    "tts": tts,
+                    "tts_host": tts_host,
+                    "gateway_host": gateway_host,
+                    "models": tmp_path / "rvc",
+                }
+        for stage in stages:
+            await stage.close()
+
+
+def request(text="Hello.", **kwargs):
+    return gateway_pb2.SynthesizeRequest(
+        text=text,
+        speaker=tts_pb2.SpeakerPrompt(control=tts_pb2.VoiceControl(gender=tts_pb2.GENDER_MALE)),
+        **kwargs,
+    )
+
+
+async def test_skip_rvc_returns_the_tts_audio_and_says_so(stack):
+    reply = await stack["stub"].Synthesize(request(skip_rvc=True))
+    audio = audio_from_proto(reply.audio)
+    assert audio.sample_rate == RATE
+    assert audio.frames == 2 * (RATE // 4)
+    assert not reply.rvc_applied
+    assert reply.rvc_skipped_reason == "skip_rvc was requested"
+    assert reply.timing.tts.audio_seconds == pytest.approx(0.5)
+    assert reply.timing.total_seconds >= reply.timing.tts.compute_seconds > 0
+
+
+async def test_without_any_rvc_voice_the_tts_audio_comes_back_unconverted(stack):
+    reply = await stack["stub"].Synthesize(request())
+    assert not reply.rvc_applied
+    assert reply.rvc_skipped_reason == "no RVC voice is installed"
+
+
+async def test_an_unknown_voice_is_not_found_through_the_gateway(stack):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack["stub"].Synthesize(request(conversion=rvc_pb2.ConversionParams(model="ghost")))
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "ghost" in caught.value.details()
+
+
+async def test_a_path_like_voice_name_is_rejected(stack):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack["stub"].Synthesize(
+            request(conversion=rvc_pb2.ConversionParams(model="../../etc/passwd"))
+        )
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_installed_voice_reaches_rvc_which_says_inference_is_not_there_yet(stack):
+    voice = stack["models"] / "alice"
+    voice.mkdir(parents=True)
+    (voice / "alice.pth").write_bytes(b"not loaded in this test")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack["stub"].Synthesize(request())
+    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    assert "issue #4" in caught.value.details()
+
+
+async def test_request_id_and_deadline_travel_downstream(stack):
+    call = stack["stub"].Synthesize(
+        request(skip_rvc=True), metadata=(("x-request-id", "req-42"),), timeout=5.0
+    )
+    await call
+    seen = stack["tts"].seen[-1]
+    assert seen["request_id"] == "req-42"
+    assert 0 < seen["remaining"] <= 5.0
+    assert ("x-request-id", "req-42") in tuple(await call.trailing_metadata())
+
+
+async def test_a_missing_request_id_is_generated(stack):
+    await stack["stub"].Synthesize(request(skip_rvc=True))
+    assert len(stack["tts"].seen[-1]["request_id"]) == 32
+
+
+async def test_unexpected_errors_are_internal_without_leaking_details(stack):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack["stub"].Synthesize(request("explode", skip_rvc=True))
+    assert caught.value.code() is grpc.StatusCode.INTERNAL
+    assert "secret" not in caught.value.details()
+
+
+async def test_tts_alone(stack):
+    reply = await stack["stub"].Tts(
+        tts_pb2.SynthesizeSpeechRequest(text="Hi.", speaker=request().speaker)
+    )
+    assert reply.speaker_id == "spk-1"
+    assert audio_from_proto(reply.audio).duration == pytest.approx(0.5)
+
+
+async def test_voices_list_the_installed_rvc_models(stack):
+    for name in ("bob", "alice"):
+        (stack["models"] / name).mkdir(parents=True)
+        (stack["models"] / name / f"{name}.pth").write_bytes(b"x")
+    reply = await stack["stub"].ListVoices(gateway_pb2.ListVoicesRequest())
+    assert [v.name for v in reply.voices] == ["alice", "bob"]
+    assert not any(v.is_default for v in reply.voices)
+
+
+async def test_health_and_status_report_each_dependency(stack):
+    health = await stack["stub"].GetHealth(gateway_pb2.GetHealthRequest())
+    assert health.status == "SERVING"
+    assert {d.name: d.status for d in health.dependencies} == {"tts": "SERVING", "rvc": "SERVING"}
+    status = await stack["stub"].GetStatus(gateway_pb2.GetStatusRequest())
+    assert status.rvc.workers_configured == 1
+    assert status.rvc.workers_alive == 0
+    # The scripted TTS has no GetStatus: its section stays empty, the rest still reports.
+    assert not status.HasField("tts")
+
+
+async def test_health_degrades_when_a_dependency_goes_away(stack):
+    await stack["tts_host"].stop()
+    health = await stack["stub"].GetHealth(gateway_pb2.GetHealthRequest())
+    assert health.status == "DEGRADED"
+    tts = next(d for d in health.dependencies if d.name == "tts")
+    assert tts.status == "UNREACHABLE"
+
+
+async def test_metrics_count_calls_by_method_and_code(stack):
+    await stack["stub"].Synthesize(request(skip_rvc=True))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stack["stub"].Synthesize(request(conversion=rvc_pb2.ConversionParams(model="ghost")))
+    port = stack["gateway_host"].metrics_port
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    ok = 'grpc_server_handled_total{grpc_code="OK",grpc_method="Synthesize",grpc_service="voice.v1.Gateway"} 1.0'
+    bad = 'grpc_server_handled_total{grpc_code="NOT_FOUND",grpc_method="Synthesize",grpc_service="voice.v1.Gateway"} 1.0'
+    assert ok in body
+    assert bad in body
+    assert "grpc_server_handling_seconds_bucket" in body

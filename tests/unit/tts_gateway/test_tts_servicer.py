@@ -1,0 +1,112 @@
+"""The TTS service over real gRPC: request checks, and Triton reachability."""
+
+import grpc
+import numpy as np
+import pytest
+from voice.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
+
+from services.common.audio import PcmAudio
+from services.common.audio_proto import audio_to_proto
+from services.common.server import Servicer
+from services.stack.config import free_ports
+from services.tts_gateway.servicer import TextToSpeechServicer
+from services.tts_gateway.settings import TtsSettings
+from services.tts_gateway.synthesis import TtsEngine
+from services.tts_gateway.triton import Triton
+from tests.grpc_hosts import channel_to, hosted
+
+CONTROL = tts_pb2.SpeakerPrompt(control=tts_pb2.VoiceControl(gender=tts_pb2.GENDER_FEMALE))
+
+
+@pytest.fixture
+async def tts():
+    # Nothing listens on this port: Triton is down.
+    (port,) = free_ports(1)
+    settings = TtsSettings(triton_url=f"127.0.0.1:{port}", max_text_chars=100)
+    triton = Triton(settings.triton_url, timeout=0.5)
+    servicer = Servicer(
+        TextToSpeechServicer(TtsEngine(settings, triton)),
+        tts_pb2_grpc.add_TextToSpeechServicer_to_server,
+        tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name,
+    )
+    async with hosted([servicer], readiness=triton.ready) as host, channel_to(host) as channel:
+        yield tts_pb2_grpc.TextToSpeechStub(channel)
+    await triton.close()
+
+
+async def status_of(call):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in call:
+            pass
+    return caught.value.code(), caught.value.details()
+
+
+def reference(seconds, rate=16_000):
+    audio = audio_to_proto(PcmAudio(np.zeros(int(seconds * rate), np.float32), rate))
+    return tts_pb2.SpeakerPrompt(reference=tts_pb2.ReferenceAudio(audio=audio))
+
+
+@pytest.mark.parametrize(
+    "request_, fragment",
+    [
+        (tts_pb2.SynthesizeSpeechRequest(text="  ", speaker=CONTROL), "text is empty"),
+        (tts_pb2.SynthesizeSpeechRequest(text="x" * 101, speaker=CONTROL), "the limit is 100"),
+        (tts_pb2.SynthesizeSpeechRequest(text="hi"), "speaker is required"),
+        (
+            tts_pb2.SynthesizeSpeechRequest(
+                text="hi", speaker=tts_pb2.SpeakerPrompt(control=tts_pb2.VoiceControl())
+            ),
+            "gender is required",
+        ),
+        (
+            tts_pb2.SynthesizeSpeechRequest(
+                text="hi",
+                speaker=tts_pb2.SpeakerPrompt(
+                    control=tts_pb2.VoiceControl(gender=tts_pb2.GENDER_MALE, pitch=9)
+                ),
+            ),
+            "pitch 9 is not a known level",
+        ),
+        (
+            tts_pb2.SynthesizeSpeechRequest(
+                text="hi", speaker=CONTROL, sampling=tts_pb2.SamplingParams(temperature=0)
+            ),
+            "temperature 0 is outside",
+        ),
+        (
+            tts_pb2.SynthesizeSpeechRequest(
+                text="hi", speaker=CONTROL, sampling=tts_pb2.SamplingParams(top_p=1.5)
+            ),
+            "top_p 1.5",
+        ),
+        (tts_pb2.SynthesizeSpeechRequest(text="hi", speaker=reference(0)), "audio is empty"),
+        (tts_pb2.SynthesizeSpeechRequest(text="hi", speaker=reference(31)), "the limit is 30 s"),
+        (
+            tts_pb2.SynthesizeSpeechRequest(
+                text="hi",
+                speaker=tts_pb2.SpeakerPrompt(
+                    reference=tts_pb2.ReferenceAudio(audio=audio_pb2.Audio(pcm=b"\0", sample_rate=16000))
+                ),
+            ),
+            "not a whole number",
+        ),
+    ],
+)
+async def test_bad_requests_are_invalid_arguments(tts, request_, fragment):
+    code, details = await status_of(tts.Synthesize(request_))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert fragment in details
+
+
+async def test_good_request_with_triton_down_is_unavailable(tts):
+    code, details = await status_of(
+        tts.Synthesize(tts_pb2.SynthesizeSpeechRequest(text="hi", speaker=CONTROL))
+    )
+    assert code is grpc.StatusCode.UNAVAILABLE
+    assert "Triton" in details
+
+
+async def test_status_reports_triton_down(tts):
+    status = await tts.GetStatus(tts_pb2.GetTtsStatusRequest())
+    assert not status.triton_ready
+    assert status.in_flight == 0
