@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,7 +22,8 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import ServerMetrics
-from services.common.settings import ServerSettings
+from services.common.logs import configure_logging
+from services.common.settings import ServerSettings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,9 @@ GRPC_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 )
+# gRPC servers share ports by default; a second copy of a service must fail
+# to start instead of silently taking half of the first one's traffic.
+SERVER_OPTIONS = (*GRPC_OPTIONS, ("grpc.so_reuseport", 0))
 
 ReadinessProbe = Callable[[], Awaitable[bool]]
 
@@ -71,7 +77,7 @@ class ServiceHost:
 
     async def start(self) -> None:
         server = grpc.aio.server(
-            interceptors=[ServerInterceptor(self.metrics)], options=GRPC_OPTIONS
+            interceptors=[ServerInterceptor(self.metrics)], options=SERVER_OPTIONS
         )
         for servicer in self._servicers:
             servicer.add_to_server(servicer.impl, server)
@@ -79,10 +85,18 @@ class ServiceHost:
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        self.grpc_port = server.add_insecure_port(self.settings.grpc_address)
+        try:
+            self.grpc_port = server.add_insecure_port(self.settings.grpc_address)
+        except RuntimeError:
+            self.grpc_port = 0
         if self.grpc_port == 0:
-            raise OSError(f"cannot listen on {self.settings.grpc_address}")
-        self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+            await server.stop(None)
+            raise OSError(f"cannot listen on {self.settings.grpc_address} (in use?)")
+        try:
+            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+        except OSError as exc:
+            await server.stop(None)
+            raise OSError(f"cannot serve metrics on port {self.settings.metrics_port}: {exc}")
         await server.start()
         self._server = server
         await self._set_serving(await self._probe())
@@ -145,3 +159,31 @@ class ServiceHost:
         await self.start()
         await stop.wait()
         await self.stop()
+
+
+class HasServer(Protocol):
+    server: ServerSettings
+
+
+S = TypeVar("S", bound=HasServer)
+
+
+def run_service(
+    name: str, load: Callable[[], S], build: Callable[[S], Awaitable[ServiceHost]]
+) -> None:
+    """A service's whole ``main``: settings, logging, then serve until a signal.
+
+    A bad setting ends the process with exit code 2 and one line saying which.
+    """
+    try:
+        settings = load()
+    except SettingsError as exc:
+        print(f"{name}: bad setting: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging(name, settings.server.log_level, settings.server.log_format)
+
+    async def serve() -> None:
+        host = await build(settings)
+        await host.run_until_signal()
+
+    asyncio.run(serve())

@@ -18,6 +18,16 @@ from pathlib import Path
 _T = "type.googleapis.com/envoy.extensions."
 PUBLIC_GRPC_PREFIXES = ("/voice.v1.Gateway/", "/grpc.health.v1.Health/")
 TRANSCODED_SERVICES = ("voice.v1.Gateway",)
+ACCESS_LOG_FIELDS = {
+    "ts": "%START_TIME%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "status": "%RESPONSE_CODE%",
+    "grpc_status": "%GRPC_STATUS%",
+    "duration_ms": "%DURATION%",
+    "bytes_in": "%BYTES_RECEIVED%",
+    "bytes_out": "%BYTES_SENT%",
+}
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,17 @@ def render(config: EdgeConfig) -> dict:
         "stat_prefix": "edge",
         "codec_type": "AUTO",
         "generate_request_id": True,
+        # Every reply names its request id, so a client can quote it in a report.
+        "always_set_request_id_in_response": True,
+        "access_log": [
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": {
+                    "@type": _T + "access_loggers.stream.v3.StdoutAccessLog",
+                    "log_format": {"json_format": ACCESS_LOG_FIELDS},
+                },
+            }
+        ],
         "route_config": {
             "name": "edge",
             "virtual_hosts": [

@@ -2,37 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from voice.v1 import tts_pb2, tts_pb2_grpc
 
-from services.common.logs import configure_logging
-from services.common.server import Servicer, ServiceHost
+from services.common.server import Servicer, ServiceHost, run_service
 from services.tts_gateway.servicer import TextToSpeechServicer
 from services.tts_gateway.settings import TtsSettings
 from services.tts_gateway.synthesis import TtsEngine
 from services.tts_gateway.triton import Triton
 
 
-async def main() -> None:
-    settings = TtsSettings.load()
-    configure_logging("tts_gateway", settings.server.log_level, settings.server.log_format)
+async def build(settings: TtsSettings) -> ServiceHost:
     triton = Triton(settings.triton_url)
-    engine = TtsEngine(settings, triton)
-    host = ServiceHost(
-        settings.server,
-        [
-            Servicer(
-                TextToSpeechServicer(engine),
-                tts_pb2_grpc.add_TextToSpeechServicer_to_server,
-                tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name,
-            )
-        ],
-        readiness=triton.ready,
-        on_stop=[triton.close],
+    servicer = Servicer(
+        TextToSpeechServicer(TtsEngine(settings, triton)),
+        tts_pb2_grpc.add_TextToSpeechServicer_to_server,
+        tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name,
     )
-    await host.run_until_signal()
+    # Without Triton this service can do nothing: its health follows Triton's.
+    return ServiceHost(settings.server, [servicer], readiness=triton.ready, on_stop=[triton.close])
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_service("tts_gateway", TtsSettings.load, build)

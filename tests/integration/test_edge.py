@@ -16,6 +16,7 @@ def test_health_is_json_from_the_gateway_through_envoy(stack):
     assert reply.status == 200
     assert reply.headers["server"] == "envoy"
     assert reply.headers["content-type"] == "application/json"
+    assert len(reply.headers["x-request-id"]) >= 16
     body = reply.json()
     assert body["status"] == "SERVING", body
     assert {d["name"]: d["status"] for d in body["dependencies"]} == {
