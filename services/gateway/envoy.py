@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _T = "type.googleapis.com/envoy.extensions."
-PUBLIC_GRPC_PREFIXES = ("/voice.v1.Gateway/", "/grpc.health.v1.Health/")
+# The public API, its health, and reflection so that clients such as grpcurl
+# can discover it; the internal services are not reachable through the edge.
+PUBLIC_GRPC_PREFIXES = (
+    "/voice.v1.Gateway/",
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+)
 TRANSCODED_SERVICES = ("voice.v1.Gateway",)
 ACCESS_LOG_FIELDS = {
     "ts": "%START_TIME%",

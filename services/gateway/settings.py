@@ -1,10 +1,10 @@
-"""Settings of the gateway, read from GATEWAY_* variables (and API_PORT for its edge)."""
+"""Settings of the gateway, read from GATEWAY_* variables and TTS_TARGET / RVC_TARGET."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.common.settings import ServerSettings, check_port, env_field, from_env
+from services.common.settings import ServerSettings, env_field, from_env
 
 
 @dataclass(frozen=True)
@@ -15,15 +15,7 @@ class GatewaySettings:
     # gRPC targets; "dns:///name:port" spreads calls over every address a name has.
     tts_target: str = env_field("TTS_TARGET", "127.0.0.1:50052")
     rvc_target: str = env_field("RVC_TARGET", "127.0.0.1:50053")
-    # The public edge (Envoy) in front of this gateway.
-    api_host: str = env_field("API_HOST", "0.0.0.0")
-    api_port: int = env_field("API_PORT", 8080)
-    envoy_admin_port: int = env_field("ENVOY_ADMIN_PORT", 9901)
     health_timeout_seconds: float = 2.0
-
-    def validate(self) -> None:
-        check_port("API_PORT", self.api_port)
-        check_port("ENVOY_ADMIN_PORT", self.envoy_admin_port)
 
     @classmethod
     def load(cls) -> "GatewaySettings":

@@ -110,3 +110,15 @@ async def test_grpc_through_envoy_with_request_id_propagated_to_the_tts_service(
     # The TTS service logged the failure under the id the client sent to the edge.
     assert '"request_id": "edge-trace-7"' in stack.log("tts_gateway")
     assert '"request_id": "edge-trace-7"' in stack.log("gateway")
+
+
+def test_reflection_through_the_edge_shows_only_the_public_api(stack):
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    with grpc.insecure_channel(f"127.0.0.1:{stack.config.api_port}") as channel:
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    assert "voice.v1.Gateway" in services
+    assert "voice.v1.TextToSpeech" not in services
+    assert "voice.v1.VoiceConversion" not in services

@@ -12,13 +12,19 @@ from services.stack.components import envoy_binary
 DESCRIPTOR = Path("gen/voice_v1.pb")
 
 
-def test_only_the_gateway_and_health_are_public_and_admin_is_loopback():
+def test_only_the_gateway_health_and_reflection_are_public_and_admin_is_loopback():
     config = render(EdgeConfig(descriptor=DESCRIPTOR))
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
     prefixes = [r["match"]["prefix"] for r in routes]
-    assert prefixes == ["/voice.v1.Gateway/", "/grpc.health.v1.Health/", "/"]
+    assert prefixes == [
+        "/voice.v1.Gateway/",
+        "/grpc.health.v1.Health/",
+        "/grpc.reflection.v1.ServerReflection/",
+        "/grpc.reflection.v1alpha.ServerReflection/",
+        "/",
+    ]
     assert routes[-1]["direct_response"]["status"] == 404
 
 
