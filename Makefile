@@ -6,13 +6,14 @@ INSTALLED := $(VENV)/.installed
 DESCRIPTOR := gen/voice_v1.pb
 PROTOS := $(wildcard protos/voice/v1/*.proto)
 
-.PHONY: help venv protos run triton test test-unit test-integration clean
+.PHONY: help venv protos run triton lint test test-unit test-integration clean
 
 help:
 	@echo "make run     - start Triton, tts_gateway, rvc, gateway and Envoy on loopback (Ctrl-C stops)"
 	@echo "make test    - unit and integration tests (real tritonserver, services and Envoy)"
 	@echo "make triton  - serve triton/model_repo with the bundled tritonserver alone"
 	@echo "make protos  - generate Python stubs and the Envoy descriptor set from protos/"
+	@echo "make lint    - ruff over services/ and tests/ (part of make test)"
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,7 +42,10 @@ run: protos
 triton: protos
 	$(PY) -m services.stack triton
 
-test: protos
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check services tests
+
+test: protos lint
 	$(PY) -m pytest
 
 test-unit: protos

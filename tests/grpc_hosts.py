@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
-from services.common.server import Servicer, ServiceHost
+from services.common.server import ServiceHost, Servicer
 from services.common.settings import ServerSettings
 
 TEST_SERVER = ServerSettings(host="127.0.0.1", grpc_port=0, metrics_port=0, drain_seconds=0)

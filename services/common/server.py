@@ -21,8 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.interceptors import ServerInterceptor
-from services.common.metrics import ServerMetrics
 from services.common.logs import configure_logging
+from services.common.metrics import ServerMetrics
 from services.common.settings import ServerSettings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,9 @@ class ServiceHost:
             self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         except OSError as exc:
             await server.stop(None)
-            raise OSError(f"cannot serve metrics on port {self.settings.metrics_port}: {exc}")
+            raise OSError(
+                f"cannot serve metrics on port {self.settings.metrics_port}: {exc}"
+            ) from None
         await server.start()
         self._server = server
         await self._set_serving(await self._probe())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from voice.v1 import gateway_pb2, gateway_pb2_grpc
 
-from services.common.server import Servicer, ServiceHost, run_service
+from services.common.server import ServiceHost, Servicer, run_service
 from services.gateway.pipeline import Pipeline
 from services.gateway.servicer import GatewayServicer
 from services.gateway.settings import GatewaySettings

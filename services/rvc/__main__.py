@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from voice.v1 import rvc_pb2, rvc_pb2_grpc
 
-from services.common.server import Servicer, ServiceHost, run_service
+from services.common.server import ServiceHost, Servicer, run_service
 from services.rvc.conversion import Converter
 from services.rvc.model_store import ModelStore
 from services.rvc.servicer import VoiceConversionServicer

@@ -59,7 +59,7 @@ class StackConfig:
 
     def with_free_ports(self) -> "StackConfig":
         """A copy listening on ports the kernel reports free now (tests run several stacks)."""
-        return dataclasses.replace(self, **dict(zip(PORT_FIELDS, free_ports(len(PORT_FIELDS)))))
+        return dataclasses.replace(self, **dict(zip(PORT_FIELDS, free_ports(len(PORT_FIELDS)), strict=True)))
 
 
 def free_ports(count: int) -> list[int]:

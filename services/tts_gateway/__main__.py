@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from voice.v1 import tts_pb2, tts_pb2_grpc
 
-from services.common.server import Servicer, ServiceHost, run_service
+from services.common.server import ServiceHost, Servicer, run_service
 from services.tts_gateway.servicer import TextToSpeechServicer
 from services.tts_gateway.settings import TtsSettings
 from services.tts_gateway.synthesis import TtsEngine

@@ -37,7 +37,7 @@ ENV_NAMES = {
 
 class Runner:
     def __init__(self, tmp_path: Path, *components: str) -> None:
-        self.ports = dict(zip(PORT_FIELDS, free_ports(len(PORT_FIELDS))))
+        self.ports = dict(zip(PORT_FIELDS, free_ports(len(PORT_FIELDS)), strict=True))
         env = dict(os.environ, STACK_RUN_DIR=str(tmp_path / "run"), MODELS_DIR=str(tmp_path / "m"))
         env.update({ENV_NAMES[k]: str(v) for k, v in self.ports.items()})
         self.process = subprocess.Popen(

@@ -1,7 +1,5 @@
 """Each service behind the edge: health, reflection, metrics, loopback-only ports."""
 
-import urllib.request
-
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc

@@ -7,7 +7,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from voice.v1 import tts_pb2, tts_pb2_grpc
 
-from services.common.server import Servicer, ServiceHost
+from services.common.server import ServiceHost, Servicer
 from services.common.settings import ServerSettings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
