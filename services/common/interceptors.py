@@ -24,6 +24,12 @@ from services.common.request_context import (
 
 log = logging.getLogger(__name__)
 
+_QUIET_SERVICES = {
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+}
+
 
 class _CallScope:
     """Everything the interceptor does around one RPC, whatever its shape."""
@@ -45,7 +51,8 @@ class _CallScope:
 
     async def fail(self, exc: BaseException) -> None:
         """Record why the call ended and turn ``exc`` into its status; always raises."""
-        if isinstance(exc, asyncio.CancelledError):
+        if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+            # The caller went away (or cancelled): nothing to answer.
             self.code = grpc.StatusCode.CANCELLED
             raise exc
         if isinstance(exc, grpc.aio.AbortError):
@@ -68,6 +75,13 @@ class _CallScope:
         self.metrics.in_flight.labels(self.service, self.method).dec()
         self.metrics.handled.labels(self.service, self.method, name).inc()
         self.metrics.latency.labels(self.service, self.method, name).observe(elapsed)
+        # Probes and reflection would drown the log at INFO.
+        level = logging.DEBUG if self.service in _QUIET_SERVICES else logging.INFO
+        log.log(
+            level,
+            "handled %s/%s", self.service, self.method,
+            extra={"grpc_code": name, "duration_ms": round(elapsed * 1000, 2)},
+        )
 
 
 def _wrap_unary_response(metrics: ServerMetrics, full_method: str, behavior: Callable) -> Callable:

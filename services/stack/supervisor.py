@@ -161,14 +161,15 @@ class Supervisor:
 
     # -- stopping ---------------------------------------------------------
     def stop(self, timeout: float) -> None:
-        """SIGTERM every group, edge first; SIGKILL whatever is left after ``timeout``."""
+        """Stop in reverse start order, each process drained before the next is
+        asked: the edge stops taking requests while the services behind it can
+        still finish theirs. Whatever is left at ``timeout`` is killed."""
         self._stopping = True
-        for child in reversed(self.children):
-            self._signal(child, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for child in reversed(self.children):
             if child.process is None:
                 continue
+            self._signal(child, signal.SIGTERM)
             try:
                 child.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

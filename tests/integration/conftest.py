@@ -4,6 +4,7 @@ and Envoy, started by the same supervisor as `make run`, on free loopback ports.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,16 @@ class RunningStack:
 
     def log(self, name: str) -> str:
         return (self.config.run_dir / "logs" / f"{name}.log").read_text(errors="replace")
+
+    def log_shows(self, name: str, text: str, timeout: float = 10.0) -> bool:
+        """Whether ``text`` reaches process ``name``'s log within ``timeout``
+        (Envoy flushes its access log on a timer, not per request)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log(name):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
 
 @pytest.fixture(scope="session")

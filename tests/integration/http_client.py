@@ -18,8 +18,15 @@ class Reply:
         return json.loads(self.body)
 
 
-def call(method: str, url: str, body: object | None = None, headers: dict | None = None) -> Reply:
-    data = None if body is None else json.dumps(body).encode()
+def call(
+    method: str,
+    url: str,
+    body: object | None = None,
+    headers: dict | None = None,
+    raw: bytes | None = None,
+) -> Reply:
+    """``body`` is sent as JSON; ``raw`` bytes are sent as they are, labelled JSON."""
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
         request.add_header("content-type", "application/json")
