@@ -123,3 +123,30 @@ async def test_an_occupied_port_is_a_clear_error():
             await second.start()
     finally:
         await first.stop()
+
+
+async def test_a_client_cancelling_a_stream_is_counted_as_cancelled_not_as_an_error(caplog):
+    servicer = Gated()
+    host = make_host(servicer, drain_seconds=0)
+    await host.start()
+    labels = {
+        "grpc_service": "voice.v1.TextToSpeech",
+        "grpc_method": "Synthesize",
+        "grpc_code": "CANCELLED",
+    }
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{host.grpc_port}") as channel:
+            call = tts_pb2_grpc.TextToSpeechStub(channel).Synthesize(
+                tts_pb2.SynthesizeSpeechRequest(text="x")
+            )
+            await servicer.entered.wait()
+            call.cancel()
+        registry = host.metrics.registry
+        for _ in range(200):
+            if registry.get_sample_value("grpc_server_handled_total", labels) == 1.0:
+                break
+            await asyncio.sleep(0.01)
+        assert registry.get_sample_value("grpc_server_handled_total", labels) == 1.0
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    finally:
+        await host.stop()
