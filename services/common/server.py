@@ -57,9 +57,11 @@ class ServiceHost:
         readiness: ReadinessProbe | None = None,
         readiness_interval: float = 2.0,
         on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.settings = settings
-        self.metrics = ServerMetrics()
+        # Pass ``metrics`` to register a service's own metrics in the same registry.
+        self.metrics = metrics or ServerMetrics()
         self._servicers = servicers
         self._readiness = readiness
         self._readiness_interval = readiness_interval

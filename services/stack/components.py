@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.gateway.envoy import EdgeConfig, write
-from services.stack import triton_dist
+from services.stack import models, triton_dist
 from services.stack.config import StackConfig
 from services.stack.probes import Probe, grpc_serving, http_ok
 
@@ -23,11 +23,15 @@ class ProcessSpec:
     env: dict[str, str]
     probe: Probe
     endpoints: list[tuple[str, str]] = field(default_factory=list)
+    cwd: Path | None = None
 
 
 def _python_env(repo: Path, extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
-    paths = [str(repo), str(repo / "gen" / "python"), env.get("PYTHONPATH", "")]
+    paths = [
+        str(repo), str(repo / "gen" / "python"), str(repo / "triton" / "python"),
+        env.get("PYTHONPATH", ""),
+    ]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
@@ -70,6 +74,17 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
     run_dir.mkdir(parents=True, exist_ok=True)
     triton = triton_dist.locate(run_dir)
     repo_dir = config.model_repo.resolve()
+    spark_dir = models.spark_model_dir(config.models_dir, run_dir, _python_env(repo, {}))
+    (run_dir / "cancel").mkdir(exist_ok=True)
+    # Triton's Python models import spark_tts; they run in the run directory so
+    # the repository root (with its triton/ folder) is not on their path.
+    triton_env = triton.env(_python_env(repo, {
+        "SPARK_TTS_MODEL_DIR": str(spark_dir),
+        "SPARK_TTS_CANCEL_DIR": str(run_dir / "cancel"),
+    }))
+    triton_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in triton_env["PYTHONPATH"].split(os.pathsep) if Path(p) != repo
+    )
     specs = [
         ProcessSpec(
             name="triton",
@@ -86,7 +101,8 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
                 "--exit-timeout-secs=10",
                 "--log-warning=true",
             ],
-            env=triton.env(dict(os.environ)),
+            env=triton_env,
+            cwd=run_dir,
             probe=http_ok(f"http://{LOOPBACK}:{config.triton_http_port}/v2/health/ready"),
             endpoints=[
                 ("gRPC", f"{LOOPBACK}:{config.triton_grpc_port}"),

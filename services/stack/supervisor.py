@@ -66,6 +66,7 @@ class Supervisor:
         child.process = subprocess.Popen(
             child.spec.argv,
             env=child.spec.env,
+            cwd=child.spec.cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

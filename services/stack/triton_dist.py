@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import sysconfig
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -27,9 +28,17 @@ class TritonDist:
 
     def env(self, base: dict[str, str]) -> dict[str, str]:
         """Environment for tritonserver: its bundled libraries, and this
-        interpreter first on PATH so Python models see the same packages."""
+        interpreter first on PATH so Python models see the same packages.
+
+        The backend stub embeds whichever libpython the loader finds; it must
+        be this interpreter's own, or the stub would run this interpreter's
+        standard library on another build of Python (and fail on symbols).
+        """
         env = dict(base)
         libs = [str(self.libraries), *filter(None, [env.get("LD_LIBRARY_PATH")])]
+        own = _interpreter_libdir()
+        if own is not None:
+            libs.insert(0, str(own))
         env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
@@ -60,3 +69,12 @@ def locate(work_dir: Path) -> TritonDist:
 def _refresh(source: Path, target: Path) -> None:
     if not target.exists() or target.stat().st_mtime < source.stat().st_mtime:
         shutil.copy2(source, target)
+
+
+def _interpreter_libdir() -> Path | None:
+    """Where this interpreter's shared libpython lives, if it was built with one."""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    soname = sysconfig.get_config_var("INSTSONAME") or sysconfig.get_config_var("LDLIBRARY")
+    if libdir and soname and (Path(libdir) / soname).is_file():
+        return Path(libdir)
+    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from voice.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
 
 from services.common.audio_proto import audio_from_proto, audio_to_proto
@@ -81,12 +83,27 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
 
     async def Synthesize(self, request, context):
         speech = speech_request_from_proto(request)
+        start = time.perf_counter()
+        first = 0.0
+        audio_seconds = 0.0
         sequence = 0
         async for chunk in self._engine.synthesize(speech):
+            if sequence == 0:
+                first = time.perf_counter() - start
+            audio_seconds += chunk.audio.duration
+            timing = None
+            if chunk.final:
+                timing = audio_pb2.StageTiming(
+                    compute_seconds=time.perf_counter() - start,
+                    first_audio_seconds=first,
+                    audio_seconds=audio_seconds,
+                )
             yield tts_pb2.SynthesizeSpeechResponse(
                 chunk=audio_pb2.AudioChunk(
                     audio=audio_to_proto(chunk.audio), sequence=sequence, final=chunk.final
-                )
+                ),
+                speaker_id=chunk.speaker_id,
+                timing=timing,
             )
             sequence += 1
 

@@ -1,43 +1,110 @@
-"""The TTS core: checks a request, then has Triton synthesise it."""
+"""The TTS core: checks a request, then has Spark TTS on Triton synthesise it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from services.common.audio import PcmAudio
-from services.common.errors import Unavailable, Unimplemented
-from services.tts_gateway.request import SpeechRequest
+import numpy as np
+
+from services.common.audio import PcmAudio, resample, to_mono
+from services.common.errors import Unavailable
+from services.common.request_context import time_remaining
+from services.tts_gateway.metrics import TtsMetrics
+from services.tts_gateway.request import (
+    CachedSpeaker,
+    ControlledSpeaker,
+    ReferenceSpeaker,
+    SpeechRequest,
+)
 from services.tts_gateway.settings import TtsSettings
 from services.tts_gateway.triton import Triton
+
+SPARK_MODEL = "spark_tts"
+SPARK_RATE = 16_000
+OUTPUTS = ["waveform", "sample_rate", "speaker_id", "semantic_tokens", "final"]
 
 
 @dataclass(frozen=True)
 class SpeechChunk:
     audio: PcmAudio
     final: bool
+    speaker_id: str = ""
+    semantic_tokens: int = 0
+
+
+def _text(value: str) -> np.ndarray:
+    return np.array([value.encode("utf-8")], dtype=np.object_)
+
+
+def triton_inputs(request: SpeechRequest, streaming: bool) -> dict[str, np.ndarray]:
+    """The spark_tts model's input tensors for a checked request."""
+    inputs = {"text": _text(request.text), "streaming": np.array([streaming])}
+    speaker = request.speaker
+    if isinstance(speaker, ReferenceSpeaker):
+        reference = resample(to_mono(speaker.audio), SPARK_RATE)
+        inputs["reference_wav"] = reference.samples.astype(np.float32)
+        if speaker.transcript.strip():
+            inputs["reference_text"] = _text(speaker.transcript.strip())
+    elif isinstance(speaker, CachedSpeaker):
+        inputs["speaker_id"] = _text(speaker.speaker_id)
+    elif isinstance(speaker, ControlledSpeaker):
+        inputs["gender"] = _text(speaker.gender.value)
+        inputs["pitch"] = _text(speaker.pitch.value)
+        inputs["speed"] = _text(speaker.speed.value)
+    sampling = request.sampling
+    for name, value, dtype in (
+        ("temperature", sampling.temperature, np.float32),
+        ("top_k", sampling.top_k, np.int32),
+        ("top_p", sampling.top_p, np.float32),
+        ("max_tokens", sampling.max_tokens, np.int32),
+        ("seed", sampling.seed, np.int64),
+    ):
+        if value is not None:
+            inputs[name] = np.array([value], dtype=dtype)
+    return inputs
 
 
 class TtsEngine:
-    def __init__(self, settings: TtsSettings, triton: Triton) -> None:
+    def __init__(self, settings: TtsSettings, triton: Triton, metrics: TtsMetrics) -> None:
         self._settings = settings
         self.triton = triton
-        self.in_flight = 0
+        self.metrics = metrics
 
-    async def synthesize(self, request: SpeechRequest) -> AsyncIterator[SpeechChunk]:
+    @property
+    def in_flight(self) -> int:
+        return int(self.metrics.in_flight._value.get())
+
+    async def synthesize(
+        self, request: SpeechRequest, streaming: bool = True
+    ) -> AsyncIterator[SpeechChunk]:
         request.check(self._settings.max_text_chars, self._settings.max_reference_seconds)
-        self.in_flight += 1
-        try:
-            async for chunk in self._run(request):
-                yield chunk
-        finally:
-            self.in_flight -= 1
-
-    async def _run(self, request: SpeechRequest) -> AsyncIterator[SpeechChunk]:
-        if not await self.triton.ready():
-            raise Unavailable(f"Triton at {self.triton.url} is not ready")
-        raise Unimplemented(
-            "Spark TTS synthesis is not implemented yet: the Spark TTS Triton model "
-            "arrives with issue #3"
-        )
-        yield  # pragma: no cover - makes this an async generator for the servicer
+        if not await self.triton.ready(SPARK_MODEL):
+            raise Unavailable(f"Triton at {self.triton.url} has no ready {SPARK_MODEL} model")
+        start = time.perf_counter()
+        first: float | None = None
+        audio_seconds = 0.0
+        tokens = 0
+        with self.metrics.in_flight.track_inprogress():
+            replies = self.triton.stream(
+                SPARK_MODEL, triton_inputs(request, streaming), OUTPUTS, time_remaining()
+            )
+            async for reply in replies:
+                samples = reply["waveform"].astype(np.float32).reshape(-1)
+                rate = int(reply["sample_rate"].reshape(-1)[0])
+                final = bool(reply["final"].reshape(-1)[0])
+                tokens = int(reply["semantic_tokens"].reshape(-1)[0])
+                speaker = reply["speaker_id"].reshape(-1)[0]
+                if first is None:
+                    first = time.perf_counter() - start
+                    self.metrics.first_audio.observe(first)
+                audio_seconds += samples.size / rate
+                yield SpeechChunk(
+                    PcmAudio(samples, rate),
+                    final,
+                    speaker.decode() if isinstance(speaker, bytes) else str(speaker),
+                    tokens,
+                )
+        elapsed = time.perf_counter() - start
+        self.metrics.record_run(elapsed, audio_seconds, tokens)

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import numpy as np
 import tritonclient.grpc.aio as triton_grpc
-from tritonclient.utils import InferenceServerException
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+from services.common.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
+
+# Models prefix their error messages with a status name (Triton's streaming
+# API carries no code); anything else means Triton itself is in trouble.
+_STATUS_PREFIXES = {
+    "INVALID_ARGUMENT": InvalidArgument,
+    "NOT_FOUND": NotFound,
+    "UNAVAILABLE": Unavailable,
+    "INTERNAL": ServiceError,
+}
 
 
 @dataclass(frozen=True)
@@ -23,15 +44,36 @@ class TritonState:
     error: str = ""
 
 
+def model_error(message: str) -> ServiceError:
+    """The domain error for a Triton error message."""
+    status, _, detail = message.partition(": ")
+    error = _STATUS_PREFIXES.get(status)
+    if error is not None:
+        return error(detail)
+    if "Deadline" in message or "timeout" in message.lower():
+        return DeadlineExceeded(f"Triton: {message}")
+    return Unavailable(f"Triton: {message}")
+
+
+def infer_input(name: str, value: np.ndarray) -> InferInput:
+    tensor = InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
+    tensor.set_data_from_numpy(value)
+    return tensor
+
+
 class Triton:
     def __init__(self, url: str, timeout: float = 2.0) -> None:
         self.url = url
         self._timeout = timeout
         self._client = triton_grpc.InferenceServerClient(url)
 
-    async def ready(self) -> bool:
+    async def ready(self, model: str | None = None) -> bool:
         try:
-            return bool(await self._client.is_server_ready(client_timeout=self._timeout))
+            if not await self._client.is_server_ready(client_timeout=self._timeout):
+                return False
+            if model is None:
+                return True
+            return bool(await self._client.is_model_ready(model, client_timeout=self._timeout))
         except InferenceServerException:
             return False
 
@@ -48,6 +90,43 @@ class Triton:
             for m in index.get("models", [])
         )
         return TritonState(self.url, ready, models)
+
+    async def stream(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str],
+        timeout: float | None = None,
+    ) -> AsyncIterator[dict[str, np.ndarray]]:
+        """Responses of one request to a decoupled model, until one has final=true.
+
+        Leaving the loop early (or being cancelled) cancels the Triton request.
+        """
+        done = asyncio.Event()
+
+        async def requests():
+            yield {
+                "model_name": model,
+                "inputs": [infer_input(name, value) for name, value in inputs.items()],
+                "outputs": [InferRequestedOutput(name) for name in outputs],
+            }
+            await done.wait()  # half-closing early could end the stream
+
+        responses = self._client.stream_infer(requests(), stream_timeout=timeout)
+        try:
+            async for result, error in responses:
+                if error is not None:
+                    raise model_error(error.message())
+                reply = {name: result.as_numpy(name) for name in outputs}
+                yield reply
+                if bool(reply["final"].reshape(-1)[0]):
+                    return
+            raise Unavailable("Triton ended the stream before the final response")
+        except InferenceServerException as exc:
+            raise model_error(exc.message()) from None
+        finally:
+            done.set()
+            responses.cancel()
 
     async def close(self) -> None:
         await self._client.close()

@@ -7,8 +7,10 @@ from voice.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
 
 from services.common.audio import PcmAudio
 from services.common.audio_proto import audio_to_proto
+from services.common.metrics import ServerMetrics
 from services.common.server import Servicer
 from services.stack.config import free_ports
+from services.tts_gateway.metrics import TtsMetrics
 from services.tts_gateway.servicer import TextToSpeechServicer
 from services.tts_gateway.settings import TtsSettings
 from services.tts_gateway.synthesis import TtsEngine
@@ -24,12 +26,13 @@ async def tts():
     (port,) = free_ports(1)
     settings = TtsSettings(triton_url=f"127.0.0.1:{port}", max_text_chars=100)
     triton = Triton(settings.triton_url, timeout=0.5)
+    metrics = ServerMetrics()
     servicer = Servicer(
-        TextToSpeechServicer(TtsEngine(settings, triton)),
+        TextToSpeechServicer(TtsEngine(settings, triton, TtsMetrics(metrics.registry))),
         tts_pb2_grpc.add_TextToSpeechServicer_to_server,
         tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name,
     )
-    async with hosted([servicer], readiness=triton.ready) as host, channel_to(host) as channel:
+    async with hosted([servicer], readiness=triton.ready, metrics=metrics) as host, channel_to(host) as channel:
         yield tts_pb2_grpc.TextToSpeechStub(channel)
     await triton.close()
 

@@ -1,0 +1,188 @@
+"""Triton model: Spark TTS orchestration (BLS) over audio_tokenizer, llm and vocoder."""
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from spark_serving.cancellation import CancelFlags
+from spark_serving.errors import ModelError, triton_error
+from spark_serving.speaker_cache import Speaker, SpeakerCache, speaker_id
+from spark_serving.tensors import optional, parameter, required, tensor, text
+
+from spark_tts import prompts
+from spark_tts.streaming import StreamJoiner
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+SAMPLE_RATE = 16_000
+SAMPLING_INPUTS = ("temperature", "top_k", "top_p", "max_tokens", "seed")
+
+
+def call(model, inputs, outputs):
+    """One BLS call; a failed one raises with the callee's message."""
+    response = pb_utils.InferenceRequest(
+        model_name=model, inputs=inputs, requested_output_names=outputs
+    ).exec()
+    if response.has_error():
+        raise ModelError("INTERNAL", f"{model}: {response.error().message()}")
+    return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs]
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.pool = ThreadPoolExecutor(int(parameter(args, "spark_tts_max_concurrency", "8")))
+        self.cache = SpeakerCache(int(parameter(args, "spark_tts_speaker_cache_size", "256")))
+        self.cancel_flags = CancelFlags(parameter(args, "spark_tts_cancel_dir"))
+        # The family must outlive its metrics, so it is kept on the model.
+        self.lookups = lookups = pb_utils.MetricFamily(
+            name="spark_tts_speaker_cache_lookups_total",
+            description="Reference clips looked up in the speaker cache, by result.",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.hits = lookups.Metric(labels={"result": "hit"})
+        self.misses = lookups.Metric(labels={"result": "miss"})
+
+    def execute(self, requests):
+        # Requests run side by side; each answers through its own sender.
+        for request in requests:
+            self.pool.submit(self._serve, request)
+        return None
+
+    def finalize(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _serve(self, request):
+        sender = request.get_response_sender()
+        try:
+            self._synthesize(request, sender)
+            sender.send(flags=FINAL)
+        except Exception as exc:  # every failure goes back to the caller, typed
+            sender.send(pb_utils.InferenceResponse(error=triton_error(exc)), flags=FINAL)
+
+    def _speaker(self, request):
+        """(prompt builder, fixed global tokens or None, speaker id) for this request."""
+        wav = optional(request, "reference_wav")
+        named = text(optional(request, "speaker_id"))
+        if wav is not None and wav.size:
+            key = speaker_id(wav.reshape(-1))
+            speaker = self.cache.get(key)
+            if speaker is None:
+                self.misses.increment(1)
+                global_ids, semantic_ids = call(
+                    "audio_tokenizer",
+                    [tensor("reference_wav", wav.reshape(-1).astype(np.float32))],
+                    ["global_tokens", "semantic_tokens"],
+                )
+                speaker = Speaker(tuple(global_ids.tolist()), tuple(semantic_ids.tolist()))
+                self.cache.put(key, speaker)
+            else:
+                self.hits.increment(1)
+            return speaker, key
+        if named:
+            speaker = self.cache.get(named)
+            if speaker is None:
+                raise ModelError("NOT_FOUND", f"speaker {named[:48]!r} is not cached (any more)")
+            self.hits.increment(1)
+            return speaker, named
+        if text(optional(request, "gender")):
+            return None, ""
+        raise ModelError("INVALID_ARGUMENT", "give reference_wav, speaker_id or gender")
+
+    def _prompt(self, request, speaker, body):
+        if speaker is None:
+            try:
+                return prompts.control_prompt(
+                    body,
+                    text(optional(request, "gender")),
+                    text(optional(request, "pitch")) or "moderate",
+                    text(optional(request, "speed")) or "moderate",
+                )
+            except ValueError as exc:
+                raise ModelError("INVALID_ARGUMENT", str(exc)) from None
+        transcript = text(optional(request, "reference_text"))
+        return prompts.cloning_prompt(
+            body, speaker.global_ids, speaker.semantic_ids if transcript else None, transcript
+        )
+
+    def _synthesize(self, request, sender):
+        body = text(required(request, "text")).strip()
+        if not body:
+            raise ModelError("INVALID_ARGUMENT", "text is empty")
+        streaming = optional(request, "streaming")
+        streaming = True if streaming is None else bool(streaming.reshape(-1)[0])
+        speaker, key = self._speaker(request)
+        inputs = [tensor("prompt", np.array([self._prompt(request, speaker, body).encode()],
+                                            dtype=np.object_))]
+        for name in SAMPLING_INPUTS:
+            value = optional(request, name)
+            if value is not None:
+                inputs.append(tensor(name, value.reshape(1)))
+        llm_id = uuid.uuid4().hex
+        tokens = pb_utils.InferenceRequest(
+            model_name="llm", inputs=inputs, requested_output_names=["kind", "index"],
+            request_id=llm_id,
+        ).exec(decoupled=True)
+
+        global_ids = list(speaker.global_ids) if speaker is not None else []
+        pending: list[int] = []  # semantic tokens that came before the voice's globals
+        count = 0
+
+        def vocode(semantic):
+            return call("vocoder", [
+                tensor("global_tokens", np.asarray(global_ids, np.int32)),
+                tensor("semantic_tokens", np.asarray(semantic, np.int32)),
+            ], ["waveform"])[0]
+
+        joiner = StreamJoiner(vocode)
+        first = True
+
+        def emit(audio, final=False):
+            nonlocal first
+            sender.send(pb_utils.InferenceResponse([
+                tensor("waveform", audio.astype(np.float32)),
+                tensor("sample_rate", np.array([SAMPLE_RATE], np.int32)),
+                tensor("speaker_id", np.array([key.encode() if first else b""], np.object_)),
+                tensor("semantic_tokens", np.array([count], np.int32)),
+                tensor("final", np.array([final], np.bool_)),
+            ]))
+            first = False
+
+        # The llm clears the cancel flag itself when it stops.
+        for response in tokens:
+            if request.is_cancelled():
+                pb_utils.Logger.log_info(f"spark_tts: client cancelled; stopping llm {llm_id}")
+                self.cancel_flags.set(llm_id)
+                raise ModelError("CANCELLED", "the client cancelled the request")
+            if response.has_error():
+                raise ModelError("INTERNAL", f"llm: {response.error().message()}")
+            kind = pb_utils.get_output_tensor_by_name(response, "kind")
+            if kind is None:
+                continue  # the empty final response
+            index = int(pb_utils.get_output_tensor_by_name(response, "index").as_numpy()[0])
+            if int(kind.as_numpy()[0]) == 1:
+                if len(global_ids) < prompts.GLOBAL_TOKENS:
+                    global_ids.append(index)
+                continue
+            count += 1
+            pending.append(index)
+            if len(global_ids) < prompts.GLOBAL_TOKENS or not streaming:
+                continue
+            for semantic in pending:
+                audio = joiner.add(semantic)
+                if audio is not None and audio.size:
+                    emit(audio)
+            pending.clear()
+        if len(global_ids) < prompts.GLOBAL_TOKENS:
+            raise ModelError(
+                "INTERNAL", f"the LLM produced {len(global_ids)} global tokens; 32 are needed"
+            )
+        if count == 0:
+            raise ModelError("INTERNAL", "the LLM produced no semantic tokens")
+        if not streaming:
+            emit(vocode(pending), final=True)
+            return
+        for semantic in pending:
+            audio = joiner.add(semantic)
+            if audio is not None and audio.size:
+                emit(audio)
+        emit(joiner.finish(), final=True)

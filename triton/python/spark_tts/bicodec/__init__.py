@@ -1,0 +1,1 @@
+"""BiCodec, the audio codec of Spark TTS."""

@@ -1,0 +1,1 @@
+"""The BiCodec speaker encoder: ECAPA-TDNN, perceiver and residual FSQ."""
