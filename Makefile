@@ -6,12 +6,13 @@ INSTALLED := $(VENV)/.installed
 DESCRIPTOR := gen/voice_v1.pb
 PROTOS := $(wildcard protos/voice/v1/*.proto)
 
-.PHONY: help venv protos run triton lint test test-unit test-integration clean
+.PHONY: help venv protos models run triton lint test test-unit test-integration clean
 
 help:
 	@echo "make run     - start Triton, tts_gateway, rvc, gateway and Envoy on loopback (Ctrl-C stops)"
 	@echo "make test    - unit and integration tests (real tritonserver, services and Envoy)"
 	@echo "make triton  - serve triton/model_repo with the bundled tritonserver alone"
+	@echo "make models  - download the official Spark-TTS-0.5B weights into models/"
 	@echo "make protos  - generate Python stubs and the Envoy descriptor set from protos/"
 	@echo "make lint    - ruff over services/ and tests/ (part of make test)"
 
@@ -35,6 +36,11 @@ $(DESCRIPTOR): $(PROTOS) $(INSTALLED)
 	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "voice_api.pth").write_text("".join(str(pathlib.Path(p).resolve()) + "\n" for p in ("gen/python", "triton/python")))'
 
 protos: $(DESCRIPTOR)
+
+# Real weights (needs network access to the model hub); without them the
+# stack generates tiny random-weight models in the same layout.
+models: $(INSTALLED)
+	$(PY) -m spark_tts.download models/Spark-TTS-0.5B
 
 run: protos
 	$(PY) -m services.stack

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.gateway.envoy import EdgeConfig, write
-from services.stack import models, triton_dist
+from services.stack import model_repo, models, triton_dist
 from services.stack.config import StackConfig
 from services.stack.probes import Probe, grpc_serving, http_ok
 
@@ -60,6 +60,11 @@ def _service(repo: Path, name: str, prefix: str, port: int, metrics: int, extra:
     )
 
 
+def gpu_visible() -> bool:
+    """An NVIDIA GPU this process could use (without importing torch here)."""
+    return Path("/dev/nvidiactl").exists() and shutil.which("nvidia-smi") is not None
+
+
 def envoy_binary() -> str:
     beside_python = Path(sys.executable).parent / "envoy"
     found = str(beside_python) if beside_python.exists() else shutil.which("envoy")
@@ -73,7 +78,11 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
     run_dir = config.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     triton = triton_dist.locate(run_dir)
-    repo_dir = config.model_repo.resolve()
+    gpu = gpu_visible() if config.spark_tts_device == "auto" else config.spark_tts_device != "cpu"
+    repo_dir = model_repo.render(
+        config.model_repo.resolve(), run_dir / "model_repo",
+        model_repo.parse_instances(config.triton_instances), gpu,
+    )
     spark_dir = models.spark_model_dir(config.models_dir, run_dir, _python_env(repo, {}))
     (run_dir / "cancel").mkdir(exist_ok=True)
     # Triton's Python models import spark_tts; they run in the run directory so
@@ -81,6 +90,7 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
     triton_env = triton.env(_python_env(repo, {
         "SPARK_TTS_MODEL_DIR": str(spark_dir),
         "SPARK_TTS_CANCEL_DIR": str(run_dir / "cancel"),
+        "SPARK_TTS_DEVICE": config.spark_tts_device,
     }))
     triton_env["PYTHONPATH"] = os.pathsep.join(
         p for p in triton_env["PYTHONPATH"].split(os.pathsep) if Path(p) != repo

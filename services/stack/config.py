@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.settings import SettingsError, check_port, env_field, from_env
+from services.stack.model_repo import parse_instances
 
 PORT_FIELDS = (
     "api_port",
@@ -40,6 +41,10 @@ class StackConfig:
     triton_grpc_port: int = env_field("TRITON_GRPC_PORT", 8001)
     triton_metrics_port: int = env_field("TRITON_METRICS_PORT", 8002)
     model_repo: Path = env_field("TRITON_MODEL_REPO", Path("triton/model_repo"))
+    # Instances per Triton model, "llm=2,vocoder=2"; unnamed models get one.
+    triton_instances: str = env_field("TRITON_INSTANCES", "")
+    # auto: CUDA when a GPU is visible, else CPU; or cpu, cuda, cuda:N.
+    spark_tts_device: str = env_field("SPARK_TTS_DEVICE", "auto")
     models_dir: Path = env_field("MODELS_DIR", Path("models"))
     descriptor: Path = env_field("VOICE_DESCRIPTOR", Path("gen/voice_v1.pb"))
     run_dir: Path = env_field("STACK_RUN_DIR", Path(".run"))
@@ -47,6 +52,14 @@ class StackConfig:
     stop_timeout: float = env_field("STACK_STOP_TIMEOUT", 30.0)
 
     def validate(self) -> None:
+        try:
+            parse_instances(self.triton_instances)
+        except ValueError as exc:
+            raise SettingsError(f"TRITON_INSTANCES: {exc}") from None
+        if self.spark_tts_device not in ("auto", "cpu") and not self.spark_tts_device.startswith(
+            "cuda"
+        ):
+            raise SettingsError(f"SPARK_TTS_DEVICE={self.spark_tts_device!r}: auto, cpu or cuda[:N]")
         for name in PORT_FIELDS:
             check_port(name, getattr(self, name))
         ports = [getattr(self, name) for name in PORT_FIELDS]
