@@ -20,7 +20,12 @@ def spark_model_dir(models_dir: Path, run_dir: Path, env: dict[str, str]) -> Pat
         log.info("Spark TTS: using the weights in %s", real)
         return real.resolve()
     tiny = run_dir / "models" / TINY_SPARK_DIR
-    if not (tiny / "GENERATED.txt").is_file():
+    current = subprocess.run(
+        [sys.executable, "-c",
+         f"import sys, spark_tts.tiny_models as t; sys.exit(0 if t.is_current({str(tiny)!r}) else 1)"],
+        env=env, check=False,
+    ).returncode == 0
+    if not current:
         subprocess.run(
             [sys.executable, "-m", "spark_tts.tiny_models", str(tiny)],
             env=env, check=True, stdout=subprocess.DEVNULL,

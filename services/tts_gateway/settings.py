@@ -15,6 +15,12 @@ class TtsSettings:
     triton_url: str = env_field("TRITON_GRPC_URL", "127.0.0.1:8001")
     max_text_chars: int = 5_000
     max_reference_seconds: float = 30.0
+    # Cap on generated semantic tokens when a request sets none: about twice
+    # the length of natural speech (50 tokens a second, ~15 characters a
+    # second), so a model that never stops cannot babble for a minute.
+    tokens_per_char: float = 7.0
+    min_tokens: int = 100
+    max_tokens: int = 3000
 
     @classmethod
     def load(cls) -> "TtsSettings":

@@ -38,7 +38,15 @@ def _text(value: str) -> np.ndarray:
     return np.array([value.encode("utf-8")], dtype=np.object_)
 
 
-def triton_inputs(request: SpeechRequest, streaming: bool) -> dict[str, np.ndarray]:
+def token_cap(text: str, settings: TtsSettings) -> int:
+    """Semantic-token cap for a request that sets none."""
+    wanted = settings.min_tokens + int(len(text) * settings.tokens_per_char)
+    return min(settings.max_tokens, wanted)
+
+
+def triton_inputs(
+    request: SpeechRequest, streaming: bool, default_max_tokens: int = 3000
+) -> dict[str, np.ndarray]:
     """The spark_tts model's input tensors for a checked request."""
     inputs = {"text": _text(request.text), "streaming": np.array([streaming])}
     speaker = request.speaker
@@ -58,7 +66,7 @@ def triton_inputs(request: SpeechRequest, streaming: bool) -> dict[str, np.ndarr
         ("temperature", sampling.temperature, np.float32),
         ("top_k", sampling.top_k, np.int32),
         ("top_p", sampling.top_p, np.float32),
-        ("max_tokens", sampling.max_tokens, np.int32),
+        ("max_tokens", sampling.max_tokens or default_max_tokens, np.int32),
         ("seed", sampling.seed, np.int64),
     ):
         if value is not None:
@@ -87,9 +95,8 @@ class TtsEngine:
         audio_seconds = 0.0
         tokens = 0
         with self.metrics.in_flight.track_inprogress():
-            replies = self.triton.stream(
-                SPARK_MODEL, triton_inputs(request, streaming), OUTPUTS, time_remaining()
-            )
+            inputs = triton_inputs(request, streaming, token_cap(request.text, self._settings))
+            replies = self.triton.stream(SPARK_MODEL, inputs, OUTPUTS, time_remaining())
             async for reply in replies:
                 samples = reply["waveform"].astype(np.float32).reshape(-1)
                 rate = int(reply["sample_rate"].reshape(-1)[0])

@@ -174,7 +174,7 @@ async def test_cancelling_a_stream_stops_generation(stack, tts):
     assert first.chunk.audio.pcm
     call_.cancel()
     pattern = re.compile(r"llm request \w+ cancelled after (\d+) tokens")
-    for _ in range(300):
+    for _ in range(600):  # a loaded 2-core machine can take a while to get there
         found = pattern.findall(stack.log("triton"))
         if found:
             break

@@ -61,6 +61,8 @@ class SparkLlm:
     ) -> Iterator[AudioToken]:
         """Audio tokens as the model produces them, until a stop token,
         ``sampling.max_tokens`` semantic tokens, or ``cancelled()``."""
+        if sampling.max_tokens < 1:
+            return
         ids = self.tokenizer(prompt, return_tensors="pt").input_ids.to(self.device)
         generator = None
         if sampling.seed is not None:

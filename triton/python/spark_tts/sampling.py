@@ -29,6 +29,7 @@ def next_token(
         cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
         # Keep the smallest prefix whose mass reaches top_p (always the best token).
         drop = cumulative - torch.softmax(ordered, dim=-1) >= config.top_p
+        drop[0] = False
         scores = scores.scatter(0, order[drop], float("-inf"))
     probabilities = torch.softmax(scores, dim=-1)
     return int(torch.multinomial(probabilities, 1, generator=generator).item())

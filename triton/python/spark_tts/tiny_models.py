@@ -30,6 +30,9 @@ from spark_tts.bicodec.model import build_bicodec
 from spark_tts.layout import BICODEC_DIR, LLM_DIR, WAV2VEC2_DIR
 
 FEATURE_DIM = 32  # wav2vec2 hidden size, and BiCodec's encoder input
+# Bumped whenever what this writes changes, so stale generated copies are redone.
+GENERATOR_VERSION = 2
+MARKER = "GENERATED.txt"
 
 SPARK_CONFIG = {
     "sample_rate": 16000,
@@ -147,7 +150,14 @@ def write_llm(root: Path, seed: int) -> None:
         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed + 2)
-    Qwen2ForCausalLM(config).save_pretrained(str(folder))
+    model = Qwen2ForCausalLM(config)
+    # Random weights know nothing of when speech ends: with the end tokens'
+    # (tied) embeddings at zero their logit is 0, below the top-k of a random
+    # model, so generation runs to the token cap instead of stopping at noise.
+    with torch.no_grad():
+        for token in ("<|im_end|>", "<|endoftext|>", "<|end_semantic_token|>"):
+            model.model.embed_tokens.weight[tokenizer.convert_tokens_to_ids(token)] = 0.0
+    model.save_pretrained(str(folder))
 
 
 def write_tiny_model(root: Path, seed: int = 0) -> Path:
@@ -158,7 +168,8 @@ def write_tiny_model(root: Path, seed: int = 0) -> Path:
     write_bicodec(root, seed)
     write_wav2vec2(root, seed)
     write_llm(root, seed)
-    (root / "GENERATED.txt").write_text(
+    (root / MARKER).write_text(
+        f"version {GENERATOR_VERSION} seed {seed}\n"
         "Tiny random-weight model in the Spark-TTS-0.5B layout; it speaks noise, not words.\n"
     )
     return root
@@ -174,3 +185,11 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def is_current(root: Path, seed: int = 0) -> bool:
+    """Whether ``root`` holds what this generator writes for ``seed``."""
+    marker = Path(root) / MARKER
+    return marker.is_file() and marker.read_text().startswith(
+        f"version {GENERATOR_VERSION} seed {seed}\n"
+    )

@@ -1,0 +1,181 @@
+"""SparkLlm on the tiny random-weight Qwen2: seeding, limits, cancelling, stop tokens."""
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from spark_tts import prompts
+from spark_tts.layout import LLM_DIR
+from spark_tts.llm import AudioToken, SparkLlm
+from spark_tts.sampling import SamplingConfig, next_token
+from spark_tts.tiny_models import write_llm
+
+PROMPT = prompts.control_prompt("hello there, how are you today?", "female", "high", "low")
+STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|end_semantic_token|>")
+
+
+@pytest.fixture(scope="module")
+def llm_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_llm")
+    write_llm(root, seed=0)
+    return root / LLM_DIR
+
+
+@pytest.fixture(scope="module")
+def llm(llm_dir):
+    return SparkLlm(llm_dir)
+
+
+def generate(llm, prompt=PROMPT, cancelled=None, **sampling):
+    config = SamplingConfig(**sampling)
+    if cancelled is None:
+        return list(llm.generate(prompt, config))
+    return list(llm.generate(prompt, config, cancelled))
+
+
+def test_same_seed_gives_the_same_tokens(llm):
+    first = generate(llm, max_tokens=12, seed=7)
+    assert first
+    assert generate(llm, max_tokens=12, seed=7) == first
+
+
+def test_different_seeds_give_different_tokens(llm):
+    assert generate(llm, max_tokens=12, seed=1) != generate(llm, max_tokens=12, seed=2)
+
+
+def test_tokens_are_audio_tokens_within_their_vocabularies(llm):
+    tokens = generate(llm, max_tokens=20, seed=3)
+    assert tokens
+    assert all(isinstance(t, AudioToken) for t in tokens)
+    assert {t.kind for t in tokens} <= {"semantic", "global"}
+    for token in tokens:
+        vocab = prompts.SEMANTIC_VOCAB if token.kind == "semantic" else prompts.GLOBAL_VOCAB
+        assert 0 <= token.index < vocab
+
+
+@pytest.mark.parametrize("max_tokens", [1, 5])
+def test_max_tokens_caps_the_semantic_tokens(llm, max_tokens):
+    tokens = generate(llm, max_tokens=max_tokens, seed=4)
+    assert sum(t.kind == "semantic" for t in tokens) == max_tokens
+    assert tokens[-1].kind == "semantic"
+
+
+def test_cancelled_stops_generation_after_n_checks(llm):
+    calls = []
+
+    def cancelled():
+        calls.append(None)
+        return len(calls) > 4
+
+    tokens = generate(llm, cancelled=cancelled, max_tokens=10, seed=5)
+    assert len(calls) == 5
+    assert 1 <= len(tokens) <= 4
+    # Up to the cancel, it is the same run as an uncancelled one.
+    assert tokens == generate(llm, max_tokens=10, seed=5)[: len(tokens)]
+
+
+def test_cancelled_from_the_start_yields_nothing(llm):
+    assert generate(llm, cancelled=lambda: True, seed=5) == []
+
+
+def audio_token(name):
+    """The AudioToken a tokenizer entry stands for, if it is one."""
+    for kind, parse, spell in (
+        ("semantic", prompts.semantic_ids, prompts.semantic_token),
+        ("global", prompts.global_ids, prompts.global_token),
+    ):
+        found = parse(name)
+        if len(found) == 1 and spell(found[0]) == name:
+            return AudioToken(kind, found[0])
+    return None
+
+
+def test_generation_matches_recomputing_the_whole_sequence(llm):
+    """The cached, token-by-token loop must see the prompt and every earlier token."""
+    config = SamplingConfig(max_tokens=8, seed=11)
+    tokens = list(llm.generate(PROMPT, config))
+    assert len(tokens) >= 8
+
+    ids = llm.tokenizer(PROMPT, return_tensors="pt").input_ids
+    stop_ids = {llm.tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS}
+    generator = torch.Generator().manual_seed(config.seed)
+    expected = []
+    with torch.inference_mode():
+        for _ in range(config.max_tokens + prompts.GLOBAL_TOKENS + 16):
+            token_id = next_token(llm.model(input_ids=ids).logits[0, -1], config, generator)
+            if token_id in stop_ids:
+                break
+            token = audio_token(llm.tokenizer.convert_ids_to_tokens(token_id))
+            if token is not None:
+                expected.append(token)
+            if sum(t.kind == "semantic" for t in expected) == config.max_tokens:
+                break
+            ids = torch.cat([ids, torch.tensor([[token_id]])], dim=1)
+    assert tokens == expected
+
+
+class ScriptedModel:
+    """Stands in for the LLM: each step's logits favour the next scripted token."""
+
+    def __init__(self, token_ids, vocab_size):
+        self.token_ids = list(token_ids)
+        self.vocab_size = vocab_size
+        self.steps = 0
+
+    def __call__(self, input_ids, cache=None, use_cache=True):
+        logits = torch.full((1, input_ids.shape[1], self.vocab_size), -1e4)
+        logits[0, -1, self.token_ids[self.steps]] = 0.0
+        self.steps += 1
+        return SimpleNamespace(logits=logits, cache=("step", self.steps))
+
+
+def script(llm, monkeypatch, *tokens):
+    ids = llm.tokenizer.convert_tokens_to_ids(list(tokens))
+    assert None not in ids
+    model = ScriptedModel(ids, len(llm.tokenizer))
+    monkeypatch.setattr(llm, "model", model)
+    return model
+
+
+@pytest.mark.parametrize("stop", STOP_TOKENS)
+def test_a_stop_token_ends_generation(llm, monkeypatch, stop):
+    model = script(
+        llm, monkeypatch,
+        prompts.global_token(9), prompts.semantic_token(4), stop, prompts.semantic_token(5),
+    )
+    tokens = generate(llm, top_k=1, seed=0)
+    assert tokens == [AudioToken("global", 9), AudioToken("semantic", 4)]
+    assert model.steps == 3
+
+
+def test_stray_text_tokens_are_skipped_and_do_not_count(llm, monkeypatch):
+    script(
+        llm, monkeypatch,
+        "<|start_semantic_token|>", prompts.semantic_token(1), "<|end_global_token|>",
+        "<|task_tts|>", prompts.semantic_token(2), "<|im_end|>",
+    )
+    tokens = generate(llm, top_k=1, max_tokens=2, seed=0)
+    assert tokens == [AudioToken("semantic", 1), AudioToken("semantic", 2)]
+
+
+def test_global_tokens_do_not_count_toward_max_tokens(llm, monkeypatch):
+    names = [prompts.global_token(i) for i in range(32)]
+    names += [prompts.semantic_token(i) for i in range(3)] + ["<|im_end|>"]
+    script(llm, monkeypatch, *names)
+    tokens = generate(llm, top_k=1, max_tokens=2, seed=0)
+    assert [t.kind for t in tokens] == ["global"] * 32 + ["semantic"] * 2
+
+
+def test_a_tokenizer_lacking_an_audio_token_is_refused(llm_dir, tmp_path):
+    broken = tmp_path / "LLM"
+    shutil.copytree(llm_dir, broken)
+    path = broken / "tokenizer.json"
+    data = json.loads(path.read_text())
+    missing = prompts.global_token(77)
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] != missing]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"<\|bicodec_global_77\|>"):
+        SparkLlm(broken)
