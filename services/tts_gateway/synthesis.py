@@ -79,10 +79,7 @@ class TtsEngine:
         self._settings = settings
         self.triton = triton
         self.metrics = metrics
-
-    @property
-    def in_flight(self) -> int:
-        return int(self.metrics.in_flight._value.get())
+        self.in_flight = 0
 
     async def synthesize(
         self, request: SpeechRequest, streaming: bool = True
@@ -94,7 +91,9 @@ class TtsEngine:
         first: float | None = None
         audio_seconds = 0.0
         tokens = 0
-        with self.metrics.in_flight.track_inprogress():
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
             inputs = triton_inputs(request, streaming, token_cap(request.text, self._settings))
             replies = self.triton.stream(SPARK_MODEL, inputs, OUTPUTS, time_remaining())
             async for reply in replies:
@@ -113,5 +112,8 @@ class TtsEngine:
                     speaker.decode() if isinstance(speaker, bytes) else str(speaker),
                     tokens,
                 )
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
         elapsed = time.perf_counter() - start
         self.metrics.record_run(elapsed, audio_seconds, tokens)

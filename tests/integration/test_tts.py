@@ -69,6 +69,19 @@ async def test_streaming_chunks_are_ordered_and_final_carries_timing(tts):
     assert np.all(np.isfinite(audio)) and np.max(np.abs(audio)) > 0
 
 
+def test_the_tts_service_reports_its_own_metrics(stack):
+    body = call("GET", f"http://127.0.0.1:{stack.config.tts_metrics_port}/metrics").body.decode()
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in body.splitlines() if line and not line.startswith("#")
+    }
+    assert values["tts_time_to_first_audio_seconds_count"] >= 1
+    assert values["tts_real_time_factor_count"] >= 1
+    assert values["tts_semantic_tokens_total"] >= 1
+    assert values["tts_audio_seconds_total"] > 0
+    assert values["tts_in_flight_requests"] == 0
+
+
 async def test_length_matches_the_generated_semantic_tokens(stack):
     """320 samples per semantic token, offline and streaming alike."""
     from services.tts_gateway.settings import TtsSettings
