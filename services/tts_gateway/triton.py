@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_grpc
 from tritonclient.grpc import InferInput, InferRequestedOutput
@@ -27,6 +28,21 @@ _STATUS_PREFIXES = {
     "UNAVAILABLE": Unavailable,
     "INTERNAL": ServiceError,
 }
+
+
+# How long a finished stream may take to close before it is cancelled.
+_CLOSE_TIMEOUT = 5.0
+
+
+async def _drain(responses, timeout: float) -> None:
+    async def rest() -> None:
+        async for _ in responses:
+            pass
+
+    try:
+        await asyncio.wait_for(rest(), timeout)
+    except (asyncio.TimeoutError, InferenceServerException, grpc.aio.AioRpcError):
+        responses.cancel()
 
 
 @dataclass(frozen=True)
@@ -113,20 +129,27 @@ class Triton:
             await done.wait()  # half-closing early could end the stream
 
         responses = self._client.stream_infer(requests(), stream_timeout=timeout)
+        finished = False
         try:
             async for result, error in responses:
                 if error is not None:
                     raise model_error(error.message())
                 reply = {name: result.as_numpy(name) for name in outputs}
+                finished = bool(reply["final"].reshape(-1)[0])
                 yield reply
-                if bool(reply["final"].reshape(-1)[0]):
-                    return
-            raise Unavailable("Triton ended the stream before the final response")
+                if finished:
+                    break
+            if not finished:
+                raise Unavailable("Triton ended the stream before the final response")
         except InferenceServerException as exc:
             raise model_error(exc.message()) from None
         finally:
             done.set()
-            responses.cancel()
+            if finished:
+                # Half-close and let Triton end the stream on its own terms.
+                await _drain(responses, _CLOSE_TIMEOUT)
+            else:
+                responses.cancel()  # the caller left early or failed: stop the work
 
     async def close(self) -> None:
         await self._client.close()
