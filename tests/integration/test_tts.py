@@ -217,3 +217,27 @@ async def test_tts_through_the_gateway_and_rest(stack):
     })
     assert rest.status == 200, rest.body
     assert rest.json()["audio"]["sample_rate"] == 16_000
+
+
+async def test_concurrent_requests_share_llm_batches(stack, tts):
+    """Dynamic batching: requests that queue while the llm is busy run together."""
+    executions = triton_metric(stack, "nv_inference_exec_count", model="llm")
+    inferences = triton_metric(stack, "nv_inference_count", model="llm")
+
+    async def one(seed):
+        request = tts_pb2.SynthesizeSpeechRequest(
+            text="Many voices at once.",
+            speaker=tts_pb2.SpeakerPrompt(
+                control=tts_pb2.VoiceControl(gender=tts_pb2.GENDER_FEMALE)
+            ),
+            sampling=tts_pb2.SamplingParams(seed=seed, max_tokens=120),
+        )
+        _, audio = await collect(tts.Synthesize(request, timeout=300))
+        return audio.size
+
+    sizes = await asyncio.gather(*(one(seed) for seed in range(5)))
+    assert all(size > 0 for size in sizes)
+    ran = triton_metric(stack, "nv_inference_count", model="llm") - inferences
+    batches = triton_metric(stack, "nv_inference_exec_count", model="llm") - executions
+    assert ran == 5
+    assert batches < ran, f"{ran} requests in {batches} executions: nothing was batched"

@@ -125,7 +125,7 @@ class ScriptedModel:
         self.vocab_size = vocab_size
         self.steps = 0
 
-    def __call__(self, input_ids, cache=None, use_cache=True):
+    def __call__(self, input_ids, cache=None, use_cache=True, **_):
         logits = torch.full((1, input_ids.shape[1], self.vocab_size), -1e4)
         logits[0, -1, self.token_ids[self.steps]] = 0.0
         self.steps += 1
@@ -179,3 +179,59 @@ def test_a_tokenizer_lacking_an_audio_token_is_refused(llm_dir, tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match=r"<\|bicodec_global_77\|>"):
         SparkLlm(broken)
+
+
+def test_a_batch_streams_every_job_to_its_own_end(llm):
+    from spark_tts.llm import Job
+
+    jobs = [
+        Job(prompts.control_prompt("Short.", "male"), SamplingConfig(max_tokens=5, seed=1)),
+        Job(prompts.control_prompt("A rather longer sentence to pad the others.", "female"),
+            SamplingConfig(max_tokens=12, seed=2)),
+        Job(prompts.control_prompt("Third.", "male"), SamplingConfig(max_tokens=8, seed=3)),
+    ]
+    tokens = {0: [], 1: [], 2: []}
+    ended = []
+    for index, token in llm.generate_many(jobs):
+        assert index not in ended, "no token after a job's end"
+        if token is None:
+            ended.append(index)
+        else:
+            tokens[index].append(token)
+    assert sorted(ended) == [0, 1, 2]
+    for index, limit in ((0, 5), (1, 12), (2, 8)):
+        assert 1 <= sum(t.kind == "semantic" for t in tokens[index]) <= limit
+
+
+def test_identical_jobs_in_one_batch_generate_identical_tokens(llm):
+    from spark_tts.llm import Job
+
+    prompt = prompts.control_prompt("Twins in one batch.", "female")
+    jobs = [Job(prompt, SamplingConfig(max_tokens=10, seed=9)) for _ in range(2)]
+    streams = {0: [], 1: []}
+    for index, token in llm.generate_many(jobs):
+        if token is not None:
+            streams[index].append(token)
+    assert streams[0] == streams[1] and streams[0]
+
+
+def test_cancelling_one_job_leaves_the_others_running(llm):
+    from spark_tts.llm import Job
+
+    calls = {"n": 0}
+
+    def cancel_soon():
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    jobs = [
+        Job(prompts.control_prompt("Stop me.", "male"), SamplingConfig(max_tokens=50, seed=1),
+            cancel_soon),
+        Job(prompts.control_prompt("Keep going.", "male"), SamplingConfig(max_tokens=20, seed=2)),
+    ]
+    counts = {0: 0, 1: 0}
+    for index, token in llm.generate_many(jobs):
+        if token is not None and token.kind == "semantic":
+            counts[index] += 1
+    assert counts[0] < 5
+    assert counts[1] == 20

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +13,15 @@ from spark_tts import prompts
 from spark_tts.sampling import SamplingConfig, next_token
 
 _STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|end_semantic_token|>")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One prompt to generate for, with its sampling and a way to call it off."""
+
+    prompt: str
+    sampling: SamplingConfig
+    cancelled: Callable[[], bool] = lambda: False
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,6 @@ class SparkLlm:
                 table[token_id] = AudioToken(kind, index)
         return table
 
-    @torch.inference_mode()
     def generate(
         self,
         prompt: str,
@@ -61,29 +69,76 @@ class SparkLlm:
     ) -> Iterator[AudioToken]:
         """Audio tokens as the model produces them, until a stop token,
         ``sampling.max_tokens`` semantic tokens, or ``cancelled()``."""
-        if sampling.max_tokens < 1:
-            return
-        ids = self.tokenizer(prompt, return_tensors="pt").input_ids.to(self.device)
-        generator = None
-        if sampling.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
-        cache = None
-        step_input = ids
-        semantic = 0
-        # Globals (control mode) plus semantics, with room for stray text tokens.
-        for _ in range(sampling.max_tokens + prompts.GLOBAL_TOKENS + 16):
-            if cancelled():
-                return
-            output = self.model(input_ids=step_input, cache=cache, use_cache=True)
-            cache = output.cache
-            token_id = next_token(output.logits[0, -1], sampling, generator)
-            if token_id in self._stop_ids:
-                return
-            token = self._audio_tokens.get(token_id)
+        for _, token in self.generate_many([Job(prompt, sampling, cancelled)]):
             if token is not None:
                 yield token
-                if token.kind == "semantic":
-                    semantic += 1
-                    if semantic >= sampling.max_tokens:
-                        return
-            step_input = torch.tensor([[token_id]], device=self.device)
+
+    @torch.inference_mode()
+    def generate_many(self, jobs: Sequence[Job]) -> Iterator[tuple[int, AudioToken | None]]:
+        """Generate for several prompts in one batch (left-padded, one KV cache).
+
+        Yields ``(job index, token)`` as tokens come and ``(job index, None)``
+        once when a job ends. Each job samples with its own seeded generator;
+        batched arithmetic can differ from a lone run in the last bits, so a
+        seed reproduces a job exactly when it runs in the same company.
+        """
+        live = [i for i, job in enumerate(jobs) if job.sampling.max_tokens >= 1]
+        for i in set(range(len(jobs))) - set(live):
+            yield i, None
+        if not live:
+            return
+        pad = self.tokenizer.pad_token_id
+        encoded = self.tokenizer(
+            [jobs[i].prompt for i in live], padding=True, padding_side="left",
+            return_tensors="pt",
+        )
+        step_input = encoded.input_ids.to(self.device)
+        mask = encoded.attention_mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generators = [self._generator(jobs[i].sampling.seed) for i in live]
+        # Globals (control mode) plus semantics, with room for stray text tokens.
+        budgets = [jobs[i].sampling.max_tokens + prompts.GLOBAL_TOKENS + 16 for i in live]
+        semantic = [0] * len(live)
+        active = [True] * len(live)
+        cache = None
+        while True:
+            for row, i in enumerate(live):
+                if active[row] and jobs[i].cancelled():
+                    active[row] = False
+                    yield i, None
+            if not any(active):
+                return
+            output = self.model(
+                input_ids=step_input, attention_mask=mask, position_ids=positions,
+                cache=cache, use_cache=True,
+            )
+            cache = output.cache
+            chosen = []
+            for row, i in enumerate(live):
+                if not active[row]:
+                    chosen.append(pad)
+                    continue
+                token_id = next_token(output.logits[row, -1], jobs[i].sampling, generators[row])
+                chosen.append(token_id)
+                budgets[row] -= 1
+                token = self._audio_tokens.get(token_id)
+                if token is not None:
+                    yield i, token
+                    semantic[row] += token.kind == "semantic"
+                if (
+                    token_id in self._stop_ids
+                    or semantic[row] >= jobs[i].sampling.max_tokens
+                    or budgets[row] <= 0
+                ):
+                    active[row] = False
+                    yield i, None
+            if not any(active):
+                return
+            step_input = torch.tensor(chosen, device=self.device).unsqueeze(1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions[:, -1:] + 1
+
+    def _generator(self, seed: int | None) -> torch.Generator | None:
+        if seed is None:
+            return None
+        return torch.Generator(device=self.device).manual_seed(seed)

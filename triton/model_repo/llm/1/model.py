@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
 from spark_serving.cancellation import CancelFlags
 from spark_serving.errors import triton_error
 from spark_serving.tensors import device, optional, parameter, required, scalar, tensor, text
-
 from spark_tts.layout import LLM_DIR
-from spark_tts.llm import SparkLlm
+from spark_tts.llm import Job, SparkLlm
 from spark_tts.sampling import SamplingConfig
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
@@ -35,37 +35,60 @@ class TritonPythonModel:
         self.cancel_flags = CancelFlags(parameter(args, "spark_tts_cancel_dir"))
 
     def execute(self, requests):
+        # One batched generation for everything Triton handed over together.
+        jobs, states = [], []
         for request in requests:
-            self._generate(request)
+            state = _RequestState(request, self.cancel_flags)
+            try:
+                prompt = text(required(request, "prompt"))
+                jobs.append(Job(prompt, sampling_from(request), state.cancelled))
+                states.append(state)
+            except Exception as exc:  # a bad request fails alone
+                state.finish(triton_error(exc))
+        try:
+            for index, token in self.llm.generate_many(jobs):
+                if token is None:
+                    states[index].finish()
+                else:
+                    states[index].send(token)
+        except Exception as exc:  # the batch failed: every unfinished request hears why
+            for state in states:
+                if not state.done:
+                    state.finish(triton_error(exc))
         return None
 
-    def _generate(self, request):
-        sender = request.get_response_sender()
-        flag = request.request_id()
-        stopped = []
 
-        def cancelled():
-            # Never ask the request after its final response: Triton has freed it.
-            if not stopped and (request.is_cancelled() or self.cancel_flags.is_set(flag)):
-                stopped.append(True)
-            return bool(stopped)
+class _RequestState:
+    """One request of a batch: its sender, cancellation and bookkeeping."""
 
-        produced = 0
-        error = None
-        try:
-            prompt = text(required(request, "prompt"))
-            for token in self.llm.generate(prompt, sampling_from(request), cancelled):
-                produced += 1
-                sender.send(pb_utils.InferenceResponse([
-                    tensor("kind", np.array([KINDS[token.kind]], np.int32)),
-                    tensor("index", np.array([token.index], np.int32)),
-                ]))
-        except Exception as exc:  # every failure goes back to the caller, typed
-            error = triton_error(exc)
-        outcome = "cancelled" if stopped else "failed" if error else "finished"
-        pb_utils.Logger.log_info(f"llm request {flag} {outcome} after {produced} tokens")
-        self.cancel_flags.clear(flag)
+    def __init__(self, request, cancel_flags: CancelFlags) -> None:
+        self.request = request
+        self.sender = request.get_response_sender()
+        self.flag = request.request_id()
+        self.flags = cancel_flags
+        self.produced = 0
+        self.stopped = False
+        self.done = False
+
+    def cancelled(self) -> bool:
+        # Never ask the request after its final response: Triton has freed it.
+        if not self.done and not self.stopped:
+            self.stopped = self.request.is_cancelled() or self.flags.is_set(self.flag)
+        return self.stopped
+
+    def send(self, token) -> None:
+        self.produced += 1
+        self.sender.send(pb_utils.InferenceResponse([
+            tensor("kind", np.array([[KINDS[token.kind]]], np.int32)),
+            tensor("index", np.array([[token.index]], np.int32)),
+        ]))
+
+    def finish(self, error=None) -> None:
+        outcome = "cancelled" if self.stopped else "failed" if error else "finished"
+        pb_utils.Logger.log_info(f"llm request {self.flag} {outcome} after {self.produced} tokens")
+        self.flags.clear(self.flag)
+        self.done = True
         if error is not None:
-            sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
+            self.sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
         else:
-            sender.send(flags=FINAL)
+            self.sender.send(flags=FINAL)

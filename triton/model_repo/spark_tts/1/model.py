@@ -5,11 +5,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
 from spark_serving.cancellation import CancelFlags
 from spark_serving.errors import ModelError, triton_error
 from spark_serving.speaker_cache import Speaker, SpeakerCache, speaker_id
 from spark_serving.tensors import optional, parameter, required, tensor, text
-
 from spark_tts import prompts
 from spark_tts.streaming import StreamJoiner
 
@@ -111,12 +111,13 @@ class TritonPythonModel:
         streaming = optional(request, "streaming")
         streaming = True if streaming is None else bool(streaming.reshape(-1)[0])
         speaker, key = self._speaker(request)
-        inputs = [tensor("prompt", np.array([self._prompt(request, speaker, body).encode()],
-                                            dtype=np.object_))]
+        # The llm batches requests, so its tensors carry a batch dimension of 1.
+        prompt = self._prompt(request, speaker, body).encode()
+        inputs = [tensor("prompt", np.array([[prompt]], dtype=np.object_))]
         for name in SAMPLING_INPUTS:
             value = optional(request, name)
             if value is not None:
-                inputs.append(tensor(name, value.reshape(1)))
+                inputs.append(tensor(name, value.reshape(1, 1)))
         llm_id = uuid.uuid4().hex
         tokens = pb_utils.InferenceRequest(
             model_name="llm", inputs=inputs, requested_output_names=["kind", "index"],
@@ -158,8 +159,8 @@ class TritonPythonModel:
             kind = pb_utils.get_output_tensor_by_name(response, "kind")
             if kind is None:
                 continue  # the empty final response
-            index = int(pb_utils.get_output_tensor_by_name(response, "index").as_numpy()[0])
-            if int(kind.as_numpy()[0]) == 1:
+            index = int(pb_utils.get_output_tensor_by_name(response, "index").as_numpy().reshape(-1)[0])
+            if int(kind.as_numpy().reshape(-1)[0]) == 1:
                 if len(global_ids) < prompts.GLOBAL_TOKENS:
                     global_ids.append(index)
                 continue

@@ -2,9 +2,9 @@
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
 from spark_serving.errors import ModelError, triton_error
 from spark_serving.tensors import device, parameter, required, tensor
-
 from spark_tts.vocoder import Vocoder
 
 
