@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from voice.v1 import gateway_pb2, gateway_pb2_grpc, tts_pb2, tts_pb2_grpc
 
-from services.common.audio import PcmAudio
+from services.common.audio import PcmAudio, resample, to_mono
 from services.common.audio_proto import audio_from_proto, audio_to_proto
+from services.tts_gateway.triton import Triton
 from spark_tts.layout import SAMPLES_PER_TOKEN
 from tests.integration.http_client import call
 
@@ -84,16 +85,9 @@ def test_the_tts_service_reports_its_own_metrics(stack):
 
 async def test_length_matches_the_generated_semantic_tokens(stack):
     """320 samples per semantic token, offline and streaming alike."""
-    from services.tts_gateway.settings import TtsSettings
-    from services.tts_gateway.synthesis import TtsEngine  # noqa: F401  (same path as the service)
-    from services.tts_gateway.triton import Triton
-
     triton = Triton(f"127.0.0.1:{stack.config.triton_grpc_port}")
     try:
-        wav = voice_clip(0).samples[:, 0]
-        import soxr
-
-        reference = soxr.resample(wav, 22_050, 16_000).astype(np.float32)
+        reference = resample(to_mono(voice_clip(0)), 16_000).samples
         inputs = {
             "text": np.array([b"Count the tokens, please."], dtype=np.object_),
             "reference_wav": reference,
@@ -113,12 +107,9 @@ async def test_length_matches_the_generated_semantic_tokens(stack):
             assert samples == tokens * SAMPLES_PER_TOKEN, (streaming, tokens, samples)
     finally:
         await triton.close()
-    del TtsSettings
 
 
 async def test_same_seed_same_audio_and_streaming_joins_to_offline(stack):
-    from services.tts_gateway.triton import Triton
-
     triton = Triton(f"127.0.0.1:{stack.config.triton_grpc_port}")
     outputs = ["waveform", "sample_rate", "speaker_id", "semantic_tokens", "final"]
     base = {

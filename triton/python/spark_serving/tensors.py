@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -43,8 +44,6 @@ def tensor(name: str, array) -> pb_utils.Tensor:
 def parameter(args: dict, name: str, default: str = "") -> str:
     """A model config parameter, overridable by the environment variable of the
     same name in upper case (so deployments need not edit config files)."""
-    import json
-
     env = os.environ.get(name.upper())
     if env:
         return env
