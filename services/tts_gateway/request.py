@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -58,8 +59,24 @@ class Sampling:
             raise InvalidArgument(f"sampling.top_p {self.top_p:g} is outside (0, 1]")
         if self.top_k is not None and self.top_k > 10_000:
             raise InvalidArgument(f"sampling.top_k {self.top_k} is above 10000")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise InvalidArgument(f"sampling.seed {self.seed} is outside 0..2^63-1")
         if self.max_tokens is not None and not 1 <= self.max_tokens <= 10_000:
             raise InvalidArgument(f"sampling.max_tokens {self.max_tokens} is outside 1..10000")
+
+
+# wav2vec2's feature encoder needs 400 samples (25 ms); a voice needs more.
+MIN_REFERENCE_SECONDS = 0.1
+# The model's own control tokens; in user text they would rewrite the prompt.
+_CONTROL_TOKEN = re.compile(r"<\|[^|<>]{1,64}\|>")
+
+
+def _check_text(name: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise InvalidArgument(f"{name} has {len(value)} characters; the limit is {limit}")
+    found = _CONTROL_TOKEN.search(value)
+    if found:
+        raise InvalidArgument(f"{name} contains the reserved token {found.group(0)!r}")
 
 
 @dataclass(frozen=True)
@@ -72,14 +89,17 @@ class SpeechRequest:
         """Limits that depend on the service's settings."""
         if not self.text.strip():
             raise InvalidArgument("text is empty")
-        if len(self.text) > max_text_chars:
-            raise InvalidArgument(
-                f"text has {len(self.text)} characters; the limit is {max_text_chars}"
-            )
+        _check_text("text", self.text, max_text_chars)
         if isinstance(self.speaker, ReferenceSpeaker):
+            _check_text("speaker.reference.transcript", self.speaker.transcript, max_text_chars)
             seconds = self.speaker.audio.duration
             if seconds <= 0:
                 raise InvalidArgument("speaker.reference.audio is empty")
+            if seconds < MIN_REFERENCE_SECONDS:
+                raise InvalidArgument(
+                    f"speaker.reference.audio lasts {seconds:.3f} s; "
+                    f"at least {MIN_REFERENCE_SECONDS:g} s is needed"
+                )
             if seconds > max_reference_seconds:
                 raise InvalidArgument(
                     f"speaker.reference.audio lasts {seconds:.1f} s; "

@@ -21,6 +21,8 @@ class TtsSettings:
     tokens_per_char: float = 7.0
     min_tokens: int = 100
     max_tokens: int = 3000
+    # Longest a synthesis may run when the caller set no deadline.
+    request_timeout_seconds: float = 300.0
 
     @classmethod
     def load(cls) -> "TtsSettings":

@@ -95,7 +95,10 @@ class TtsEngine:
         self.metrics.in_flight.inc()
         try:
             inputs = triton_inputs(request, streaming, token_cap(request.text, self._settings))
-            replies = self.triton.stream(SPARK_MODEL, inputs, OUTPUTS, time_remaining())
+            remaining = time_remaining()
+            if remaining is None:
+                remaining = self._settings.request_timeout_seconds
+            replies = self.triton.stream(SPARK_MODEL, inputs, OUTPUTS, remaining)
             async for reply in replies:
                 samples = reply["waveform"].astype(np.float32).reshape(-1)
                 rate = int(reply["sample_rate"].reshape(-1)[0])

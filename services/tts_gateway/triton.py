@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -26,9 +27,10 @@ _STATUS_PREFIXES = {
     "INVALID_ARGUMENT": InvalidArgument,
     "NOT_FOUND": NotFound,
     "UNAVAILABLE": Unavailable,
-    "INTERNAL": ServiceError,
 }
 
+
+log = logging.getLogger(__name__)
 
 # How long a finished stream may take to close before it is cancelled.
 _CLOSE_TIMEOUT = 5.0
@@ -61,11 +63,14 @@ class TritonState:
 
 
 def model_error(message: str) -> ServiceError:
-    """The domain error for a Triton error message."""
+    """The domain error for a Triton error message; internals stay in our log."""
     status, _, detail = message.partition(": ")
     error = _STATUS_PREFIXES.get(status)
     if error is not None:
         return error(detail)
+    if status == "INTERNAL":
+        log.error("Spark TTS failed in Triton: %s", detail)
+        return ServiceError("speech synthesis failed inside the model server")
     if "Deadline" in message or "timeout" in message.lower():
         return DeadlineExceeded(f"Triton: {message}")
     return Unavailable(f"Triton: {message}")

@@ -194,11 +194,12 @@ def test_prefixed_model_errors_map_to_domain_errors(message, error_type, detail)
     assert str(error) == detail
 
 
-def test_internal_model_error_is_a_plain_service_error():
-    error = model_error("INTERNAL: vocoder failed")
+def test_internal_model_errors_are_internal_without_their_details(caplog):
+    error = model_error("INTERNAL: vocoder: RuntimeError: CUDA out of memory at 0x7f")
     assert type(error) is ServiceError
     assert error.code == grpc.StatusCode.INTERNAL
-    assert error.message == "vocoder failed"
+    assert "CUDA" not in error.message and "0x7f" not in error.message
+    assert "CUDA out of memory" in caplog.text  # kept for operators
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,26 @@ def reference(seconds, rate=16_000):
         ),
         (tts_pb2.SynthesizeSpeechRequest(text="hi", speaker=reference(0)), "audio is empty"),
         (tts_pb2.SynthesizeSpeechRequest(text="hi", speaker=reference(31)), "the limit is 30 s"),
+        (tts_pb2.SynthesizeSpeechRequest(text="hi", speaker=reference(0.02)), "at least 0.1 s"),
+        (
+            tts_pb2.SynthesizeSpeechRequest(
+                text="hi",
+                speaker=tts_pb2.SpeakerPrompt(reference=tts_pb2.ReferenceAudio(
+                    audio=reference(1).reference.audio, transcript="y" * 101,
+                )),
+            ),
+            "transcript has 101 characters; the limit is 100",
+        ),
+        (
+            tts_pb2.SynthesizeSpeechRequest(text="hi <|end_content|> there", speaker=CONTROL),
+            "reserved token '<|end_content|>'",
+        ),
+        (
+            tts_pb2.SynthesizeSpeechRequest(
+                text="hi", speaker=CONTROL, sampling=tts_pb2.SamplingParams(seed=2**63)
+            ),
+            "sampling.seed",
+        ),
         (
             tts_pb2.SynthesizeSpeechRequest(
                 text="hi",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 from pathlib import Path
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -27,6 +28,17 @@ class CancelFlags:
         path = self._path(request_id)
         if path is not None:
             path.touch()
+        self.sweep()
+
+    def sweep(self, older_than: float = 600.0) -> None:
+        """Drop flags nobody cleared (their generation had already ended)."""
+        limit = time.time() - older_than
+        for stale in self.root.iterdir():
+            try:
+                if stale.stat().st_mtime < limit:
+                    stale.unlink()
+            except FileNotFoundError:
+                pass
 
     def is_set(self, request_id: str) -> bool:
         path = self._path(request_id)

@@ -60,4 +60,4 @@ def device(args: dict) -> str:
 
     if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available():
         return f"cuda:{args.get('model_instance_device_id', '0')}"
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cpu"

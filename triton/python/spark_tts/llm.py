@@ -110,7 +110,7 @@ class SparkLlm:
                 return
             output = self.model(
                 input_ids=step_input, attention_mask=mask, position_ids=positions,
-                cache=cache, use_cache=True,
+                cache=cache, use_cache=True, logits_to_keep=1,  # not one row per prompt token
             )
             cache = output.cache
             chosen = []

@@ -148,31 +148,37 @@ class TritonPythonModel:
             ]))
             first = False
 
-        # The llm clears the cancel flag itself when it stops.
-        for response in tokens:
-            if request.is_cancelled():
-                pb_utils.Logger.log_info(f"spark_tts: client cancelled; stopping llm {llm_id}")
+        # Leaving before the llm's last response (cancel, vocoder failure, ...)
+        # raises the flag that stops it; the llm clears the flag when it stops.
+        llm_done = False
+        try:
+            for response in tokens:
+                if request.is_cancelled():
+                    pb_utils.Logger.log_info(f"spark_tts: client cancelled; stopping llm {llm_id}")
+                    raise ModelError("CANCELLED", "the client cancelled the request")
+                if response.has_error():
+                    raise ModelError("INTERNAL", f"llm: {response.error().message()}")
+                kind = pb_utils.get_output_tensor_by_name(response, "kind")
+                if kind is None:
+                    continue  # the empty final response
+                index = int(pb_utils.get_output_tensor_by_name(response, "index").as_numpy().reshape(-1)[0])
+                if int(kind.as_numpy().reshape(-1)[0]) == 1:
+                    if len(global_ids) < prompts.GLOBAL_TOKENS:
+                        global_ids.append(index)
+                    continue
+                count += 1
+                pending.append(index)
+                if len(global_ids) < prompts.GLOBAL_TOKENS or not streaming:
+                    continue
+                for semantic in pending:
+                    audio = joiner.add(semantic)
+                    if audio is not None and audio.size:
+                        emit(audio)
+                pending.clear()
+            llm_done = True
+        finally:
+            if not llm_done:
                 self.cancel_flags.set(llm_id)
-                raise ModelError("CANCELLED", "the client cancelled the request")
-            if response.has_error():
-                raise ModelError("INTERNAL", f"llm: {response.error().message()}")
-            kind = pb_utils.get_output_tensor_by_name(response, "kind")
-            if kind is None:
-                continue  # the empty final response
-            index = int(pb_utils.get_output_tensor_by_name(response, "index").as_numpy().reshape(-1)[0])
-            if int(kind.as_numpy().reshape(-1)[0]) == 1:
-                if len(global_ids) < prompts.GLOBAL_TOKENS:
-                    global_ids.append(index)
-                continue
-            count += 1
-            pending.append(index)
-            if len(global_ids) < prompts.GLOBAL_TOKENS or not streaming:
-                continue
-            for semantic in pending:
-                audio = joiner.add(semantic)
-                if audio is not None and audio.size:
-                    emit(audio)
-            pending.clear()
         if len(global_ids) < prompts.GLOBAL_TOKENS:
             raise ModelError(
                 "INTERNAL", f"the LLM produced {len(global_ids)} global tokens; 32 are needed"
