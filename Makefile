@@ -19,7 +19,7 @@ help:
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[local,dev,models]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[local,dev,models,rvc]'
 	touch $@
 
 venv: $(INSTALLED)

@@ -1,0 +1,1 @@
+"""Signal processing for RVC on arrays: pitch estimation and feature retrieval."""
