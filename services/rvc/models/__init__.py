@@ -1,0 +1,1 @@
+"""RVC model code: plain PyTorch modules and their checkpoint loaders, no serving."""
