@@ -8,7 +8,6 @@ with back-off, as Kubernetes would restart a container.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -20,17 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from services.common.process import die_with_parent
 from services.stack.components import ProcessSpec
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
 
 class StackError(RuntimeError):
     pass
@@ -71,7 +63,7 @@ class Supervisor:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,  # runs in the child between fork and exec
         )
         child._pump = threading.Thread(
             target=self._pump, args=(child, child.process), daemon=True, name=f"log-{child.spec.name}"
