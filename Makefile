@@ -12,7 +12,7 @@ help:
 	@echo "make run     - start Triton, tts_gateway, rvc, gateway and Envoy on loopback (Ctrl-C stops)"
 	@echo "make test    - unit and integration tests (real tritonserver, services and Envoy)"
 	@echo "make triton  - serve triton/model_repo with the bundled tritonserver alone"
-	@echo "make models  - download the official Spark-TTS-0.5B weights into models/"
+	@echo "make models  - download Spark-TTS-0.5B and the RVC assets (hubert_base.pt, rmvpe.pt) into models/"
 	@echo "make protos  - generate Python stubs and the Envoy descriptor set from protos/"
 	@echo "make lint    - ruff over services/ and tests/ (part of make test)"
 
@@ -41,6 +41,7 @@ protos: $(DESCRIPTOR)
 # stack generates tiny random-weight models in the same layout.
 models: $(INSTALLED)
 	$(PY) -m spark_tts.download models/Spark-TTS-0.5B
+	$(PY) -m services.rvc.download models/rvc-assets
 
 run: protos
 	$(PY) -m services.stack

@@ -1,17 +1,42 @@
-"""The RVC core: resolves the voice, checks the audio, converts it."""
+"""The RVC core: resolves the voice, checks the audio, converts it on the worker pool."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from services.common.audio import PcmAudio
-from services.common.errors import InvalidArgument, Unimplemented
+import numpy as np
+import soxr
+
+from services.common.audio import PcmAudio, to_mono
+from services.common.errors import InvalidArgument
+from services.common.request_context import time_remaining
+from services.rvc.framing import RATE
 from services.rvc.model_store import ModelStore, VoiceFiles, check_name
 from services.rvc.params import ConversionParams
 from services.rvc.settings import RvcSettings
+from services.rvc.streaming import StreamConverter
+from services.rvc.voice_catalog import VoiceCatalog, VoiceSummary
+from services.rvc.worker_pool import WorkerPool
 
-_NOT_YET = "RVC inference is not implemented yet: synthesizers and the worker pool arrive with issue #4"
+log = logging.getLogger(__name__)
+
+# Stream blocks carry real left context, so they need far less reflect padding.
+STREAM_PAD_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    index: int
+    alive: bool
+    busy: bool
+    jobs_done: int
+    mean_seconds: float
+    restarts: int
+    device: str
 
 
 @dataclass(frozen=True)
@@ -22,42 +47,139 @@ class PoolState:
     queue_depth: int
     device: str
     loaded_models: tuple[str, ...]
+    workers: tuple[WorkerState, ...] = ()
 
 
 class Converter:
-    def __init__(self, settings: RvcSettings, store: ModelStore) -> None:
+    def __init__(self, settings: RvcSettings, store: ModelStore, pool: WorkerPool) -> None:
         self._settings = settings
         self.store = store
+        self.catalog = VoiceCatalog()
+        self._pool = pool
 
-    def voices(self) -> list[VoiceFiles]:
-        return self.store.list()
+    @property
+    def ready(self) -> bool:
+        return self._pool.ready
 
     def loaded(self) -> tuple[str, ...]:
-        return ()
+        names: list[str] = []
+        for worker in self._pool.stats().workers:
+            for name in worker.info.get("loaded", ()):
+                if name not in names:
+                    names.append(name)
+        return tuple(names)
 
-    async def load(self, name: str) -> VoiceFiles:
+    async def voices(self) -> list[VoiceSummary]:
+        return await asyncio.to_thread(self.catalog.describe, self.store.list())
+
+    async def load(self, name: str) -> VoiceSummary:
         voice = self.store.resolve(check_name(name))
-        raise Unimplemented(f"cannot load {voice.name!r}: {_NOT_YET}")
+        await self._pool.broadcast("load", {"model": voice.name}, timeout=time_remaining())
+        (summary,) = await asyncio.to_thread(self.catalog.describe, [voice])
+        return summary
+
+    def _resolve(self, params: ConversionParams) -> tuple[VoiceFiles, ConversionParams]:
+        voice = self.store.resolve(params.model)
+        return voice, replace(params, model=voice.name)
+
+    def _checked(self, audio: PcmAudio, what: str = "audio") -> np.ndarray:
+        if audio.frames == 0:
+            raise InvalidArgument(f"{what} is empty")
+        if audio.duration > self._settings.max_audio_seconds:
+            raise InvalidArgument(
+                f"{what} lasts {audio.duration:.1f} s; at most "
+                f"{self._settings.max_audio_seconds:g} s per request (stream longer audio)"
+            )
+        return np.ascontiguousarray(to_mono(audio).samples, dtype=np.float32)
 
     async def convert(self, params: ConversionParams, audio: PcmAudio) -> PcmAudio:
-        self.store.resolve(params.model)
-        if audio.frames == 0:
-            raise InvalidArgument("audio is empty")
-        raise Unimplemented(_NOT_YET)
+        _, params = self._resolve(params)
+        samples = self._checked(audio)
+        meta, out = await self._pool.call(
+            "convert",
+            {"params": params.to_wire(), "sample_rate": audio.sample_rate},
+            samples,
+            timeout=time_remaining(),
+        )
+        return PcmAudio(out, int(meta["sample_rate"]))
 
     async def convert_stream(
         self, params: ConversionParams, chunks: AsyncIterator[PcmAudio]
     ) -> AsyncIterator[PcmAudio]:
-        self.store.resolve(params.model)
-        raise Unimplemented(_NOT_YET)
-        yield  # pragma: no cover - makes this an async generator
+        """Converted audio as blocks complete; the stream's voice stays on one worker."""
+        _, params = self._resolve(params)
+        out_rate = params.resample_sr
+        # Workers answer at the voice's own rate; any resampling runs here, continuously.
+        block_params = replace(params, resample_sr=0).to_wire()
+        affinity = uuid.uuid4().hex
+
+        async def convert_block(audio: np.ndarray) -> tuple[np.ndarray, int]:
+            meta, out = await self._pool.call(
+                "convert",
+                {"params": block_params, "sample_rate": RATE,
+                 "pad_seconds": STREAM_PAD_SECONDS, "seed": stream.blocks},
+                audio,
+                affinity=affinity,
+                timeout=time_remaining(),
+            )
+            return out, int(meta["sample_rate"])
+
+        stream = StreamConverter(self._settings.stream, convert_block)
+        into_16k: soxr.ResampleStream | None = None
+        in_rate = 0
+        out_resampler: soxr.ResampleStream | None = None
+        total = 0.0
+
+        def emit(pieces: list[np.ndarray], last: bool = False) -> list[PcmAudio]:
+            nonlocal out_resampler
+            rate = stream.rate
+            if rate is None:  # nothing converted yet
+                return []
+            if not out_rate or out_rate == rate:
+                return [PcmAudio(p, rate) for p in pieces]
+            if out_resampler is None:
+                out_resampler = soxr.ResampleStream(rate, out_rate, 1, dtype="float32")
+            joined = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+            converted = out_resampler.resample_chunk(joined, last=last)
+            return [PcmAudio(converted, out_rate)] if converted.size else []
+
+        try:
+            async for chunk in chunks:
+                if into_16k is None:
+                    in_rate = chunk.sample_rate
+                    into_16k = soxr.ResampleStream(in_rate, RATE, 1, dtype="float32")
+                elif chunk.sample_rate != in_rate:
+                    raise InvalidArgument(
+                        f"chunk sample_rate {chunk.sample_rate} Hz differs from the stream's "
+                        f"{in_rate} Hz"
+                    )
+                if chunk.frames == 0:
+                    continue
+                total += chunk.duration
+                samples = into_16k.resample_chunk(self._checked(chunk, "chunk.audio"))
+                for piece in emit(await stream.push(samples)):
+                    yield piece
+            if into_16k is None or total == 0:
+                raise InvalidArgument("the stream carried no audio")
+            tail = into_16k.resample_chunk(np.zeros(0, np.float32), last=True)
+            pieces = (await stream.push(tail)) + (await stream.finish())
+            for piece in emit(pieces, last=True):
+                yield piece
+        finally:
+            self._pool.release(affinity)
 
     def state(self) -> PoolState:
+        stats = self._pool.stats()
         return PoolState(
-            workers_configured=self._settings.workers,
-            workers_alive=0,
-            workers_busy=0,
-            queue_depth=0,
-            device=self._settings.device,
+            workers_configured=stats.configured,
+            workers_alive=stats.alive,
+            workers_busy=stats.busy,
+            queue_depth=stats.queue_depth,
+            device=",".join(sorted({w.device for w in stats.workers})),
             loaded_models=self.loaded(),
+            workers=tuple(
+                WorkerState(w.index, w.alive, w.busy, w.jobs_done, w.mean_seconds, w.restarts,
+                            w.device)
+                for w in stats.workers
+            ),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 
@@ -42,3 +43,11 @@ class ConversionParams:
         _within("protect", self.protect, 0.0, 0.5)
         if self.resample_sr:
             check_sample_rate(self.resample_sr)
+
+    def to_wire(self) -> dict:
+        """Plain data for the worker pipe."""
+        return {**dataclasses.asdict(self), "f0_method": self.f0_method.value}
+
+    @classmethod
+    def from_wire(cls, data: dict) -> "ConversionParams":
+        return cls(**{**data, "f0_method": F0Method(data["f0_method"])})

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from voice.v1 import audio_pb2, rvc_pb2, rvc_pb2_grpc
 
 from services.common.audio_proto import audio_from_proto, audio_to_proto
 from services.common.errors import InvalidArgument
 from services.rvc.conversion import Converter
-from services.rvc.model_store import VoiceFiles
 from services.rvc.params import ConversionParams, F0Method
+from services.rvc.voice_catalog import VoiceSummary
 
 _F0 = {
     rvc_pb2.F0_METHOD_UNSPECIFIED: F0Method.RMVPE,
@@ -38,10 +40,25 @@ def params_from_proto(message: rvc_pb2.ConversionParams) -> ConversionParams:
     )
 
 
-def _voice_to_proto(voice: VoiceFiles, loaded: tuple[str, ...]) -> rvc_pb2.VoiceModel:
-    # Version, rate and pitch guidance are read from the checkpoint when it loads.
+def _voice_to_proto(voice: VoiceSummary, loaded: tuple[str, ...]) -> rvc_pb2.VoiceModel:
     return rvc_pb2.VoiceModel(
-        name=voice.name, has_index=voice.index is not None, loaded=voice.name in loaded
+        name=voice.name,
+        version=voice.version,
+        sample_rate=voice.sample_rate,
+        pitch_guided=voice.pitch_guided,
+        has_index=voice.has_index,
+        loaded=voice.name in loaded,
+        description=voice.info,
+        problem=voice.problem,
+    )
+
+
+def _timing(started: float, audio_seconds: float, first: float | None = None) -> audio_pb2.StageTiming:
+    elapsed = time.perf_counter() - started
+    return audio_pb2.StageTiming(
+        compute_seconds=elapsed,
+        first_audio_seconds=elapsed if first is None else first,
+        audio_seconds=audio_seconds,
     )
 
 
@@ -52,8 +69,11 @@ class VoiceConversionServicer(rvc_pb2_grpc.VoiceConversionServicer):
     async def Convert(self, request, context):
         params = params_from_proto(request.params)
         audio = audio_from_proto(request.audio)
+        started = time.perf_counter()
         converted = await self._converter.convert(params, audio)
-        return rvc_pb2.ConvertResponse(audio=audio_to_proto(converted))
+        return rvc_pb2.ConvertResponse(
+            audio=audio_to_proto(converted), timing=_timing(started, converted.duration)
+        )
 
     async def ConvertStream(self, request_iterator, context):
         first = await anext(aiter(request_iterator), None)
@@ -67,17 +87,31 @@ class VoiceConversionServicer(rvc_pb2_grpc.VoiceConversionServicer):
                     raise InvalidArgument("only the first ConvertStream message may carry params")
                 yield audio_from_proto(message.chunk.audio, "chunk.audio")
 
+        started = time.perf_counter()
+        first: float | None = None
         sequence = 0
+        produced = 0.0
+        previous: audio_pb2.AudioChunk | None = None
+        # Hold one chunk back so the last reply can say it is final and carry the timing.
         async for converted in self._converter.convert_stream(params, chunks()):
-            yield rvc_pb2.ConvertStreamResponse(
-                chunk=audio_pb2.AudioChunk(audio=audio_to_proto(converted), sequence=sequence)
-            )
+            if first is None:
+                first = time.perf_counter() - started
+            if previous is not None:
+                yield rvc_pb2.ConvertStreamResponse(chunk=previous)
+            previous = audio_pb2.AudioChunk(audio=audio_to_proto(converted), sequence=sequence)
             sequence += 1
+            produced += converted.duration
+        if previous is not None:
+            previous.final = True
+            yield rvc_pb2.ConvertStreamResponse(
+                chunk=previous, timing=_timing(started, produced, first)
+            )
 
     async def ListModels(self, request, context):
         loaded = self._converter.loaded()
+        voices = await self._converter.voices()
         return rvc_pb2.ListModelsResponse(
-            models=[_voice_to_proto(v, loaded) for v in self._converter.voices()],
+            models=[_voice_to_proto(v, loaded) for v in voices],
             default_model=self._converter.store.default_name(),
         )
 
@@ -94,4 +128,11 @@ class VoiceConversionServicer(rvc_pb2_grpc.VoiceConversionServicer):
             queue_depth=state.queue_depth,
             device=state.device,
             loaded_models=list(state.loaded_models),
+            workers=[
+                rvc_pb2.RvcWorker(
+                    index=w.index, alive=w.alive, busy=w.busy, jobs_done=w.jobs_done,
+                    mean_seconds=w.mean_seconds, restarts=w.restarts, device=w.device,
+                )
+                for w in state.workers
+            ],
         )

@@ -11,7 +11,6 @@ from pathlib import Path
 from services.common.settings import SettingsError
 from services.stack import components
 from services.stack.config import StackConfig
-from services.stack.models import describe_rvc
 from services.stack.supervisor import StackError, Supervisor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,8 +49,6 @@ def main(argv: list[str]) -> int:
     except SettingsError as exc:
         log.error("bad setting: %s", exc)
         return 2
-    for line in describe_rvc(config.models_dir):
-        log.warning(line)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

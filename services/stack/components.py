@@ -84,6 +84,9 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
         model_repo.parse_instances(config.triton_instances), gpu,
     )
     spark_dir = models.spark_model_dir(config.models_dir, run_dir, _python_env(repo, {}))
+    rvc_voices, rvc_assets = models.rvc_model_dirs(
+        config.models_dir, run_dir, _python_env(repo, {})
+    )
     (run_dir / "cancel").mkdir(exist_ok=True)
     # Triton's Python models import spark_tts; they run in the run directory so
     # the repository root (with its triton/ folder) is not on their path.
@@ -126,7 +129,7 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
         ),
         _service(
             repo, "rvc", "RVC", config.rvc_port, config.rvc_metrics_port,
-            {"RVC_MODELS_DIR": str((config.models_dir / "rvc").resolve())},
+            {"RVC_MODELS_DIR": str(rvc_voices), "RVC_ASSETS_DIR": str(rvc_assets)},
         ),
         _service(
             repo, "gateway", "GATEWAY", config.gateway_port, config.gateway_metrics_port,

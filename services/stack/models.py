@@ -11,6 +11,8 @@ log = logging.getLogger(__name__)
 
 SPARK_DIR = "Spark-TTS-0.5B"
 TINY_SPARK_DIR = "Spark-TTS-tiny"
+TINY_RVC_DIR = "rvc-untrained"
+RVC_ASSETS_DIR = "rvc-assets"
 
 
 def spark_model_dir(models_dir: Path, run_dir: Path, env: dict[str, str]) -> Path:
@@ -38,12 +40,46 @@ def spark_model_dir(models_dir: Path, run_dir: Path, env: dict[str, str]) -> Pat
     return tiny.resolve()
 
 
-def describe_rvc(models_dir: Path) -> list[str]:
-    """Warnings to print when the stack starts without RVC voices."""
-    rvc = models_dir / "rvc"
-    if not rvc.is_dir() or not any(rvc.glob("**/*.pth")):
-        return [
-            f"NO RVC VOICES under {rvc}: the gateway returns TTS audio unconverted "
-            "(rvc_applied=false); RVC inference itself lands with issue #4."
-        ]
-    return []
+def _tiny_rvc(run_dir: Path, env: dict[str, str]) -> Path:
+    root = run_dir / "models" / TINY_RVC_DIR
+    current = subprocess.run(
+        [sys.executable, "-c",
+         f"import sys, services.rvc.tiny_models as t; sys.exit(0 if t.is_current({str(root)!r}) else 1)"],
+        env=env, check=False,
+    ).returncode == 0
+    if not current:
+        subprocess.run(
+            [sys.executable, "-m", "services.rvc.tiny_models", str(root)],
+            env=env, check=True, stdout=subprocess.DEVNULL,
+        )
+    return root.resolve()
+
+
+def rvc_model_dirs(models_dir: Path, run_dir: Path, env: dict[str, str]) -> tuple[Path, Path]:
+    """The voices folder and the assets folder the RVC service runs on, said out loud."""
+    voices, assets = models_dir / "rvc", models_dir / RVC_ASSETS_DIR
+    has_voices = voices.is_dir() and any(voices.glob("**/*.pth"))
+    has_assets = (assets / "hubert_base.pt").is_file() or (assets / "hubert_base" / "config.json").is_file()
+    if has_voices and has_assets:
+        log.info("RVC: voices in %s, assets in %s", voices, assets)
+        if not (assets / "rmvpe.pt").is_file():
+            log.warning("RVC: no rmvpe.pt in %s: f0_method rmvpe (the default) will be refused; "
+                        "run `make models` or ask for crepe, harvest, dio or pm", assets)
+        return voices.resolve(), assets.resolve()
+    tiny = _tiny_rvc(run_dir, env)
+    if not has_assets:
+        log.warning(
+            "NO RVC ASSETS (hubert_base, rmvpe.pt) under %s (run `make models`): the RVC "
+            "workers run on GENERATED UNTRAINED content and pitch models from %s; any "
+            "conversion is noise.", assets, tiny / "assets",
+        )
+    if not has_voices:
+        log.warning(
+            "NO RVC VOICES under %s: serving GENERATED UNTRAINED voices (untrained-*) from %s. "
+            "None is the default, so the gateway returns TTS audio unconverted unless a "
+            "request names one.", voices, tiny / "voices",
+        )
+    return (
+        voices.resolve() if has_voices else tiny / "voices",
+        assets.resolve() if has_assets else tiny / "assets",
+    )

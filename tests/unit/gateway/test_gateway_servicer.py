@@ -28,6 +28,7 @@ from services.rvc.model_store import ModelStore
 from services.rvc.servicer import VoiceConversionServicer
 from services.rvc.settings import RvcSettings
 from tests.grpc_hosts import channel_to, hosted
+from tests.unit.rvc.fake_pool import VOICE_RATE, FakePool
 
 RATE = 16_000
 
@@ -64,7 +65,7 @@ def servicer(impl, module, name):
 @pytest.fixture
 async def stack(tmp_path):
     tts = ScriptedTts()
-    converter = Converter(RvcSettings(), ModelStore(tmp_path / "rvc"))
+    converter = Converter(RvcSettings(), ModelStore(tmp_path / "rvc"), FakePool())
     async with hosted([servicer(tts, tts_pb2_grpc, "TextToSpeech")]) as tts_host, hosted(
         [servicer(VoiceConversionServicer(converter), rvc_pb2_grpc, "VoiceConversion")]
     ) as rvc_host:
@@ -126,14 +127,14 @@ async def test_a_path_like_voice_name_is_rejected(stack):
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_installed_voice_reaches_rvc_which_says_inference_is_not_there_yet(stack):
+async def test_installed_voice_converts_the_tts_audio(stack):
     voice = stack["models"] / "alice"
     voice.mkdir(parents=True)
     (voice / "alice.pth").write_bytes(b"not loaded in this test")
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stack["stub"].Synthesize(request())
-    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "issue #4" in caught.value.details()
+    reply = await stack["stub"].Synthesize(request())
+    assert reply.rvc_applied
+    # The stand-in pool converts by resampling to the voice's rate.
+    assert reply.audio.sample_rate == VOICE_RATE
 
 
 async def test_request_id_and_deadline_travel_downstream(stack):
@@ -181,8 +182,8 @@ async def test_health_and_status_report_each_dependency(stack):
     assert health.status == "SERVING"
     assert {d.name: d.status for d in health.dependencies} == {"tts": "SERVING", "rvc": "SERVING"}
     status = await stack["stub"].GetStatus(gateway_pb2.GetStatusRequest())
-    assert status.rvc.workers_configured == 1
-    assert status.rvc.workers_alive == 0
+    assert (status.rvc.workers_configured, status.rvc.workers_alive) == (3, 1)
+    assert status.rvc.workers[0].jobs_done == 5
     # The scripted TTS has no GetStatus: its section stays empty, the rest still reports.
     assert not status.HasField("tts")
 
