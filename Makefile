@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DESCRIPTOR := gen/voice_v1.pb
 PROTOS := $(wildcard protos/voice/v1/*.proto)
 
-.PHONY: help venv protos models run triton lint test test-unit test-integration clean
+.PHONY: help venv protos models run triton lint test test-unit test-integration bench clean
 
 help:
 	@echo "make run     - start Triton, tts_gateway, rvc, gateway and Envoy on loopback (Ctrl-C stops)"
@@ -14,6 +14,7 @@ help:
 	@echo "make triton  - serve triton/model_repo with the bundled tritonserver alone"
 	@echo "make models  - download Spark-TTS-0.5B and the RVC assets (hubert_base.pt, rmvpe.pt) into models/"
 	@echo "make protos  - generate Python stubs and the Envoy descriptor set from protos/"
+	@echo "make bench   - RVC worker scaling: one request vs two at once, 1 and 2 workers"
 	@echo "make lint    - ruff over services/ and tests/ (part of make test)"
 
 $(INSTALLED): pyproject.toml constraints.txt
@@ -50,7 +51,10 @@ triton: protos
 	$(PY) -m services.stack triton
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check services tests triton
+	$(VENV)/bin/ruff check services tests triton bench
+
+bench: protos
+	$(PY) -m bench.rvc_workers
 
 test: protos lint
 	$(PY) -m pytest

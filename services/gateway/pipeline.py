@@ -42,6 +42,8 @@ class Pipeline:
         voices = await self.rvc.voices()
         if not voices.models:
             return "no RVC voice is installed"
+        if not voices.default_model:
+            return "no RVC voice was named and none is the default (set RVC_MODEL)"
         return ""
 
     async def synthesize(

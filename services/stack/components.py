@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,9 @@ class ProcessSpec:
     probe: Probe
     endpoints: list[tuple[str, str]] = field(default_factory=list)
     cwd: Path | None = None
+    # Files the process may leave behind when it is killed (glob patterns); removed
+    # once it has exited, before any restart.
+    leftovers: tuple[str, ...] = ()
 
 
 def _python_env(repo: Path, extra: dict[str, str]) -> dict[str, str]:
@@ -78,6 +82,7 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
     run_dir = config.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     triton = triton_dist.locate(run_dir)
+    shm_prefix = f"voice_triton_{uuid.uuid4().hex[:12]}_"
     gpu = gpu_visible() if config.spark_tts_device == "auto" else config.spark_tts_device != "cpu"
     repo_dir = model_repo.render(
         config.model_repo.resolve(), run_dir / "model_repo",
@@ -105,6 +110,9 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
                 str(triton.binary),
                 f"--model-repository={repo_dir}",
                 f"--backend-directory={triton.backends}",
+                # Python-backend stubs share memory regions with tritonserver; a prefix of
+                # our own lets the supervisor remove them if Triton is killed.
+                f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
                 f"--http-address={LOOPBACK}",
                 f"--http-port={config.triton_http_port}",
                 f"--grpc-address={LOOPBACK}",
@@ -116,6 +124,7 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
             ],
             env=triton_env,
             cwd=run_dir,
+            leftovers=(f"/dev/shm/{shm_prefix}*",),
             probe=http_ok(f"http://{LOOPBACK}:{config.triton_http_port}/v2/health/ready"),
             endpoints=[
                 ("gRPC", f"{LOOPBACK}:{config.triton_grpc_port}"),

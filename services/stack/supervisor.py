@@ -8,6 +8,8 @@ with back-off, as Kubernetes would restart a container.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import logging
 import os
 import signal
@@ -137,6 +139,7 @@ class Supervisor:
                 # Whatever the dead process left in its group goes with it, as
                 # when a container exits.
                 self._signal(child, signal.SIGKILL)
+                self._remove_leftovers(child)
                 now = time.monotonic()
                 child.restarts.append(now)
                 full = len(child.restarts) == child.restarts.maxlen
@@ -174,6 +177,15 @@ class Supervisor:
                 child.process.wait()
             if child._pump is not None:
                 child._pump.join(timeout=5)
+            self._remove_leftovers(child)
+
+    @staticmethod
+    def _remove_leftovers(child: Child) -> None:
+        for pattern in child.spec.leftovers:
+            for path in glob.glob(pattern):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                    log.info("removed %s left by %s", path, child.spec.name)
 
     @staticmethod
     def _signal(child: Child, sig: signal.Signals) -> None:

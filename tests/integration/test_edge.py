@@ -29,14 +29,17 @@ def test_status_shows_every_stage(stack):
     body = call("GET", f"{stack.api}/v1/status").json()
     assert body["tts"]["triton_ready"] is True
     assert body["tts"]["triton_address"].endswith(f":{stack.config.triton_grpc_port}")
-    assert body["rvc"]["workers_alive"] == 0
+    assert body["rvc"]["workers_alive"] == body["rvc"]["workers_configured"] == 1
+    assert body["rvc"]["workers"][0]["device"] == "cpu"
     assert call("GET", f"{stack.api}/status").json()["version"] == body["version"]
 
 
-def test_voices_is_empty_without_installed_models(stack):
+def test_voices_without_installed_models_are_the_generated_untrained_ones(stack):
     reply = call("GET", f"{stack.api}/v1/voices")
     assert reply.status == 200
-    assert reply.json() == {"voices": []}
+    names = [v["name"] for v in reply.json()["voices"]]
+    assert names and all(name.startswith("untrained-") for name in names)
+    assert not any(v.get("is_default") for v in reply.json()["voices"])
 
 
 @pytest.mark.parametrize(

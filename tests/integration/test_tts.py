@@ -7,7 +7,7 @@ import re
 import grpc
 import numpy as np
 import pytest
-from voice.v1 import gateway_pb2, gateway_pb2_grpc, tts_pb2, tts_pb2_grpc
+from voice.v1 import gateway_pb2, gateway_pb2_grpc, rvc_pb2, tts_pb2, tts_pb2_grpc
 
 from services.common.audio import PcmAudio, resample, to_mono
 from services.common.audio_proto import audio_from_proto, audio_to_proto
@@ -200,7 +200,10 @@ async def test_tts_through_the_gateway_and_rest(stack):
     audio = audio_from_proto(reply.audio)
     assert audio.sample_rate == 16_000 and audio.frames > 0
     assert audio.frames % SAMPLES_PER_TOKEN == 0
-    assert not reply.rvc_applied and reply.rvc_skipped_reason == "no RVC voice is installed"
+    assert not reply.rvc_applied
+    assert reply.rvc_skipped_reason == (
+        "no RVC voice was named and none is the default (set RVC_MODEL)"
+    )
     rest = call("POST", f"{stack.api}/v1/tts", {
         "text": "Over REST.",
         "speaker": {"control": {"gender": "GENDER_MALE", "pitch": "LEVEL_LOW"}},
@@ -208,6 +211,27 @@ async def test_tts_through_the_gateway_and_rest(stack):
     })
     assert rest.status == 200, rest.body
     assert rest.json()["audio"]["sample_rate"] == 16_000
+
+
+async def test_tts_then_rvc_through_the_gateway(stack):
+    """A named voice: TTS audio is converted by the RVC workers to the voice's rate."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.config.api_port}") as channel:
+        reply = await gateway_pb2_grpc.GatewayStub(channel).Synthesize(
+            gateway_pb2.SynthesizeRequest(
+                text="Into another voice.",
+                speaker=clone_request().speaker,
+                sampling=tts_pb2.SamplingParams(seed=3, max_tokens=25),
+                conversion=rvc_pb2.ConversionParams(
+                    model="untrained-v2-f0-48k", f0_method=rvc_pb2.F0_METHOD_PM
+                ),
+            ),
+            timeout=120,
+        )
+    assert reply.rvc_applied, reply.rvc_skipped_reason
+    audio = audio_from_proto(reply.audio)
+    assert audio.sample_rate == 48_000
+    spoken = reply.timing.tts.audio_seconds
+    assert abs(audio.duration - spoken) <= 0.011
 
 
 async def test_concurrent_requests_share_llm_batches(stack, tts):
