@@ -31,6 +31,7 @@ def banner(specs: list[components.ProcessSpec], config: StackConfig) -> str:
         "Try it:",
         f"  curl {base}/health",
         f"  curl {base}/v1/status",
+        f"  curl {base}/v1/voices",
         f"  curl -X POST {base}/v1/synthesize -H 'content-type: application/json' \\",
         "       -d '{\"text\": \"Hello there.\", \"speaker\": {\"control\": {\"gender\": \"GENDER_FEMALE\"}}}'",
         f"  grpcurl -plaintext 127.0.0.1:{config.api_port} list",

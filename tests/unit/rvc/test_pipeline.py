@@ -10,7 +10,6 @@ from services.rvc.dsp.retrieval import FeatureIndex, build_index
 from services.rvc.framing import RATE, WINDOW
 from services.rvc.models.checkpoint import VoiceInfo
 from services.rvc.models.content import ContentEncoder
-from services.rvc.models.tiny_content import write_tiny_hubert
 from services.rvc.params import ConversionParams, F0Method
 from services.rvc.pipeline import ConversionPipeline, Segmenting, Voice, mix_loudness, split_points
 
@@ -36,10 +35,8 @@ def voice(version="v2", pitch_guided=True, rate=40_000) -> Voice:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> ConversionPipeline:
-    folder = tmp_path_factory.mktemp("hubert") / "hubert_base"
-    write_tiny_hubert(folder)
-    encoder = ContentEncoder.load(folder)
+def pipeline(tiny_rvc) -> ConversionPipeline:
+    encoder = ContentEncoder.load(tiny_rvc / "assets" / "hubert_base")
     return ConversionPipeline(encoder, torch.device("cpu"), False, lambda: None)
 
 
