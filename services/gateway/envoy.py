@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.server import MAX_MESSAGE_BYTES
+
 _T = "type.googleapis.com/envoy.extensions."
 # The public API, its health, and reflection so that clients such as grpcurl
 # can discover it; the internal services are not reachable through the edge.
@@ -25,6 +27,8 @@ PUBLIC_GRPC_PREFIXES = (
     "/grpc.reflection.v1alpha.ServerReflection/",
 )
 TRANSCODED_SERVICES = ("voice.v1.Gateway",)
+# The largest gRPC message, as JSON: base64 makes audio bytes a third longer.
+MAX_BODY_BYTES = MAX_MESSAGE_BYTES * 3 // 2
 ACCESS_LOG_FIELDS = {
     "ts": "%START_TIME%",
     "request_id": "%REQ(X-REQUEST-ID)%",
@@ -70,6 +74,10 @@ def render(config: EdgeConfig) -> dict:
         "proto_descriptor": str(config.descriptor),
         "services": list(TRANSCODED_SERVICES),
         "convert_grpc_status": True,
+        # Whole clips travel as one JSON body each way; without these the transcoder
+        # stops at Envoy's default buffer limit (about 1 MiB, some seconds of audio).
+        "max_request_body_size": MAX_BODY_BYTES,
+        "max_response_body_size": MAX_BODY_BYTES,
         "print_options": {
             "add_whitespace": False,
             "always_print_primitive_fields": True,

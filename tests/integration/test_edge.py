@@ -1,6 +1,9 @@
 """The public edge: REST transcoded by the real Envoy, and gRPC through it."""
 
+import base64
+
 import grpc
+import numpy as np
 import pytest
 from voice.v1 import gateway_pb2, gateway_pb2_grpc, tts_pb2
 
@@ -108,3 +111,20 @@ def test_reflection_through_the_edge_shows_only_the_public_api(stack):
     assert "voice.v1.Gateway" in services
     assert "voice.v1.TextToSpeech" not in services
     assert "voice.v1.VoiceConversion" not in services
+
+
+def test_rest_conversion_of_a_long_clip_fits_through_the_edge(stack):
+    """Twelve seconds of float audio is megabytes of JSON each way: the transcoder must take it."""
+    rate = 44_100
+    t = np.arange(12 * rate) / rate
+    audio = (0.3 * np.sin(2 * np.pi * 180 * t) * np.clip(np.sin(2 * np.pi * 2 * t), 0, None))
+    pcm = base64.b64encode(audio.astype("<f4").tobytes()).decode()
+    reply = call("POST", f"{stack.api}/v1/rvc", {
+        "params": {"model": "untrained-v1-f0-40k", "f0_method": "F0_METHOD_PM"},
+        "audio": {"pcm": pcm, "sample_rate": rate, "sample_format": "SAMPLE_FORMAT_PCM_F32LE"},
+    })
+    assert reply.status == 200, reply.body[:300]
+    converted = reply.json()["audio"]
+    assert converted["sample_rate"] == 40_000
+    samples = len(base64.b64decode(converted["pcm"])) // 4
+    assert abs(samples - 12 * 40_000) <= 400
