@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from voice.v1 import rvc_pb2, tts_pb2
 
 from services.common.audio import PcmAudio
-from services.common.errors import Unimplemented
-from services.gateway.stages import Dependency, RvcStage, StageResult, TtsStage
+from services.common.errors import InvalidArgument
+from services.gateway.sentences import split_sentences
+from services.gateway.stages import Dependency, RvcStage, StageResult, TtsStage, join
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,36 @@ class Health:
     dependencies: list[Dependency]
 
 
+@dataclass(frozen=True)
+class Piece:
+    """One sentence's audio, in the order it was spoken."""
+
+    index: int
+    count: int
+    audio: PcmAudio
+    tts: StageResult
+    rvc: StageResult | None
+    rvc_skipped_reason: str
+    first_audio_seconds: float  # from the request to this piece
+
+
+def _total(results: list[StageResult]) -> StageResult:
+    joined = join([r.audio for r in results])
+    return StageResult(
+        joined, sum(r.seconds for r in results), results[0].first_audio_seconds, results[0].extra
+    )
+
+
 class Pipeline:
-    def __init__(self, tts: TtsStage, rvc: RvcStage) -> None:
+    def __init__(
+        self, tts: TtsStage, rvc: RvcStage, sentence_chars: int = 200, lookahead: int = 2
+    ) -> None:
         self.tts = tts
         self.rvc = rvc
+        # Longest piece of text sent to TTS at once; sentences beyond it are cut at clauses.
+        self.sentence_chars = sentence_chars
+        # Sentences synthesised ahead of the one being converted.
+        self.lookahead = lookahead
 
     async def _skip_reason(self, params: rvc_pb2.ConversionParams, skip_rvc: bool) -> str:
         if skip_rvc:
@@ -52,32 +81,77 @@ class Pipeline:
         params: rvc_pb2.ConversionParams,
         skip_rvc: bool,
     ) -> Synthesis:
+        """The whole text, sentence by sentence as ``synthesize_stream`` runs it, joined."""
         start = time.perf_counter()
-        # Ask RVC what it has while TTS works, so a skip costs no extra round trip.
-        reason_task = asyncio.ensure_future(self._skip_reason(params, skip_rvc))
-        try:
-            spoken = await self.tts.synthesize(tts_request)
-            reason = await reason_task
-        finally:
-            reason_task.cancel()
-        converted = None if reason else await self.rvc.convert(params, spoken.audio)
-        total = time.perf_counter() - start
-        first = spoken.seconds + (converted.first_audio_seconds if converted else 0.0)
+        pieces = [piece async for piece in self.synthesize_stream(tts_request, params, skip_rvc)]
+        last = pieces[-1]
         return Synthesis(
-            audio=converted.audio if converted else spoken.audio,
-            tts=spoken,
-            rvc=converted,
-            rvc_skipped_reason=reason,
-            first_audio_seconds=first,
-            total_seconds=total,
+            audio=join([p.audio for p in pieces]),
+            tts=_total([p.tts for p in pieces]),
+            rvc=_total([p.rvc for p in pieces if p.rvc is not None]) if last.rvc else None,
+            rvc_skipped_reason=last.rvc_skipped_reason,
+            first_audio_seconds=pieces[0].first_audio_seconds,
+            total_seconds=time.perf_counter() - start,
         )
 
-    async def synthesize_stream(self, *args, **kwargs):
-        raise Unimplemented(
-            "streaming synthesis (sentence pipelining) is not implemented yet: it arrives "
-            "with issue #5"
-        )
-        yield  # pragma: no cover - makes this an async generator
+    async def synthesize_stream(
+        self,
+        tts_request: tts_pb2.SynthesizeSpeechRequest,
+        params: rvc_pb2.ConversionParams,
+        skip_rvc: bool,
+    ) -> AsyncIterator[Piece]:
+        """Sentence k+1 is synthesised while sentence k is converted; pieces leave in order."""
+        start = time.perf_counter()
+        sentences = split_sentences(tts_request.text, self.sentence_chars)
+        if not sentences:
+            raise InvalidArgument("text is empty")
+        # Ask RVC what it has while TTS works, so a skip costs no extra round trip.
+        reason_task = asyncio.ensure_future(self._skip_reason(params, skip_rvc))
+        spoken: asyncio.Queue = asyncio.Queue(maxsize=self.lookahead)
+        producer = asyncio.ensure_future(self._speak(tts_request, sentences, spoken))
+        try:
+            reason = await reason_task
+            for index in range(len(sentences)):
+                result = await spoken.get()
+                if isinstance(result, BaseException):
+                    raise result
+                converted = None if reason else await self.rvc.convert(params, result.audio)
+                yield Piece(
+                    index=index,
+                    count=len(sentences),
+                    audio=converted.audio if converted else result.audio,
+                    tts=result,
+                    rvc=converted,
+                    rvc_skipped_reason=reason,
+                    first_audio_seconds=time.perf_counter() - start,
+                )
+        finally:
+            # A caller that leaves (or fails) stops the TTS work still under way.
+            reason_task.cancel()
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    async def _speak(
+        self, request: tts_pb2.SynthesizeSpeechRequest, sentences: list[str], out: asyncio.Queue
+    ) -> None:
+        """Synthesise each sentence in turn into ``out``; the first error ends the run."""
+        speaker = request.speaker
+        sampling = tts_pb2.SamplingParams()
+        sampling.CopyFrom(request.sampling)
+        if not sampling.HasField("seed"):
+            # One seed for every sentence keeps the sampling of a request consistent.
+            sampling.seed = random.getrandbits(63)
+        try:
+            for sentence in sentences:
+                result = await self.tts.synthesize(
+                    tts_pb2.SynthesizeSpeechRequest(text=sentence, speaker=speaker, sampling=sampling)
+                )
+                if result.extra and speaker.WhichOneof("source") == "reference":
+                    # The first sentence encoded the reference; the rest reuse it by id.
+                    speaker = tts_pb2.SpeakerPrompt(speaker_id=result.extra)
+                await out.put(result)
+        except Exception as exc:  # handed to the consumer, which raises it in order
+            await out.put(exc)
 
     async def health(self, timeout: float) -> Health:
         dependencies = list(

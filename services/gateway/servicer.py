@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 from voice.v1 import audio_pb2, gateway_pb2, gateway_pb2_grpc, rvc_pb2, tts_pb2
@@ -62,8 +63,39 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         )
 
     async def SynthesizeStream(self, request, context):
-        async for response in self._pipeline.synthesize_stream(request):
-            yield response
+        start = time.perf_counter()
+        first = 0.0
+        tts_seconds = rvc_seconds = tts_audio = rvc_audio = 0.0
+        pieces = self._pipeline.synthesize_stream(
+            tts_pb2.SynthesizeSpeechRequest(
+                text=request.text, speaker=request.speaker, sampling=request.sampling
+            ),
+            request.conversion,
+            request.skip_rvc,
+        )
+        async for piece in pieces:
+            first = first or piece.first_audio_seconds
+            tts_seconds += piece.tts.seconds
+            tts_audio += piece.tts.audio.duration
+            if piece.rvc is not None:
+                rvc_seconds += piece.rvc.seconds
+                rvc_audio += piece.rvc.audio.duration
+            last = piece.index == piece.count - 1
+            yield gateway_pb2.SynthesizeStreamResponse(
+                chunk=audio_pb2.AudioChunk(
+                    audio=audio_to_proto(piece.audio), sequence=piece.index, final=last
+                ),
+                sentence_index=piece.index,
+                rvc_applied=piece.rvc is not None,
+                timing=gateway_pb2.PipelineTiming(
+                    tts=audio_pb2.StageTiming(compute_seconds=tts_seconds, audio_seconds=tts_audio),
+                    rvc=audio_pb2.StageTiming(compute_seconds=rvc_seconds, audio_seconds=rvc_audio),
+                    first_audio_seconds=first,
+                    total_seconds=time.perf_counter() - start,
+                )
+                if last
+                else None,
+            )
 
     async def Tts(self, request, context):
         result = await self._pipeline.tts.synthesize(request)

@@ -128,3 +128,22 @@ def test_rest_conversion_of_a_long_clip_fits_through_the_edge(stack):
     assert converted["sample_rate"] == 40_000
     samples = len(base64.b64decode(converted["pcm"])) // 4
     assert abs(samples - 12 * 40_000) <= 400
+
+
+def test_rest_streaming_synthesis_is_a_json_array_of_sentences(stack):
+    rate = 16_000
+    t = np.arange(2 * rate) / rate
+    clip = (0.2 * np.sin(2 * np.pi * 140 * t)).astype("<f4")
+    reference = {"audio": {"pcm": base64.b64encode(clip.tobytes()).decode(), "sample_rate": rate,
+                           "sample_format": "SAMPLE_FORMAT_PCM_F32LE"}}
+    reply = call("POST", f"{stack.api}/v1/synthesize:stream", {
+        "text": "One sentence. And another one.",
+        "speaker": {"reference": reference},
+        "sampling": {"seed": 1, "max_tokens": 30},
+        "skip_rvc": True,
+    })
+    assert reply.status == 200, reply.body[:300]
+    pieces = reply.json()
+    assert [p["sentence_index"] for p in pieces] == [0, 1]
+    assert pieces[-1]["chunk"]["final"] is True
+    assert all(p["chunk"]["audio"]["sample_rate"] == 16_000 for p in pieces)

@@ -3,6 +3,7 @@ service (and the gateway): offline, streaming, seeds, the speaker cache, cancel.
 
 import asyncio
 import re
+import time
 
 import grpc
 import numpy as np
@@ -256,3 +257,37 @@ async def test_concurrent_requests_share_llm_batches(stack, tts):
     batches = triton_metric(stack, "nv_inference_exec_count", model="llm") - executions
     assert ran == 5
     assert batches < ran, f"{ran} requests in {batches} executions: nothing was batched"
+
+
+FIVE = (
+    "The first sentence starts it. The second follows on. A third comes next! "
+    "Is this the fourth? The fifth ends it."
+)
+
+
+async def test_streamed_sentences_start_playing_before_the_last_is_synthesised(stack):
+    """Five sentences through Envoy: TTS, then RVC, pipelined; audio leaves in order."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.config.api_port}") as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        message = gateway_pb2.SynthesizeRequest(
+            text=FIVE,
+            speaker=clone_request().speaker,
+            sampling=tts_pb2.SamplingParams(seed=5, max_tokens=40),
+            conversion=rvc_pb2.ConversionParams(
+                model="untrained-v1-f0-40k", f0_method=rvc_pb2.F0_METHOD_PM
+            ),
+        )
+        start = time.perf_counter()
+        arrivals, replies = [], []
+        async for reply in stub.SynthesizeStream(message, timeout=300):
+            arrivals.append(time.perf_counter() - start)
+            replies.append(reply)
+        whole = await stub.Synthesize(message, timeout=300)
+    assert [r.sentence_index for r in replies] == [0, 1, 2, 3, 4]
+    assert replies[-1].chunk.final and all(r.rvc_applied for r in replies)
+    timing = replies[-1].timing
+    # The first sentence was out while later ones were still being synthesised.
+    assert arrivals[0] < timing.tts.compute_seconds
+    assert arrivals[0] < 0.6 * arrivals[-1]
+    streamed = sum(audio_from_proto(r.chunk.audio).frames for r in replies)
+    assert streamed == audio_from_proto(whole.audio).frames

@@ -1,6 +1,7 @@
 """The gateway servicer over real gRPC, with the real RVC service behind it and a
 scripted TTS service (Spark TTS itself arrives with issue #3)."""
 
+import asyncio
 import urllib.request
 
 import grpc
@@ -38,9 +39,15 @@ class ScriptedTts(tts_pb2_grpc.TextToSpeechServicer):
 
     def __init__(self):
         self.seen = []
+        self.changed = asyncio.Event()
 
     async def Synthesize(self, request, context):
-        self.seen.append({"request_id": current_request_id(), "remaining": time_remaining()})
+        self.seen.append({
+            "request_id": current_request_id(), "remaining": time_remaining(),
+            "text": request.text, "speaker": request.speaker.WhichOneof("source"),
+            "seed": request.sampling.seed,
+        })
+        self.changed.set()
         if request.text == "explode":
             raise RuntimeError("secret internals")
         tone = np.sin(np.arange(RATE // 4) * 2 * np.pi * 200 / RATE).astype(np.float32) * 0.3
@@ -65,7 +72,8 @@ def servicer(impl, module, name):
 @pytest.fixture
 async def stack(tmp_path):
     tts = ScriptedTts()
-    converter = Converter(RvcSettings(), ModelStore(tmp_path / "rvc"), FakePool())
+    pool = FakePool()
+    converter = Converter(RvcSettings(), ModelStore(tmp_path / "rvc"), pool)
     async with hosted([servicer(tts, tts_pb2_grpc, "TextToSpeech")]) as tts_host, hosted(
         [servicer(VoiceConversionServicer(converter), rvc_pb2_grpc, "VoiceConversion")]
     ) as rvc_host:
@@ -82,6 +90,7 @@ async def stack(tmp_path):
                     "tts_host": tts_host,
                     "gateway_host": gateway_host,
                     "models": tmp_path / "rvc",
+                    "pool": pool,
                 }
         for stage in stages:
             await stage.close()
@@ -207,3 +216,77 @@ async def test_metrics_count_calls_by_method_and_code(stack):
     assert ok in body
     assert bad in body
     assert "grpc_server_handling_seconds_bucket" in body
+
+
+def install_voice(stack, name="alice"):
+    voice = stack["models"] / name
+    voice.mkdir(parents=True)
+    (voice / f"{name}.pth").write_bytes(b"not loaded in this test")
+
+
+THREE = "First sentence here. Second one, a little longer! And the third?"
+
+
+async def test_stream_sends_each_sentence_in_order_with_timing_at_the_end(stack):
+    install_voice(stack)
+    replies = [r async for r in stack["stub"].SynthesizeStream(request(THREE))]
+    assert [r.sentence_index for r in replies] == [0, 1, 2]
+    assert [r.chunk.final for r in replies] == [False, False, True]
+    assert all(r.rvc_applied for r in replies)
+    assert {audio_from_proto(r.chunk.audio).sample_rate for r in replies} == {VOICE_RATE}
+    assert [s["text"] for s in stack["tts"].seen] == [
+        "First sentence here.", "Second one, a little longer!", "And the third?"
+    ]
+    # One seed for the whole request, so every sentence is sampled alike.
+    assert len({s["seed"] for s in stack["tts"].seen}) == 1
+    timing = replies[-1].timing
+    assert timing.tts.audio_seconds == pytest.approx(1.5)
+    assert timing.rvc.audio_seconds == pytest.approx(1.5)
+    assert 0 < timing.first_audio_seconds <= timing.total_seconds
+
+
+async def test_whole_clip_synthesis_joins_the_sentences(stack):
+    reply = await stack["stub"].Synthesize(request(THREE, skip_rvc=True))
+    assert audio_from_proto(reply.audio).frames == 3 * 2 * (RATE // 4)
+    assert reply.timing.tts.audio_seconds == pytest.approx(1.5)
+
+
+async def test_a_cloned_speaker_is_encoded_once_then_reused_by_id(stack):
+    clone = gateway_pb2.SynthesizeRequest(
+        text=THREE,
+        speaker=tts_pb2.SpeakerPrompt(
+            reference=tts_pb2.ReferenceAudio(
+                audio=audio_to_proto(PcmAudio(np.zeros(RATE, np.float32), RATE))
+            )
+        ),
+        skip_rvc=True,
+    )
+    [r async for r in stack["stub"].SynthesizeStream(clone)]
+    assert [s["speaker"] for s in stack["tts"].seen] == ["reference", "speaker_id", "speaker_id"]
+
+
+async def test_the_next_sentence_is_synthesised_while_this_one_is_converted(stack):
+    install_voice(stack)
+    pool = stack["pool"]
+    pool.gate = asyncio.Event()
+    call = stack["stub"].SynthesizeStream(request(THREE))
+    reading = asyncio.ensure_future(call.read())
+    # The first conversion is held; TTS must still get to the second sentence.
+    while len(stack["tts"].seen) < 2:
+        stack["tts"].changed.clear()
+        await asyncio.wait_for(stack["tts"].changed.wait(), 10)
+    assert not reading.done()
+    pool.gate.set()
+    first = await reading
+    assert first.sentence_index == 0
+    rest = [await call.read(), await call.read()]
+    assert [r.sentence_index for r in rest] == [1, 2]
+    assert await call.read() is grpc.aio.EOF
+
+
+async def test_empty_text_is_invalid_before_any_work(stack):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack["stub"].Synthesize(request("   "))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "text is empty" in caught.value.details()
+    assert stack["tts"].seen == []

@@ -1,5 +1,7 @@
 """A stand-in for the RVC worker pool: converts by resampling, records what it was asked."""
 
+import asyncio
+
 import soxr
 
 from services.common.errors import ResourceExhausted
@@ -15,6 +17,7 @@ class FakePool:
         self.calls: list[tuple[str, dict, str | None]] = []
         self.released: list[str] = []
         self.full = False
+        self.gate: asyncio.Event | None = None  # when set up, conversions wait for it
 
     ready = True
 
@@ -22,6 +25,8 @@ class FakePool:
         if self.full:
             raise ResourceExhausted("RVC queue is full (2 waiting)")
         self.calls.append((op, meta, affinity))
+        if self.gate is not None:
+            await self.gate.wait()
         rate = meta["params"]["resample_sr"] or VOICE_RATE
         return {"sample_rate": rate}, soxr.resample(audio, meta["sample_rate"], rate)
 
