@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import grpc
+from google.api import httpbody_pb2
 from voice.v1 import audio_pb2, gateway_pb2, gateway_pb2_grpc, rvc_pb2, tts_pb2
 
+from services.common.audio import PcmAudio
 from services.common.audio_proto import audio_to_proto
+from services.gateway import legacy_http as legacy
 from services.gateway.pipeline import Health, Pipeline
 from services.gateway.stages import StageResult
 
@@ -34,6 +38,14 @@ def _health_to_proto(health: Health) -> gateway_pb2.GetHealthResponse:
             )
             for d in health.dependencies
         ],
+    )
+
+
+def _audio_headers(seconds: float, audio: PcmAudio) -> tuple[tuple[str, str], ...]:
+    return (
+        ("x-processing-time", f"{seconds:.3f}"),
+        ("x-audio-duration", f"{audio.duration:.3f}"),
+        ("x-sample-rate", str(audio.sample_rate)),
     )
 
 
@@ -96,6 +108,56 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 if last
                 else None,
             )
+
+    async def LegacySynthesize(self, request, context):
+        form = legacy.parse_form(request.content_type, request.data)
+        result = await self._pipeline.synthesize(
+            legacy.tts_request(form), legacy.conversion_params(form), form.flag("skip_rvc")
+        )
+        await context.send_initial_metadata((
+            ("x-tts-time", f"{result.tts.seconds:.3f}"),
+            ("x-rvc-time", f"{result.rvc.seconds if result.rvc else 0.0:.3f}"),
+            ("x-rvc-applied", "true" if result.rvc else "false"),
+        ))
+        return httpbody_pb2.HttpBody(content_type="audio/wav", data=legacy.wav_bytes(result.audio))
+
+    async def LegacySynthesizeStream(self, request, context):
+        form = legacy.parse_form(request.content_type, request.data)
+        accept = dict(context.invocation_metadata()).get("accept", "")
+        boundary = f"voice-{uuid.uuid4().hex}" if "multipart/mixed" in accept else ""
+        pieces = self._pipeline.synthesize_stream(
+            legacy.tts_request(form), legacy.conversion_params(form), form.flag("skip_rvc")
+        )
+        async for piece in pieces:
+            if boundary:
+                data = legacy.multipart_part(boundary, piece.audio, {
+                    "X-Sentence-Index": str(piece.index),
+                    "X-TTS-Time": f"{piece.tts.seconds:.3f}",
+                    "X-RVC-Time": f"{piece.rvc.seconds if piece.rvc else 0.0:.3f}",
+                })
+                if piece.index == piece.count - 1:
+                    data += f"--{boundary}--\r\n".encode()
+                content_type = f"multipart/mixed; boundary={boundary}"
+            else:
+                # One open-ended WAV: the header once, then PCM as each sentence is ready.
+                data = legacy.pcm16(piece.audio)
+                if piece.index == 0:
+                    data = legacy.wav_header(piece.audio.sample_rate, None) + data
+                content_type = "audio/wav"
+            yield httpbody_pb2.HttpBody(content_type=content_type, data=data)
+
+    async def LegacyTts(self, request, context):
+        form = legacy.parse_form(request.content_type, request.data)
+        result = await self._pipeline.tts.synthesize(legacy.tts_request(form))
+        await context.send_initial_metadata(_audio_headers(result.seconds, result.audio))
+        return httpbody_pb2.HttpBody(content_type="audio/wav", data=legacy.wav_bytes(result.audio))
+
+    async def LegacyRvc(self, request, context):
+        form = legacy.parse_form(request.content_type, request.data)
+        source = form.audio("audio")
+        result = await self._pipeline.rvc.convert(legacy.conversion_params(form), source)
+        await context.send_initial_metadata(_audio_headers(result.seconds, result.audio))
+        return httpbody_pb2.HttpBody(content_type="audio/wav", data=legacy.wav_bytes(result.audio))
 
     async def Tts(self, request, context):
         result = await self._pipeline.tts.synthesize(request)

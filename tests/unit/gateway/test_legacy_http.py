@@ -1,0 +1,109 @@
+"""The old server's form contract: parsing bodies, mapping fields, writing WAV."""
+
+import base64
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+import soundfile
+from urllib3 import encode_multipart_formdata
+from voice.v1 import rvc_pb2
+
+from services.common.audio import PcmAudio
+from services.common.errors import InvalidArgument
+from services.gateway.legacy_http import (
+    conversion_params,
+    parse_form,
+    tts_request,
+    wav_bytes,
+    wav_header,
+)
+
+
+def wav(seconds=0.5, rate=22_050) -> bytes:
+    out = io.BytesIO()
+    tone = 0.3 * np.sin(np.arange(int(seconds * rate)) * 2 * np.pi * 200 / rate)
+    soundfile.write(out, tone, rate, format="WAV", subtype="PCM_16")
+    return out.getvalue()
+
+
+def test_multipart_fields_and_files_are_read_as_requests_sends_them():
+    body, content_type = encode_multipart_formdata({
+        "text": "Hello.", "pitch_shift": "3", "f0_method": "harvest",
+        "reference_audio": ("ref.wav", wav(), "audio/wav"),
+    })
+    form = parse_form(content_type, body)
+    assert form.fields == {"text": "Hello.", "pitch_shift": "3", "f0_method": "harvest"}
+    assert form.files["reference_audio"] == wav()
+    request = tts_request(form)
+    assert request.text == "Hello."
+    assert request.speaker.reference.audio.sample_rate == 22_050
+    params = conversion_params(form)
+    assert (params.pitch_shift, params.f0_method) == (3, rvc_pb2.F0_METHOD_HARVEST)
+    assert not params.HasField("index_rate")  # absent: the WebUI default applies
+
+
+def test_json_and_url_encoded_bodies_carry_the_same_fields():
+    body = json.dumps({"text": "Hi.", "skip_rvc": True, "index_rate": 0.5,
+                       "reference_audio": base64.b64encode(wav()).decode()}).encode()
+    form = parse_form("application/json", body)
+    assert form.flag("skip_rvc") is True
+    assert conversion_params(form).index_rate == 0.5
+    assert form.audio("reference_audio").sample_rate == 22_050
+    form = parse_form("application/x-www-form-urlencoded", b"text=Hi.&skip_rvc=0&protect=0.2")
+    assert form.flag("skip_rvc") is False
+    assert conversion_params(form).protect == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    "content_type, body, fragment",
+    [
+        ("text/plain", b"hello", "content type 'text/plain' is not accepted"),
+        ("application/json", b"{nope", "not valid JSON"),
+        ("application/json", b"[1, 2]", "must be an object"),
+        ("application/json", b'{"reference_audio": "%%%"}', "not base64"),
+        ("multipart/form-data", b"garbage", "cannot be parsed"),
+    ],
+)
+def test_unreadable_bodies_are_invalid(content_type, body, fragment):
+    with pytest.raises(InvalidArgument, match=fragment):
+        parse_form(content_type, body)
+
+
+@pytest.mark.parametrize(
+    "fields, fragment",
+    [
+        ({"f0_method": "magic"}, "f0_method 'magic' is unknown"),
+        ({"pitch_shift": "1.5"}, "pitch_shift '1.5' is not a int"),
+        ({"index_rate": "lots"}, "index_rate 'lots' is not a float"),
+    ],
+)
+def test_bad_fields_are_invalid(fields, fragment):
+    form = parse_form("application/json", json.dumps(fields).encode())
+    with pytest.raises(InvalidArgument, match=fragment):
+        conversion_params(form)
+
+
+def test_flags_and_files_are_checked():
+    form = parse_form("application/json", b'{"skip_rvc": "maybe"}')
+    with pytest.raises(InvalidArgument, match="skip_rvc 'maybe' is not true or false"):
+        form.flag("skip_rvc")
+    with pytest.raises(InvalidArgument, match="the file reference_audio is required"):
+        tts_request(form)
+    form = parse_form("application/json", json.dumps(
+        {"audio": base64.b64encode(b"not a wav").decode()}).encode())
+    with pytest.raises(InvalidArgument, match="^audio: "):
+        form.audio("audio")
+
+
+def test_wav_output_is_pcm16_and_a_stream_header_leaves_the_length_open():
+    audio = PcmAudio(np.linspace(-1, 1, 4000, dtype=np.float32), 40_000)
+    data = wav_bytes(audio)
+    decoded, rate = soundfile.read(io.BytesIO(data), dtype="int16")
+    assert rate == 40_000 and decoded.shape == (4000,)
+    assert decoded[0] == -32767 and decoded[-1] == 32767
+    header = wav_header(24_000, None)
+    assert len(header) == 44
+    assert struct.unpack("<I", header[4:8])[0] == struct.unpack("<I", header[40:44])[0] == 0xFFFFFFFF
