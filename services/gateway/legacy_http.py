@@ -168,8 +168,14 @@ def wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
 
 
 def tts_request(form: Form) -> tts_pb2.SynthesizeSpeechRequest:
-    """``text`` in the voice of ``reference_audio`` (transcript ``reference_text``)."""
+    """``text`` in the voice of ``reference_audio`` (transcript ``reference_text``).
+
+    ``seed`` (not in the old API, optional) makes the sampling reproducible.
+    """
     reference = form.audio("reference_audio")
+    seed = form.number("seed", int)
+    if seed is not None and not 0 <= seed < 2**64:
+        raise InvalidArgument(f"seed {seed} is outside 0..2^64-1")
     return tts_pb2.SynthesizeSpeechRequest(
         text=form.text("text"),
         speaker=tts_pb2.SpeakerPrompt(
@@ -177,6 +183,7 @@ def tts_request(form: Form) -> tts_pb2.SynthesizeSpeechRequest:
                 audio=audio_to_proto(reference), transcript=form.text("reference_text")
             )
         ),
+        sampling=tts_pb2.SamplingParams(seed=seed) if seed is not None else None,
     )
 
 

@@ -78,10 +78,10 @@ def test_tts_and_rvc_alone_answer_wav_with_their_headers(stack):
 
 
 def test_the_stream_is_one_open_ended_wav_growing_sentence_by_sentence(stack):
+    fields = {"text": FIVE, "skip_rvc": "true", "seed": "11"}
+    files = {"reference_audio": ("ref.wav", reference_wav(), "audio/wav")}
     response = requests.post(
-        f"{stack.api}/synthesize/stream", data={"text": FIVE, "skip_rvc": "true"},
-        files={"reference_audio": ("ref.wav", reference_wav(), "audio/wav")},
-        stream=True, timeout=300,
+        f"{stack.api}/synthesize/stream", data=fields, files=files, stream=True, timeout=300
     )
     assert response.status_code == 200
     assert response.headers["content-type"] == "audio/wav"
@@ -90,6 +90,9 @@ def test_the_stream_is_one_open_ended_wav_growing_sentence_by_sentence(stack):
     assert struct.unpack("<I", body[40:44])[0] == 0xFFFFFFFF  # length unknown while streaming
     rate = struct.unpack("<I", body[24:28])[0]
     assert rate == 16_000 and len(body) > 44
+    whole = requests.post(f"{stack.api}/synthesize", data=fields, files=files, timeout=300)
+    samples, _ = soundfile.read(io.BytesIO(whole.content))
+    assert (len(body) - 44) // 2 == samples.shape[0]  # the stream is the whole clip, in pieces
 
 
 def test_the_stream_as_multipart_mixed_has_one_wav_per_sentence(stack):

@@ -43,6 +43,10 @@ def test_multipart_fields_and_files_are_read_as_requests_sends_them():
     params = conversion_params(form)
     assert (params.pitch_shift, params.f0_method) == (3, rvc_pb2.F0_METHOD_HARVEST)
     assert not params.HasField("index_rate")  # absent: the WebUI default applies
+    assert not request.sampling.HasField("seed")
+    seeded = parse_form("application/json", json.dumps(
+        {"seed": 7, "reference_audio": base64.b64encode(wav()).decode()}).encode())
+    assert tts_request(seeded).sampling.seed == 7
 
 
 def test_json_and_url_encoded_bodies_carry_the_same_fields():
