@@ -20,23 +20,12 @@ from services.rvc.params import ConversionParams
 from services.rvc.settings import RvcSettings
 from services.rvc.streaming import StreamConverter
 from services.rvc.voice_catalog import VoiceCatalog, VoiceSummary
-from services.rvc.worker_pool import WorkerPool
+from services.rvc.worker_pool import WorkerPool, WorkerStats
 
 log = logging.getLogger(__name__)
 
 # Stream blocks carry real left context, so they need far less reflect padding.
 STREAM_PAD_SECONDS = 0.25
-
-
-@dataclass(frozen=True)
-class WorkerState:
-    index: int
-    alive: bool
-    busy: bool
-    jobs_done: int
-    mean_seconds: float
-    restarts: int
-    device: str
 
 
 @dataclass(frozen=True)
@@ -47,7 +36,7 @@ class PoolState:
     queue_depth: int
     device: str
     loaded_models: tuple[str, ...]
-    workers: tuple[WorkerState, ...] = ()
+    workers: tuple[WorkerStats, ...] = ()
 
 
 class Converter:
@@ -177,9 +166,5 @@ class Converter:
             queue_depth=stats.queue_depth,
             device=",".join(sorted({w.device for w in stats.workers})),
             loaded_models=self.loaded(),
-            workers=tuple(
-                WorkerState(w.index, w.alive, w.busy, w.jobs_done, w.mean_seconds, w.restarts,
-                            w.device)
-                for w in stats.workers
-            ),
+            workers=stats.workers,
         )

@@ -21,35 +21,25 @@ def spark_model_dir(models_dir: Path, run_dir: Path, env: dict[str, str]) -> Pat
     if (real / "config.yaml").is_file():
         log.info("Spark TTS: using the weights in %s", real)
         return real.resolve()
-    tiny = run_dir / "models" / TINY_SPARK_DIR
-    current = subprocess.run(
-        [sys.executable, "-c",
-         f"import sys, spark_tts.tiny_models as t; sys.exit(0 if t.is_current({str(tiny)!r}) else 1)"],
-        env=env, check=False,
-    ).returncode == 0
-    if not current:
-        subprocess.run(
-            [sys.executable, "-m", "spark_tts.tiny_models", str(tiny)],
-            env=env, check=True, stdout=subprocess.DEVNULL,
-        )
+    tiny = _generated("spark_tts.tiny_models", run_dir / "models" / TINY_SPARK_DIR, env)
     log.warning(
         "NO SPARK TTS WEIGHTS under %s (run `make models` to download them): serving "
         "GENERATED TINY RANDOM-WEIGHT models from %s. The pipeline runs end to end, "
         "but the speech is noise.", real, tiny,
     )
-    return tiny.resolve()
+    return tiny
 
 
-def _tiny_rvc(run_dir: Path, env: dict[str, str]) -> Path:
-    root = run_dir / "models" / TINY_RVC_DIR
-    current = subprocess.run(
-        [sys.executable, "-c",
-         f"import sys, services.rvc.tiny_models as t; sys.exit(0 if t.is_current({str(root)!r}) else 1)"],
-        env=env, check=False,
-    ).returncode == 0
-    if not current:
+def _generated(generator: str, root: Path, env: dict[str, str]) -> Path:
+    """``root`` as ``python -m <generator>`` writes it, regenerated only when out of date.
+
+    Both generators offer ``is_current(root)``; they run in the services'
+    environment, not the runner's.
+    """
+    check = f"import sys, {generator} as g; sys.exit(0 if g.is_current({str(root)!r}) else 1)"
+    if subprocess.run([sys.executable, "-c", check], env=env, check=False).returncode != 0:
         subprocess.run(
-            [sys.executable, "-m", "services.rvc.tiny_models", str(root)],
+            [sys.executable, "-m", generator, str(root)],
             env=env, check=True, stdout=subprocess.DEVNULL,
         )
     return root.resolve()
@@ -66,7 +56,7 @@ def rvc_model_dirs(models_dir: Path, run_dir: Path, env: dict[str, str]) -> tupl
             log.warning("RVC: no rmvpe.pt in %s: f0_method rmvpe (the default) will be refused; "
                         "run `make models` or ask for crepe, harvest, dio or pm", assets)
         return voices.resolve(), assets.resolve()
-    tiny = _tiny_rvc(run_dir, env)
+    tiny = _generated("services.rvc.tiny_models", run_dir / "models" / TINY_RVC_DIR, env)
     if not has_assets:
         log.warning(
             "NO RVC ASSETS (hubert_base, rmvpe.pt) under %s (run `make models`): the RVC "

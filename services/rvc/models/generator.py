@@ -36,25 +36,25 @@ def _same_pad(kernel_size: int, dilation: int) -> int:
     return dilation * (kernel_size - 1) // 2
 
 
+def _residual_conv(channels: int, kernel_size: int, dilation: int = 1) -> nn.Conv1d:
+    """A weight-normed, length-preserving conv of a residual block."""
+    return weight_norm(
+        nn.Conv1d(
+            channels, channels, kernel_size, dilation=dilation,
+            padding=_same_pad(kernel_size, dilation),
+        )
+    )
+
+
 class ResBlock1(nn.Module):
     """Three residual units, each a dilated conv then an undilated conv."""
 
     def __init__(self, channels: int, kernel_size: int, dilation: Sequence[int]) -> None:
         super().__init__()
         self.convs1 = nn.ModuleList(
-            weight_norm(
-                nn.Conv1d(
-                    channels, channels, kernel_size, dilation=d, padding=_same_pad(kernel_size, d)
-                )
-            )
-            for d in dilation[:3]
+            _residual_conv(channels, kernel_size, d) for d in dilation[:3]
         )
-        self.convs2 = nn.ModuleList(
-            weight_norm(
-                nn.Conv1d(channels, channels, kernel_size, padding=_same_pad(kernel_size, 1))
-            )
-            for _ in range(3)
-        )
+        self.convs2 = nn.ModuleList(_residual_conv(channels, kernel_size) for _ in range(3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for c1, c2 in zip(self.convs1, self.convs2, strict=True):
@@ -69,12 +69,7 @@ class ResBlock2(nn.Module):
     def __init__(self, channels: int, kernel_size: int, dilation: Sequence[int]) -> None:
         super().__init__()
         self.convs = nn.ModuleList(
-            weight_norm(
-                nn.Conv1d(
-                    channels, channels, kernel_size, dilation=d, padding=_same_pad(kernel_size, d)
-                )
-            )
-            for d in dilation[:2]
+            _residual_conv(channels, kernel_size, d) for d in dilation[:2]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
