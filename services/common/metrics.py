@@ -56,6 +56,16 @@ class ServerMetrics:
             registry=self.registry,
         )
 
+    def handled_counts(self, service: str) -> list[tuple[str, str, int]]:
+        """(method, status code, count) of every RPC of ``service`` completed so far."""
+        counts = []
+        for metric in self.handled.collect():
+            for sample in metric.samples:
+                labels = sample.labels
+                if sample.name.endswith("_total") and labels["grpc_service"] == service:
+                    counts.append((labels["grpc_method"], labels["grpc_code"], int(sample.value)))
+        return sorted(counts)
+
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics over HTTP; returns the bound port (useful when port is 0)."""
         app = prometheus_client.make_wsgi_app(self.registry)

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from voice.v1 import gateway_pb2, gateway_pb2_grpc
+from voice.v1 import gateway_pb2_grpc
 
+from services.common.metrics import ServerMetrics
 from services.common.server import ServiceHost, Servicer, run_service
 from services.gateway.pipeline import Pipeline
-from services.gateway.servicer import GatewayServicer
+from services.gateway.servicer import SERVICE_NAME, GatewayServicer
 from services.gateway.settings import GatewaySettings
 from services.gateway.stages import RvcStage, TtsStage
+from services.gateway.voices import VoiceBook
 
 
 async def build(settings: GatewaySettings) -> ServiceHost:
     tts, rvc = TtsStage(settings.tts_target), RvcStage(settings.rvc_target)
+    voices = VoiceBook(settings.voices_dir, settings.default_voice)
+    metrics = ServerMetrics()
     servicer = Servicer(
-        GatewayServicer(Pipeline(tts, rvc), settings.health_timeout_seconds),
+        GatewayServicer(Pipeline(tts, rvc), voices, settings.health_timeout_seconds, metrics),
         gateway_pb2_grpc.add_GatewayServicer_to_server,
-        gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name,
+        SERVICE_NAME,
     )
-    return ServiceHost(settings.server, [servicer], on_stop=[tts.close, rvc.close])
+    return ServiceHost(settings.server, [servicer], metrics=metrics, on_stop=[tts.close, rvc.close])
 
 
 if __name__ == "__main__":

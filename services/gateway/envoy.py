@@ -5,6 +5,18 @@ the gateway, and transcodes REST to gRPC with the routes annotated in the
 voice.v1 protos (grpc_json_transcoder over the generated descriptor set).
 Anything else gets a 404; the admin interface listens on loopback only.
 
+Every error a REST client gets has one JSON shape; services.gateway.edge_errors
+says how.
+
+Deadlines: a REST client's ``grpc-timeout`` request header (``grpc-timeout: 500m``)
+passes through the transcoder to the gateway, where it is the call's deadline
+(``context.time_remaining()``); when it runs out the reply is 504
+DEADLINE_EXCEEDED. That is how REST clients bound a call. Envoy itself does not
+time routes (timeout 0s).
+
+The transcoder ignores JSON fields the request message does not have; it
+rejects a value of the wrong type (400).
+
 ``python -m services.gateway.envoy --descriptor gen/voice_v1.pb`` prints it.
 """
 
@@ -16,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.server import MAX_MESSAGE_BYTES
+from services.gateway import edge_errors
 
 _T = "type.googleapis.com/envoy.extensions."
 # The public API, its health, and reflection so that clients such as grpcurl
@@ -51,6 +64,8 @@ class EdgeConfig:
     admin_port: int = 9901
     # STRICT_DNS re-resolves gateway_host, so a headless Service name reaches every pod.
     discovery: str = "STATIC"
+    # The largest REST body each way, as JSON.
+    max_body_bytes: int = MAX_BODY_BYTES
 
 
 def _route(prefix: str) -> dict:
@@ -59,15 +74,10 @@ def _route(prefix: str) -> dict:
 
 
 def render(config: EdgeConfig) -> dict:
+    # Plain text: a REST client gets it in the error shape, a gRPC one as UNIMPLEMENTED.
     not_found = {
         "match": {"prefix": "/"},
-        "direct_response": {
-            "status": 404,
-            "body": {"inline_string": '{"code":5,"message":"no such route"}'},
-        },
-        "response_headers_to_add": [
-            {"header": {"key": "content-type", "value": "application/json"}}
-        ],
+        "direct_response": {"status": 404, "body": {"inline_string": "no such route"}},
     }
     transcoder = {
         "@type": _T + "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
@@ -76,8 +86,8 @@ def render(config: EdgeConfig) -> dict:
         "convert_grpc_status": True,
         # Whole clips travel as one JSON body each way; without these the transcoder
         # stops at Envoy's default buffer limit (about 1 MiB, some seconds of audio).
-        "max_request_body_size": MAX_BODY_BYTES,
-        "max_response_body_size": MAX_BODY_BYTES,
+        "max_request_body_size": config.max_body_bytes,
+        "max_response_body_size": config.max_body_bytes,
         "print_options": {
             "add_whitespace": False,
             "always_print_primitive_fields": True,
@@ -111,7 +121,11 @@ def render(config: EdgeConfig) -> dict:
                 }
             ],
         },
+        "local_reply_config": edge_errors.local_reply_config(),
+        # Responses run through the filters in reverse: the Lua filter, first here,
+        # sees what the transcoder made of a gRPC status.
         "http_filters": [
+            edge_errors.lua_filter(),
             {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},
             {
                 "name": "envoy.filters.http.router",

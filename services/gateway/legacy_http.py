@@ -12,25 +12,18 @@ import binascii
 import email.parser
 import email.policy
 import json
-import struct
 import urllib.parse
 from dataclasses import dataclass, field
 
-import numpy as np
 from voice.v1 import rvc_pb2, tts_pb2
 
 from services.common.audio import PcmAudio, decode_container, to_mono
 from services.common.audio_proto import audio_to_proto
 from services.common.errors import InvalidArgument
+from services.gateway.audio_formats import parse_format
+from services.gateway.jobs import SpeechJob, build_job
+from services.gateway.voices import F0_METHODS, VoiceBook
 
-_F0_METHODS = {
-    "rmvpe": rvc_pb2.F0_METHOD_RMVPE,
-    "crepe": rvc_pb2.F0_METHOD_CREPE,
-    "crepe-tiny": rvc_pb2.F0_METHOD_CREPE_TINY,
-    "harvest": rvc_pb2.F0_METHOD_HARVEST,
-    "dio": rvc_pb2.F0_METHOD_DIO,
-    "pm": rvc_pb2.F0_METHOD_PM,
-}
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
@@ -127,17 +120,18 @@ def _json(body: bytes) -> Form:
 
 
 def conversion_params(form: Form) -> rvc_pb2.ConversionParams:
-    """The RVC fields of a legacy form; absent ones keep the WebUI defaults."""
-    method = form.text("f0_method", "rmvpe").strip().lower()
-    if method not in _F0_METHODS:
-        raise InvalidArgument(f"f0_method {method[:40]!r} is unknown: use one of {sorted(_F0_METHODS)}")
+    """The RVC fields of a legacy form; absent ones keep the voice's or the WebUI's defaults."""
     params = rvc_pb2.ConversionParams(
-        model=form.text("model").strip(),
-        pitch_shift=form.number("pitch_shift", int, 0),
-        f0_method=_F0_METHODS[method],
-        resample_sr=form.number("resample_sr", int, 0),
+        model=form.text("model").strip(), resample_sr=form.number("resample_sr", int, 0)
     )
-    for name, kind in (("index_rate", float), ("filter_radius", int),
+    method = form.text("f0_method").strip().lower()
+    if method:
+        if method not in F0_METHODS:
+            raise InvalidArgument(
+                f"f0_method {method[:40]!r} is unknown: use one of {sorted(F0_METHODS)}"
+            )
+        params.f0_method = F0_METHODS[method]
+    for name, kind in (("pitch_shift", int), ("index_rate", float), ("filter_radius", int),
                        ("rms_mix_rate", float), ("protect", float)):
         value = form.number(name, kind)
         if value is not None:
@@ -145,49 +139,41 @@ def conversion_params(form: Form) -> rvc_pb2.ConversionParams:
     return params
 
 
-def wav_bytes(audio: PcmAudio) -> bytes:
-    """16-bit PCM WAV, as the old server answered."""
-    pcm = pcm16(audio)
-    return wav_header(audio.sample_rate, len(pcm)) + pcm
+def response_format(form: Form) -> str:
+    """The container of the answer: the old server's WAV unless ``response_format`` asks."""
+    return parse_format(form.text("response_format", "wav").strip() or "wav")
 
 
-def pcm16(audio: PcmAudio) -> bytes:
-    samples = to_mono(audio).samples
-    return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-
-
-def wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
-    """A mono PCM16 WAV header; ``None`` for a stream of unknown length (sizes set to max)."""
-    data = 0xFFFFFFFF if data_bytes is None else data_bytes
-    riff = 0xFFFFFFFF if data_bytes is None else 36 + data_bytes
-    return (
-        b"RIFF" + struct.pack("<I", riff) + b"WAVE"
-        + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
-        + b"data" + struct.pack("<I", data)
-    )
-
-
-def tts_request(form: Form) -> tts_pb2.SynthesizeSpeechRequest:
+def job(form: Form, voices: VoiceBook) -> SpeechJob:
     """``text`` in the voice of ``reference_audio`` (transcript ``reference_text``).
 
-    ``seed`` (not in the old API, optional) makes the sampling reproducible.
+    Beyond the old fields, all optional: ``voice`` names a profile (then no
+    clip is needed), ``seed`` makes the sampling reproducible, ``sample_rate``
+    resamples the answer.
     """
-    reference = form.audio("reference_audio")
+    reference = form.audio("reference_audio", required=False)
     seed = form.number("seed", int)
     if seed is not None and not 0 <= seed < 2**64:
         raise InvalidArgument(f"seed {seed} is outside 0..2^64-1")
-    return tts_pb2.SynthesizeSpeechRequest(
-        text=form.text("text"),
-        speaker=tts_pb2.SpeakerPrompt(
-            reference=tts_pb2.ReferenceAudio(
-                audio=audio_to_proto(reference), transcript=form.text("reference_text")
-            )
-        ),
+    speaker = tts_pb2.SpeakerPrompt()
+    if reference is not None:
+        speaker.reference.audio.CopyFrom(audio_to_proto(reference))
+        speaker.reference.transcript = form.text("reference_text")
+    elif not form.text("voice").strip():
+        raise InvalidArgument("the file reference_audio is required (or name a voice)")
+    return build_job(
+        voices,
+        form.text("voice"),
+        form.text("text"),
+        speaker=speaker,
         sampling=tts_pb2.SamplingParams(seed=seed) if seed is not None else None,
+        conversion=conversion_params(form),
+        skip_rvc=form.flag("skip_rvc"),
+        sample_rate=form.number("sample_rate", int, 0),
     )
 
 
-def multipart_part(boundary: str, audio: PcmAudio, headers: dict[str, str]) -> bytes:
-    """One WAV part of a multipart/mixed stream, with its own headers."""
-    lines = [f"--{boundary}", "Content-Type: audio/wav", *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + wav_bytes(audio) + b"\r\n"
+def multipart_part(boundary: str, content_type: str, data: bytes, headers: dict[str, str]) -> bytes:
+    """One audio file as a part of a multipart/mixed stream, with its own headers."""
+    lines = [f"--{boundary}", f"Content-Type: {content_type}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data + b"\r\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator
@@ -10,10 +11,12 @@ from dataclasses import dataclass
 
 from voice.v1 import rvc_pb2, tts_pb2
 
-from services.common.audio import PcmAudio
+from services.common.audio import PcmAudio, resample
 from services.common.errors import InvalidArgument
+from services.gateway.jobs import SpeechJob
 from services.gateway.sentences import split_sentences
 from services.gateway.stages import Dependency, RvcStage, StageResult, TtsStage, join
+from services.gateway.tempo import change_tempo
 
 
 @dataclass(frozen=True)
@@ -75,15 +78,10 @@ class Pipeline:
             return "no RVC voice was named and none is the default (set RVC_MODEL)"
         return ""
 
-    async def synthesize(
-        self,
-        tts_request: tts_pb2.SynthesizeSpeechRequest,
-        params: rvc_pb2.ConversionParams,
-        skip_rvc: bool,
-    ) -> Synthesis:
+    async def synthesize(self, job: SpeechJob) -> Synthesis:
         """The whole text, sentence by sentence as ``synthesize_stream`` runs it, joined."""
         start = time.perf_counter()
-        pieces = [piece async for piece in self.synthesize_stream(tts_request, params, skip_rvc)]
+        pieces = [piece async for piece in self.synthesize_stream(job)]
         last = pieces[-1]
         return Synthesis(
             audio=join([p.audio for p in pieces]),
@@ -94,21 +92,17 @@ class Pipeline:
             total_seconds=time.perf_counter() - start,
         )
 
-    async def synthesize_stream(
-        self,
-        tts_request: tts_pb2.SynthesizeSpeechRequest,
-        params: rvc_pb2.ConversionParams,
-        skip_rvc: bool,
-    ) -> AsyncIterator[Piece]:
+    async def synthesize_stream(self, job: SpeechJob) -> AsyncIterator[Piece]:
         """Sentence k+1 is synthesised while sentence k is converted; pieces leave in order."""
         start = time.perf_counter()
-        sentences = split_sentences(tts_request.text, self.sentence_chars)
+        sentences = split_sentences(job.text, self.sentence_chars)
         if not sentences:
             raise InvalidArgument("text is empty")
+        params = job.conversion
         # Ask RVC what it has while TTS works, so a skip costs no extra round trip.
-        reason_task = asyncio.ensure_future(self._skip_reason(params, skip_rvc))
+        reason_task = asyncio.ensure_future(self._skip_reason(params, job.skip_rvc))
         spoken: asyncio.Queue = asyncio.Queue(maxsize=self.lookahead)
-        producer = asyncio.ensure_future(self._speak(tts_request, sentences, spoken))
+        producer = asyncio.ensure_future(self._speak(job, sentences, spoken))
         try:
             reason = await reason_task
             for index in range(len(sentences)):
@@ -116,10 +110,11 @@ class Pipeline:
                 if isinstance(result, BaseException):
                     raise result
                 converted = None if reason else await self.rvc.convert(params, result.audio)
+                audio = converted.audio if converted else result.audio
                 yield Piece(
                     index=index,
                     count=len(sentences),
-                    audio=converted.audio if converted else result.audio,
+                    audio=resample(audio, job.sample_rate) if job.sample_rate else audio,
                     tts=result,
                     rvc=converted,
                     rvc_skipped_reason=reason,
@@ -131,13 +126,15 @@ class Pipeline:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
 
-    async def _speak(
-        self, request: tts_pb2.SynthesizeSpeechRequest, sentences: list[str], out: asyncio.Queue
-    ) -> None:
-        """Synthesise each sentence in turn into ``out``; the first error ends the run."""
-        speaker = request.speaker
+    async def _speak(self, job: SpeechJob, sentences: list[str], out: asyncio.Queue) -> None:
+        """Synthesise each sentence in turn into ``out``; the first error ends the run.
+
+        A speed other than 1 stretches the TTS audio before conversion, so RVC
+        resynthesises the stretched speech instead of the stretch's artefacts.
+        """
+        speaker = job.speaker
         sampling = tts_pb2.SamplingParams()
-        sampling.CopyFrom(request.sampling)
+        sampling.CopyFrom(job.sampling)
         if not sampling.HasField("seed"):
             # One seed for every sentence keeps the sampling of a request consistent.
             sampling.seed = random.getrandbits(63)
@@ -149,6 +146,9 @@ class Pipeline:
                 if result.extra and speaker.WhichOneof("source") == "reference":
                     # The first sentence encoded the reference; the rest reuse it by id.
                     speaker = tts_pb2.SpeakerPrompt(speaker_id=result.extra)
+                if job.speed != 1.0:
+                    stretched = await asyncio.to_thread(change_tempo, result.audio, job.speed)
+                    result = dataclasses.replace(result, audio=stretched)
                 await out.put(result)
         except Exception as exc:  # handed to the consumer, which raises it in order
             await out.put(exc)

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import grpc
 from google.api import httpbody_pb2
 from voice.v1 import audio_pb2, gateway_pb2, gateway_pb2_grpc, rvc_pb2, tts_pb2
 
-from services.common.audio import PcmAudio
+from services.common.audio import resample
 from services.common.audio_proto import audio_to_proto
+from services.common.metrics import ServerMetrics
+from services.gateway import audio_formats as formats
+from services.gateway import jobs, openai_speech
 from services.gateway import legacy_http as legacy
-from services.gateway.pipeline import Health, Pipeline
+from services.gateway.pipeline import Health, Piece, Pipeline
 from services.gateway.stages import StageResult
+from services.gateway.voices import VoiceBook
 
 VERSION = "0.1.0"
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
 
 
 def _stage_timing(result: StageResult | None) -> audio_pb2.StageTiming:
@@ -41,35 +48,91 @@ def _health_to_proto(health: Health) -> gateway_pb2.GetHealthResponse:
     )
 
 
-def _audio_headers(seconds: float, audio: PcmAudio) -> tuple[tuple[str, str], ...]:
-    return (
-        ("x-processing-time", f"{seconds:.3f}"),
+async def _legacy_audio(context, result: StageResult, fmt: str, sample_rate: int):
+    """One stage's audio as the old API answered it: a file and X-* headers."""
+    formats.check_sample_rate(sample_rate)
+    audio = resample(result.audio, sample_rate) if sample_rate else result.audio
+    await context.send_initial_metadata((
+        ("x-processing-time", f"{result.seconds:.3f}"),
         ("x-audio-duration", f"{audio.duration:.3f}"),
-        ("x-sample-rate", str(audio.sample_rate)),
+        ("x-sample-rate", str(formats.encoded_rate(fmt, audio.sample_rate))),
+    ))
+    return httpbody_pb2.HttpBody(
+        content_type=formats.content_type(fmt), data=formats.encode(audio, fmt)
     )
 
 
+async def _encoded_stream(
+    pieces: AsyncIterator[Piece], fmt: str, context
+) -> AsyncIterator[httpbody_pb2.HttpBody]:
+    """Pieces of speech as one file in ``fmt``, sent as soon as the encoder yields bytes.
+
+    Headers go out with the first sentence, so a request that fails before
+    any audio still gets its error status.
+    """
+    encoder = None
+    try:
+        async with contextlib.aclosing(pieces):
+            async for piece in pieces:
+                if encoder is None:
+                    encoder = formats.StreamEncoder(fmt, piece.audio.sample_rate)
+                    await context.send_initial_metadata(
+                        (("x-sample-rate", str(encoder.sample_rate)),)
+                    )
+                data = encoder.write(piece.audio)
+                if data:
+                    yield httpbody_pb2.HttpBody(content_type=encoder.content_type, data=data)
+        if encoder is not None:
+            tail, encoder = encoder.close(), None
+            if tail:
+                yield httpbody_pb2.HttpBody(content_type=formats.content_type(fmt), data=tail)
+    finally:
+        if encoder is not None:  # the caller left or the pipeline failed: free the codec
+            encoder.close()
+
+
+def _timing_trailers(context, timing: gateway_pb2.PipelineTiming) -> None:
+    """Per-stage seconds as trailing metadata, beside what the interceptor put there."""
+    pairs = (
+        ("x-tts-seconds", timing.tts.compute_seconds),
+        ("x-rvc-seconds", timing.rvc.compute_seconds),
+        ("x-first-audio-seconds", timing.first_audio_seconds),
+        ("x-total-seconds", timing.total_seconds),
+    )
+    existing = tuple(context.trailing_metadata() or ())
+    context.set_trailing_metadata(existing + tuple((k, f"{v:.3f}") for k, v in pairs))
+
+
+def _rvc_seconds(result: StageResult | None) -> str:
+    return f"{result.seconds if result else 0.0:.3f}"
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
-    def __init__(self, pipeline: Pipeline, health_timeout: float) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        voices: VoiceBook,
+        health_timeout: float,
+        metrics: ServerMetrics | None = None,
+    ) -> None:
         self._pipeline = pipeline
+        self._voices = voices
         self._health_timeout = health_timeout
+        self._metrics = metrics
+        self._started = time.monotonic()
 
     async def Synthesize(self, request, context):
-        result = await self._pipeline.synthesize(
-            tts_pb2.SynthesizeSpeechRequest(
-                text=request.text, speaker=request.speaker, sampling=request.sampling
-            ),
-            request.conversion,
-            request.skip_rvc,
+        result = await self._pipeline.synthesize(jobs.from_request(self._voices, request))
+        timing = gateway_pb2.PipelineTiming(
+            tts=_stage_timing(result.tts),
+            rvc=_stage_timing(result.rvc),
+            first_audio_seconds=result.first_audio_seconds,
+            total_seconds=result.total_seconds,
         )
+        _timing_trailers(context, timing)
         return gateway_pb2.SynthesizeResponse(
             audio=audio_to_proto(result.audio),
-            timing=gateway_pb2.PipelineTiming(
-                tts=_stage_timing(result.tts),
-                rvc=_stage_timing(result.rvc),
-                first_audio_seconds=result.first_audio_seconds,
-                total_seconds=result.total_seconds,
-            ),
+            timing=timing,
             rvc_applied=result.rvc is not None,
             rvc_skipped_reason=result.rvc_skipped_reason,
         )
@@ -78,13 +141,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         start = time.perf_counter()
         first = 0.0
         tts_seconds = rvc_seconds = tts_audio = rvc_audio = 0.0
-        pieces = self._pipeline.synthesize_stream(
-            tts_pb2.SynthesizeSpeechRequest(
-                text=request.text, speaker=request.speaker, sampling=request.sampling
-            ),
-            request.conversion,
-            request.skip_rvc,
-        )
+        pieces = self._pipeline.synthesize_stream(jobs.from_request(self._voices, request))
         async for piece in pieces:
             first = first or piece.first_audio_seconds
             tts_seconds += piece.tts.seconds
@@ -93,71 +150,101 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 rvc_seconds += piece.rvc.seconds
                 rvc_audio += piece.rvc.audio.duration
             last = piece.index == piece.count - 1
+            timing = None
+            if last:
+                timing = gateway_pb2.PipelineTiming(
+                    tts=audio_pb2.StageTiming(compute_seconds=tts_seconds, audio_seconds=tts_audio),
+                    rvc=audio_pb2.StageTiming(compute_seconds=rvc_seconds, audio_seconds=rvc_audio),
+                    first_audio_seconds=first,
+                    total_seconds=time.perf_counter() - start,
+                )
+                _timing_trailers(context, timing)
             yield gateway_pb2.SynthesizeStreamResponse(
                 chunk=audio_pb2.AudioChunk(
                     audio=audio_to_proto(piece.audio), sequence=piece.index, final=last
                 ),
                 sentence_index=piece.index,
                 rvc_applied=piece.rvc is not None,
-                timing=gateway_pb2.PipelineTiming(
-                    tts=audio_pb2.StageTiming(compute_seconds=tts_seconds, audio_seconds=tts_audio),
-                    rvc=audio_pb2.StageTiming(compute_seconds=rvc_seconds, audio_seconds=rvc_audio),
-                    first_audio_seconds=first,
-                    total_seconds=time.perf_counter() - start,
-                )
-                if last
-                else None,
+                timing=timing,
             )
 
     async def LegacySynthesize(self, request, context):
         form = legacy.parse_form(request.content_type, request.data)
-        result = await self._pipeline.synthesize(
-            legacy.tts_request(form), legacy.conversion_params(form), form.flag("skip_rvc")
-        )
+        fmt = legacy.response_format(form)
+        result = await self._pipeline.synthesize(legacy.job(form, self._voices))
         await context.send_initial_metadata((
             ("x-tts-time", f"{result.tts.seconds:.3f}"),
-            ("x-rvc-time", f"{result.rvc.seconds if result.rvc else 0.0:.3f}"),
+            ("x-rvc-time", _rvc_seconds(result.rvc)),
             ("x-rvc-applied", "true" if result.rvc else "false"),
+            ("x-sample-rate", str(formats.encoded_rate(fmt, result.audio.sample_rate))),
         ))
-        return httpbody_pb2.HttpBody(content_type="audio/wav", data=legacy.wav_bytes(result.audio))
+        return httpbody_pb2.HttpBody(
+            content_type=formats.content_type(fmt), data=formats.encode(result.audio, fmt)
+        )
 
     async def LegacySynthesizeStream(self, request, context):
         form = legacy.parse_form(request.content_type, request.data)
+        fmt = legacy.response_format(form)
         accept = dict(context.invocation_metadata()).get("accept", "")
         boundary = f"voice-{uuid.uuid4().hex}" if "multipart/mixed" in accept else ""
-        pieces = self._pipeline.synthesize_stream(
-            legacy.tts_request(form), legacy.conversion_params(form), form.flag("skip_rvc")
-        )
+        pieces = self._pipeline.synthesize_stream(legacy.job(form, self._voices))
+        if not boundary:
+            # One open-ended file: the container's header, then audio as each sentence is ready.
+            async for body in _encoded_stream(pieces, fmt, context):
+                yield body
+            return
+        content_type = f"multipart/mixed; boundary={boundary}"
         async for piece in pieces:
-            if boundary:
-                data = legacy.multipart_part(boundary, piece.audio, {
-                    "X-Sentence-Index": str(piece.index),
-                    "X-TTS-Time": f"{piece.tts.seconds:.3f}",
-                    "X-RVC-Time": f"{piece.rvc.seconds if piece.rvc else 0.0:.3f}",
-                })
-                if piece.index == piece.count - 1:
-                    data += f"--{boundary}--\r\n".encode()
-                content_type = f"multipart/mixed; boundary={boundary}"
-            else:
-                # One open-ended WAV: the header once, then PCM as each sentence is ready.
-                data = legacy.pcm16(piece.audio)
-                if piece.index == 0:
-                    data = legacy.wav_header(piece.audio.sample_rate, None) + data
-                content_type = "audio/wav"
+            data = legacy.multipart_part(boundary, formats.content_type(fmt),
+                                         formats.encode(piece.audio, fmt), {
+                "X-Sentence-Index": str(piece.index),
+                "X-TTS-Time": f"{piece.tts.seconds:.3f}",
+                "X-RVC-Time": _rvc_seconds(piece.rvc),
+            })
+            if piece.index == piece.count - 1:
+                data += f"--{boundary}--\r\n".encode()
             yield httpbody_pb2.HttpBody(content_type=content_type, data=data)
 
     async def LegacyTts(self, request, context):
         form = legacy.parse_form(request.content_type, request.data)
-        result = await self._pipeline.tts.synthesize(legacy.tts_request(form))
-        await context.send_initial_metadata(_audio_headers(result.seconds, result.audio))
-        return httpbody_pb2.HttpBody(content_type="audio/wav", data=legacy.wav_bytes(result.audio))
+        fmt = legacy.response_format(form)
+        job = legacy.job(form, self._voices)
+        result = await self._pipeline.tts.synthesize(tts_pb2.SynthesizeSpeechRequest(
+            text=job.text, speaker=job.speaker, sampling=job.sampling
+        ))
+        return await _legacy_audio(context, result, fmt, job.sample_rate)
 
     async def LegacyRvc(self, request, context):
         form = legacy.parse_form(request.content_type, request.data)
+        fmt = legacy.response_format(form)
         source = form.audio("audio")
-        result = await self._pipeline.rvc.convert(legacy.conversion_params(form), source)
-        await context.send_initial_metadata(_audio_headers(result.seconds, result.audio))
-        return httpbody_pb2.HttpBody(content_type="audio/wav", data=legacy.wav_bytes(result.audio))
+        params = legacy.conversion_params(form)
+        if form.text("voice").strip():
+            _, _, params, _ = self._voices.resolve(
+                form.text("voice").strip(), tts_pb2.SpeakerPrompt(), tts_pb2.SamplingParams(),
+                params, False,
+            )
+        result = await self._pipeline.rvc.convert(params, source)
+        return await _legacy_audio(context, result, fmt, form.number("sample_rate", int, 0))
+
+    async def CreateSpeech(self, request, context):
+        speech = openai_speech.parse_request(request.content_type, request.data)
+        job = jobs.build_job(
+            self._voices, speech.voice, speech.input,
+            sample_rate=speech.sample_rate, speed=speech.speed,
+        )
+        pieces = self._pipeline.synthesize_stream(job)
+        if speech.stream_format == "audio":
+            async for body in _encoded_stream(pieces, speech.response_format, context):
+                yield body
+            return
+        async for body in _encoded_stream(pieces, speech.response_format, context):
+            yield httpbody_pb2.HttpBody(
+                content_type="text/event-stream", data=openai_speech.audio_delta(body.data)
+            )
+        yield httpbody_pb2.HttpBody(
+            content_type="text/event-stream", data=openai_speech.audio_done(len(speech.input))
+        )
 
     async def Tts(self, request, context):
         result = await self._pipeline.tts.synthesize(request)
@@ -171,15 +258,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         return await self._pipeline.rvc.stub.Convert(request)
 
     async def ListVoices(self, request, context):
-        models = await self._pipeline.rvc.voices()
-        return gateway_pb2.ListVoicesResponse(
-            voices=[
-                gateway_pb2.Voice(
-                    name=m.name, rvc_model=m.name, is_default=m.name == models.default_model
-                )
-                for m in models.models
-            ]
-        )
+        return gateway_pb2.ListVoicesResponse(voices=self._voices.profiles())
 
     async def GetHealth(self, request, context):
         return _health_to_proto(await self._pipeline.health(self._health_timeout))
@@ -203,4 +282,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             tts=None if isinstance(tts, grpc.aio.AioRpcError) else tts,
             rvc=None if isinstance(rvc, grpc.aio.AioRpcError) else rvc,
             version=VERSION,
+            uptime_seconds=time.monotonic() - self._started,
+            requests=[
+                gateway_pb2.RequestCount(method=method, code=code, count=count)
+                for method, code, count in (
+                    self._metrics.handled_counts(SERVICE_NAME) if self._metrics else ()
+                )
+            ],
+            voices=self._voices.profiles(),
         )

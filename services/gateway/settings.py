@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from services.common.settings import ServerSettings, env_field, from_env
 
@@ -16,6 +17,10 @@ class GatewaySettings:
     tts_target: str = env_field("TTS_TARGET", "127.0.0.1:50052")
     rvc_target: str = env_field("RVC_TARGET", "127.0.0.1:50053")
     health_timeout_seconds: float = 2.0
+    # Voice profiles: <voices_dir>/<name>.json beside their reference clips (GATEWAY_VOICES_DIR).
+    voices_dir: Path | None = None
+    # The profile used when a request names no voice and gives no speaker (GATEWAY_DEFAULT_VOICE).
+    default_voice: str = ""
 
     @classmethod
     def load(cls) -> "GatewaySettings":

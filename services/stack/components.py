@@ -92,6 +92,9 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
     rvc_voices, rvc_assets = models.rvc_model_dirs(
         config.models_dir, run_dir, _python_env(repo, {})
     )
+    voices_dir = models.voices_dir(
+        config.models_dir, run_dir, generated_rvc=rvc_voices.parent.name == models.TINY_RVC_DIR
+    )
     (run_dir / "cancel").mkdir(exist_ok=True)
     # Triton's Python models import spark_tts; they run in the run directory so
     # the repository root (with its triton/ folder) is not on their path.
@@ -145,6 +148,7 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
             {
                 "TTS_TARGET": f"{LOOPBACK}:{config.tts_port}",
                 "RVC_TARGET": f"{LOOPBACK}:{config.rvc_port}",
+                "GATEWAY_VOICES_DIR": str(voices_dir),
             },
         ),
     ]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import soundfile
 
 log = logging.getLogger(__name__)
 
@@ -13,6 +17,10 @@ SPARK_DIR = "Spark-TTS-0.5B"
 TINY_SPARK_DIR = "Spark-TTS-tiny"
 TINY_RVC_DIR = "rvc-untrained"
 RVC_ASSETS_DIR = "rvc-assets"
+VOICES_DIR = "voices"
+DEMO_VOICE = "demo"
+# The untrained voice the demo profile converts into, when the generated voices are served.
+DEMO_RVC_MODEL = "untrained-v2-f0-48k"
 
 
 def spark_model_dir(models_dir: Path, run_dir: Path, env: dict[str, str]) -> Path:
@@ -73,3 +81,36 @@ def rvc_model_dirs(models_dir: Path, run_dir: Path, env: dict[str, str]) -> tupl
         voices.resolve() if has_voices else tiny / "voices",
         assets.resolve() if has_assets else tiny / "assets",
     )
+
+
+def voices_dir(models_dir: Path, run_dir: Path, generated_rvc: bool) -> Path:
+    """The voice profiles: ``<models_dir>/voices`` when it has any, else a generated demo."""
+    own = models_dir / VOICES_DIR
+    if own.is_dir() and any(own.glob("*.json")):
+        log.info("voices: profiles in %s", own)
+        return own.resolve()
+    demo = run_dir / VOICES_DIR
+    demo.mkdir(parents=True, exist_ok=True)
+    soundfile.write(demo / f"{DEMO_VOICE}.wav", _demo_reference(), 16_000, subtype="PCM_16")
+    profile = {
+        "description": "generated demo: a synthetic reference clip (no real voice)",
+        "reference_audio": f"{DEMO_VOICE}.wav",
+        "reference_text": "",
+        "rvc_model": DEMO_RVC_MODEL if generated_rvc else "",
+        # pm: the quickest pitch estimator, for untrained voices that only show the flow.
+        "rvc": {"f0_method": "pm"} if generated_rvc else {},
+    }
+    (demo / f"{DEMO_VOICE}.json").write_text(json.dumps(profile, indent=2) + "\n")
+    log.warning("NO VOICE PROFILES under %s: serving the generated profile %r from %s",
+                own, DEMO_VOICE, demo)
+    return demo.resolve()
+
+
+def _demo_reference(seconds: float = 3.0, rate: int = 16_000) -> np.ndarray:
+    """A voiced, syllable-paced harmonic signal standing in for a reference recording."""
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
+    syllables = np.clip(np.sin(2 * np.pi * 2.5 * t), 0, None) ** 0.5
+    return (0.25 * voice * syllables / np.max(np.abs(voice))).astype(np.float32)

@@ -37,18 +37,21 @@ def test_status_shows_every_stage(stack):
     assert call("GET", f"{stack.api}/status").json()["version"] == body["version"]
 
 
-def test_voices_without_installed_models_are_the_generated_untrained_ones(stack):
+def test_without_profiles_the_generated_demo_voice_is_listed(stack):
     reply = call("GET", f"{stack.api}/v1/voices")
     assert reply.status == 200
-    names = [v["name"] for v in reply.json()["voices"]]
-    assert names and all(name.startswith("untrained-") for name in names)
-    assert not any(v.get("is_default") for v in reply.json()["voices"])
+    [demo] = reply.json()["voices"]
+    assert (demo["name"], demo["speaker"], demo["problem"]) == ("demo", "reference", "")
+    # It converts into one of the generated untrained RVC voices.
+    assert demo["rvc_model"].startswith("untrained-")
+    assert not demo["is_default"]
 
 
 @pytest.mark.parametrize(
     "path, payload, fragment",
     [
-        ("/v1/synthesize", {"text": "Hi."}, "speaker is required"),
+        ("/v1/synthesize", {"text": "Hi."}, "no speaker"),
+        ("/v1/synthesize", {"text": "Hi.", "voice": "demo", "sample_rate": 1}, "8000..48000"),
         ("/v1/tts", {"text": "", "speaker": CONTROL}, "text is empty"),
         ("/v1/rvc", {"params": {"model": "../../etc"}, "audio": {"sample_rate": 16000}},
          "model name"),
@@ -58,7 +61,7 @@ def test_voices_without_installed_models_are_the_generated_untrained_ones(stack)
 def test_bad_requests_are_400_with_a_message(stack, path, payload, fragment):
     reply = call("POST", f"{stack.api}{path}", payload)
     assert reply.status == 400
-    assert fragment in reply.json()["message"]
+    assert fragment in reply.json()["error"]["message"]
 
 
 def test_malformed_json_is_400(stack):
@@ -73,7 +76,7 @@ def test_unknown_voice_is_404(stack):
         {"params": {"model": "ghost"}, "audio": {"pcm": "AAA=", "sample_rate": 16000}},
     )
     assert reply.status == 404
-    assert "ghost" in reply.json()["message"]
+    assert "ghost" in reply.json()["error"]["message"]
 
 
 def test_unknown_routes_are_404_and_internal_services_are_not_exposed(stack):

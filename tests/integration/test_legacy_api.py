@@ -130,4 +130,4 @@ def test_bad_legacy_requests_get_their_status_and_a_message(stack, data, files, 
         files = {"reference_audio": ("ref.wav", reference_wav(), "audio/wav")}
     response = requests.post(f"{stack.api}/synthesize", data=data, files=files or None, timeout=120)
     assert response.status_code == status, response.text[:300]
-    assert fragment in response.json()["message"]
+    assert fragment in response.json()["error"]["message"]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway.envoy import EdgeConfig, render, write
+from services.gateway.edge_errors import ERRORS_FILTER, GRPC_CODE_NAMES, HTTP_STATUS_NAMES
+from services.gateway.envoy import MAX_BODY_BYTES, EdgeConfig, render, write
 from services.stack.components import envoy_binary
 
 DESCRIPTOR = Path("gen/voice_v1.pb")
@@ -41,3 +42,81 @@ def test_envoy_validates_the_configuration(tmp_path, discovery):
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _manager(config: dict) -> dict:
+    listener = config["static_resources"]["listeners"][0]
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def test_the_error_filter_sees_responses_after_the_transcoder():
+    """Responses run through the HTTP filters in reverse order: the Lua filter must come
+    first to rewrite what the transcoder made of a gRPC status."""
+    filters = _manager(render(EdgeConfig(descriptor=DESCRIPTOR)))["http_filters"]
+    assert [f["name"] for f in filters] == [
+        ERRORS_FILTER,
+        "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.router",
+    ]
+    lua = filters[0]["typed_config"]
+    assert lua["@type"].endswith("filters.http.lua.v3.Lua")
+    source = lua["default_source_code"]["inline_string"]
+    assert "function envoy_on_request" in source and "function envoy_on_response" in source
+    # The names the script gives codes and statuses come from the tables here.
+    assert "[3] = 'INVALID_ARGUMENT'" in source and "[16] = 'UNAUTHENTICATED'" in source
+    assert "[413] = 'RESOURCE_EXHAUSTED'" in source
+    # Only error responses are buffered; successful streams are never read.
+    on_response = source.split("function envoy_on_response")[1]
+    assert on_response.index("status < 400 then return end") < on_response.index(":body(")
+
+
+def test_code_names_are_grpcs_and_every_status_names_one():
+    assert len(GRPC_CODE_NAMES) == 17
+    assert GRPC_CODE_NAMES.index("DEADLINE_EXCEEDED") == 4
+    assert GRPC_CODE_NAMES.index("UNAVAILABLE") == 14
+    assert set(HTTP_STATUS_NAMES.values()) <= set(GRPC_CODE_NAMES)
+    assert all(400 <= status < 600 for status in HTTP_STATUS_NAMES)
+
+
+def test_local_replies_to_rest_requests_are_in_the_error_shape():
+    manager = _manager(render(EdgeConfig(descriptor=DESCRIPTOR)))
+    mappers = manager["local_reply_config"]["mappers"]
+    assert "body_format" not in manager["local_reply_config"]  # no format for gRPC requests
+    named = {}
+    for mapper in mappers:
+        status, not_grpc = mapper["filter"]["and_filter"]["filters"]
+        comparison = status["status_code_filter"]["comparison"]
+        header = not_grpc["header_filter"]["header"]
+        assert header["name"] == "content-type" and header["invert_match"] is True
+        assert header["string_match"] == {"prefix": "application/grpc"}
+        assert header["treat_missing_header_as_empty"] is True
+        body = mapper["body_format_override"]
+        assert body["content_type"] == "application/json"
+        error = body["json_format"]["error"]
+        assert error["code"] == "%RESPONSE_CODE%"
+        assert error["message"] == "%LOCAL_REPLY_BODY%"
+        named[(comparison["op"], comparison["value"]["default_value"])] = error["status"]
+    assert named == {
+        **{("EQ", status): name for status, name in HTTP_STATUS_NAMES.items()},
+        ("GE", 400): "UNKNOWN",
+    }
+    assert list(named)[-1] == ("GE", 400)  # the first mapper that matches wins
+
+
+def test_unknown_routes_reply_plain_text_for_the_error_formatting():
+    host = _manager(render(EdgeConfig(descriptor=DESCRIPTOR)))["route_config"]["virtual_hosts"][0]
+    routes = host["routes"]
+    assert routes[-1]["direct_response"] == {
+        "status": 404,
+        "body": {"inline_string": "no such route"},
+    }
+    assert "response_headers_to_add" not in routes[-1]
+
+
+def test_the_body_limit_reaches_the_transcoder():
+    def transcoder(config: EdgeConfig) -> dict:
+        return _manager(render(config))["http_filters"][1]["typed_config"]
+
+    small = transcoder(EdgeConfig(descriptor=DESCRIPTOR, max_body_bytes=1234))
+    assert small["max_request_body_size"] == small["max_response_body_size"] == 1234
+    assert transcoder(EdgeConfig(descriptor=DESCRIPTOR))["max_request_body_size"] == MAX_BODY_BYTES

@@ -2,11 +2,16 @@
 scripted TTS service (Spark TTS itself arrives with issue #3)."""
 
 import asyncio
+import base64
+import io
+import json
 import urllib.request
 
 import grpc
 import numpy as np
 import pytest
+import soundfile
+from google.api import httpbody_pb2
 from voice.v1 import (
     audio_pb2,
     gateway_pb2,
@@ -19,11 +24,13 @@ from voice.v1 import (
 
 from services.common.audio import PcmAudio
 from services.common.audio_proto import audio_from_proto, audio_to_proto
+from services.common.metrics import ServerMetrics
 from services.common.request_context import current_request_id, time_remaining
 from services.common.server import Servicer
 from services.gateway.pipeline import Pipeline
 from services.gateway.servicer import GatewayServicer
 from services.gateway.stages import RvcStage, TtsStage
+from services.gateway.voices import VoiceBook
 from services.rvc.conversion import Converter
 from services.rvc.model_store import ModelStore
 from services.rvc.servicer import VoiceConversionServicer
@@ -81,8 +88,14 @@ async def stack(tmp_path):
             TtsStage(f"127.0.0.1:{tts_host.grpc_port}"),
             RvcStage(f"127.0.0.1:{rvc_host.grpc_port}"),
         )
-        gateway = servicer(GatewayServicer(Pipeline(*stages), 2.0), gateway_pb2_grpc, "Gateway")
-        async with hosted([gateway]) as gateway_host:
+        voices = tmp_path / "voices"
+        voices.mkdir()
+        metrics = ServerMetrics()
+        gateway = servicer(
+            GatewayServicer(Pipeline(*stages), VoiceBook(voices), 2.0, metrics),
+            gateway_pb2_grpc, "Gateway",
+        )
+        async with hosted([gateway], metrics=metrics) as gateway_host:
             async with channel_to(gateway_host) as channel:
                 yield {
                     "stub": gateway_pb2_grpc.GatewayStub(channel),
@@ -90,6 +103,7 @@ async def stack(tmp_path):
                     "tts_host": tts_host,
                     "gateway_host": gateway_host,
                     "models": tmp_path / "rvc",
+                    "voices": voices,
                     "pool": pool,
                 }
         for stage in stages:
@@ -177,13 +191,121 @@ async def test_tts_alone(stack):
     assert audio_from_proto(reply.audio).duration == pytest.approx(0.5)
 
 
-async def test_voices_list_the_installed_rvc_models(stack):
-    for name in ("bob", "alice"):
-        (stack["models"] / name).mkdir(parents=True)
-        (stack["models"] / name / f"{name}.pth").write_bytes(b"x")
+def write_profile(stack, name, **profile):
+    (stack["voices"] / f"{name}.json").write_text(json.dumps(profile))
+
+
+async def test_voices_list_the_profiles(stack):
+    write_profile(stack, "bob", control={"gender": "male"}, description="Bob")
+    write_profile(stack, "alice", control={"gender": "female"}, rvc_model="alice")
     reply = await stack["stub"].ListVoices(gateway_pb2.ListVoicesRequest())
-    assert [v.name for v in reply.voices] == ["alice", "bob"]
+    assert [(v.name, v.rvc_model, v.speaker) for v in reply.voices] == [
+        ("alice", "alice", "control"), ("bob", "", "control")
+    ]
+    assert reply.voices[1].description == "Bob"
     assert not any(v.is_default for v in reply.voices)
+
+
+async def test_a_named_voice_supplies_speaker_rvc_voice_and_defaults(stack):
+    install_voice(stack)
+    write_profile(stack, "narrator", control={"gender": "female"}, rvc_model="alice",
+                  rvc={"pitch_shift": 5, "index_rate": 0.3})
+    reply = await stack["stub"].Synthesize(
+        gateway_pb2.SynthesizeRequest(text="Hello.", voice="narrator")
+    )
+    assert reply.rvc_applied
+    assert stack["tts"].seen[-1]["speaker"] == "control"
+    op, meta, _ = stack["pool"].calls[-1]
+    assert (meta["params"]["model"], meta["params"]["pitch_shift"]) == ("alice", 5)
+    assert meta["params"]["index_rate"] == pytest.approx(0.3)
+    # Fields the request sets win over the profile's, even when set to zero.
+    await stack["stub"].Synthesize(gateway_pb2.SynthesizeRequest(
+        text="Hello.", voice="narrator", conversion=rvc_pb2.ConversionParams(pitch_shift=0)
+    ))
+    assert stack["pool"].calls[-1][1]["params"]["pitch_shift"] == 0
+
+
+async def test_an_unknown_profile_is_not_found_and_no_speaker_is_invalid(stack):
+    write_profile(stack, "bob", control={"gender": "male"})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack["stub"].Synthesize(gateway_pb2.SynthesizeRequest(text="Hi.", voice="ghost"))
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "bob" in caught.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack["stub"].Synthesize(gateway_pb2.SynthesizeRequest(text="Hi."))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "no speaker" in caught.value.details()
+    assert stack["tts"].seen == []
+
+
+async def test_output_rate_is_selectable(stack):
+    reply = await stack["stub"].Synthesize(request(skip_rvc=True, sample_rate=24_000))
+    audio = audio_from_proto(reply.audio)
+    assert audio.sample_rate == 24_000
+    assert audio.duration == pytest.approx(0.5, abs=0.002)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack["stub"].Synthesize(request(skip_rvc=True, sample_rate=96_000))
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_stage_timings_travel_in_trailers(stack):
+    for call in (stack["stub"].Synthesize(request(THREE, skip_rvc=True)),
+                 stack["stub"].SynthesizeStream(request(THREE, skip_rvc=True))):
+        if hasattr(call, "read"):
+            [r async for r in call]
+        else:
+            await call
+        trailers = dict(tuple(await call.trailing_metadata()))
+        assert float(trailers["x-tts-seconds"]) > 0
+        assert float(trailers["x-rvc-seconds"]) == 0
+        assert 0 < float(trailers["x-first-audio-seconds"]) <= float(trailers["x-total-seconds"])
+        assert "x-request-id" in trailers
+
+
+async def test_speed_changes_the_duration_not_the_rate(stack):
+    write_profile(stack, "bob", control={"gender": "male"}, skip_rvc=True)
+    body = json.dumps({"model": "tts-1", "input": "Hello.", "voice": "bob",
+                       "response_format": "wav", "speed": 2.0, "sample_rate": 16_000})
+    parts = [r async for r in stack["stub"].CreateSpeech(
+        httpbody_pb2.HttpBody(content_type="application/json", data=body.encode())
+    )]
+    audio, rate = soundfile.read(io.BytesIO(b"".join(p.data for p in parts)))
+    assert rate == 16_000
+    assert len(audio) / rate == pytest.approx(0.25, abs=0.02)
+
+
+async def test_openai_speech_streams_each_format_and_sse(stack):
+    write_profile(stack, "bob", control={"gender": "male"}, skip_rvc=True)
+    for fmt, content_type in (("wav", "audio/wav"), ("mp3", "audio/mpeg"), ("flac", "audio/flac")):
+        body = json.dumps({"model": "tts-1", "input": THREE, "voice": "bob",
+                           "response_format": fmt})
+        call = stack["stub"].CreateSpeech(
+            httpbody_pb2.HttpBody(content_type="application/json", data=body.encode())
+        )
+        parts = [r async for r in call]
+        assert parts[0].content_type.startswith(content_type)
+        assert dict(tuple(await call.initial_metadata()))["x-sample-rate"] == "24000"
+        audio, rate = soundfile.read(io.BytesIO(b"".join(p.data for p in parts)))
+        assert rate == 24_000
+        assert len(audio) / rate == pytest.approx(1.5, abs=0.1)
+    body = json.dumps({"model": "tts-1", "input": "Hi.", "voice": "bob",
+                       "response_format": "pcm", "stream_format": "sse"})
+    parts = [r async for r in stack["stub"].CreateSpeech(
+        httpbody_pb2.HttpBody(content_type="application/json", data=body.encode())
+    )]
+    events = [json.loads(line[len("data: "):]) for p in parts
+              for line in p.data.decode().split("\n") if line.startswith("data: ")]
+    assert [e["type"] for e in events][-1] == "speech.audio.done"
+    pcm = b"".join(base64.b64decode(e["audio"]) for e in events[:-1])
+    assert len(pcm) == 2 * int(0.5 * 24_000)
+
+
+async def test_status_counts_requests_and_reports_uptime(stack):
+    await stack["stub"].Synthesize(request(skip_rvc=True))
+    status = await stack["stub"].GetStatus(gateway_pb2.GetStatusRequest())
+    assert status.uptime_seconds > 0
+    counts = {(r.method, r.code): r.count for r in status.requests}
+    assert counts[("Synthesize", "OK")] == 1
 
 
 async def test_health_and_status_report_each_dependency(stack):
@@ -290,3 +412,30 @@ async def test_empty_text_is_invalid_before_any_work(stack):
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "text is empty" in caught.value.details()
     assert stack["tts"].seen == []
+
+
+async def test_a_full_rvc_queue_is_resource_exhausted(stack):
+    install_voice(stack)
+    stack["pool"].full = True
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack["stub"].Synthesize(request())
+    assert caught.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "queue is full" in caught.value.details()
+
+
+async def test_a_stage_that_is_down_is_unavailable(stack):
+    await stack["tts_host"].stop()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack["stub"].Synthesize(request(skip_rvc=True), timeout=10)
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_callers_deadline_ends_a_held_conversion(stack):
+    install_voice(stack)
+    stack["pool"].gate = asyncio.Event()  # never set: the conversion waits for the deadline
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack["stub"].Synthesize(request(), timeout=1.0)
+    assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    # The gateway still serves the next request.
+    stack["pool"].gate.set()
+    assert (await stack["stub"].Synthesize(request())).rvc_applied

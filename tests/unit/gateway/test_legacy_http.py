@@ -3,7 +3,6 @@
 import base64
 import io
 import json
-import struct
 
 import numpy as np
 import pytest
@@ -11,15 +10,16 @@ import soundfile
 from urllib3 import encode_multipart_formdata
 from voice.v1 import rvc_pb2
 
-from services.common.audio import PcmAudio
 from services.common.errors import InvalidArgument
 from services.gateway.legacy_http import (
     conversion_params,
+    job,
     parse_form,
-    tts_request,
-    wav_bytes,
-    wav_header,
+    response_format,
 )
+from services.gateway.voices import VoiceBook
+
+NO_VOICES = VoiceBook(None)
 
 
 def wav(seconds=0.5, rate=22_050) -> bytes:
@@ -37,7 +37,7 @@ def test_multipart_fields_and_files_are_read_as_requests_sends_them():
     form = parse_form(content_type, body)
     assert form.fields == {"text": "Hello.", "pitch_shift": "3", "f0_method": "harvest"}
     assert form.files["reference_audio"] == wav()
-    request = tts_request(form)
+    request = job(form, NO_VOICES)
     assert request.text == "Hello."
     assert request.speaker.reference.audio.sample_rate == 22_050
     params = conversion_params(form)
@@ -46,7 +46,7 @@ def test_multipart_fields_and_files_are_read_as_requests_sends_them():
     assert not request.sampling.HasField("seed")
     seeded = parse_form("application/json", json.dumps(
         {"seed": 7, "reference_audio": base64.b64encode(wav()).decode()}).encode())
-    assert tts_request(seeded).sampling.seed == 7
+    assert job(seeded, NO_VOICES).sampling.seed == 7
 
 
 def test_json_and_url_encoded_bodies_carry_the_same_fields():
@@ -95,19 +95,33 @@ def test_flags_and_files_are_checked():
     with pytest.raises(InvalidArgument, match="skip_rvc 'maybe' is not true or false"):
         form.flag("skip_rvc")
     with pytest.raises(InvalidArgument, match="the file reference_audio is required"):
-        tts_request(form)
+        job(form, NO_VOICES)
     form = parse_form("application/json", json.dumps(
         {"audio": base64.b64encode(b"not a wav").decode()}).encode())
     with pytest.raises(InvalidArgument, match="^audio: "):
         form.audio("audio")
 
 
-def test_wav_output_is_pcm16_and_a_stream_header_leaves_the_length_open():
-    audio = PcmAudio(np.linspace(-1, 1, 4000, dtype=np.float32), 40_000)
-    data = wav_bytes(audio)
-    decoded, rate = soundfile.read(io.BytesIO(data), dtype="int16")
-    assert rate == 40_000 and decoded.shape == (4000,)
-    assert decoded[0] == -32767 and decoded[-1] == 32767
-    header = wav_header(24_000, None)
-    assert len(header) == 44
-    assert struct.unpack("<I", header[4:8])[0] == struct.unpack("<I", header[40:44])[0] == 0xFFFFFFFF
+def test_absent_fields_stay_unset_so_a_profile_can_fill_them(tmp_path):
+    (tmp_path / "bob.json").write_text(json.dumps(
+        {"control": {"gender": "male"}, "rvc_model": "bob",
+         "rvc": {"pitch_shift": 4, "f0_method": "pm"}}))
+    voices = VoiceBook(tmp_path)
+    named = job(parse_form("application/json", b'{"text": "Hi.", "voice": "bob"}'), voices)
+    assert named.speaker.WhichOneof("source") == "control"
+    assert (named.conversion.model, named.conversion.pitch_shift) == ("bob", 4)
+    assert named.conversion.f0_method == rvc_pb2.F0_METHOD_PM
+    overridden = job(parse_form("application/json", json.dumps(
+        {"text": "Hi.", "voice": "bob", "pitch_shift": 0, "f0_method": "harvest"}).encode()), voices)
+    assert overridden.conversion.pitch_shift == 0
+    assert overridden.conversion.f0_method == rvc_pb2.F0_METHOD_HARVEST
+    # Without a voice nothing is filled in: the RVC service applies the WebUI defaults.
+    plain = conversion_params(parse_form("application/json", b"{}"))
+    assert not plain.HasField("pitch_shift") and plain.f0_method == rvc_pb2.F0_METHOD_UNSPECIFIED
+
+
+def test_the_answer_format_is_wav_unless_asked():
+    assert response_format(parse_form("application/json", b"{}")) == "wav"
+    assert response_format(parse_form("application/json", b'{"response_format": "FLAC"}')) == "flac"
+    with pytest.raises(InvalidArgument, match="mp4"):
+        response_format(parse_form("application/json", b'{"response_format": "mp4"}'))

@@ -1,0 +1,110 @@
+"""OpenAI's speech API (POST /v1/audio/speech): the JSON request and the SSE events.
+
+``voice`` names a voice profile. ``model`` is accepted as clients send it
+(tts-1, gpt-4o-mini-tts, ...): there is one engine, so it chooses nothing.
+Audio is 24 kHz unless ``sample_rate`` (an extension) asks otherwise, which
+is what clients that play OpenAI's raw ``pcm`` assume.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+from services.common.errors import InvalidArgument
+from services.gateway.audio_formats import parse_format
+
+MAX_INPUT_CHARS = 4096
+DEFAULT_SAMPLE_RATE = 24_000
+STREAM_FORMATS = ("audio", "sse")
+_FIELDS = {
+    "model", "input", "voice", "response_format", "speed", "stream_format", "instructions",
+    "sample_rate",
+}
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    model: str
+    input: str
+    voice: str
+    response_format: str = "mp3"
+    speed: float = 1.0
+    stream_format: str = "audio"  # "sse": base64 audio in server-sent events
+    sample_rate: int = DEFAULT_SAMPLE_RATE
+
+
+def _string(data: dict, name: str, default: str | None = None) -> str:
+    value = data.get(name, default)
+    if value is None:
+        raise InvalidArgument(f"{name} is required")
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} must be a string")
+    return value
+
+
+def _voice(data: dict) -> str:
+    # Newer clients may send a voice object {"id": ...} instead of a name.
+    value = data.get("voice")
+    if isinstance(value, dict):
+        value = value.get("id")
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgument("voice is required: the name of a voice profile (GET /v1/voices)")
+    return value.strip()
+
+
+def _number(data: dict, name: str, kind: type, default):
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgument(f"{name} must be a number")
+    if kind is int and value != int(value):
+        raise InvalidArgument(f"{name} must be a whole number")
+    return kind(value)
+
+
+def parse_request(content_type: str, body: bytes) -> SpeechRequest:
+    """The request as OpenAI's clients send it: a JSON object."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media not in ("application/json", ""):
+        raise InvalidArgument(f"content type {media!r} is not accepted: send JSON")
+    try:
+        data = json.loads(body or b"")
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise InvalidArgument("the JSON body must be an object")
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise InvalidArgument(f"unknown field(s): {', '.join(unknown)}")
+    text = _string(data, "input")
+    if not text.strip():
+        raise InvalidArgument("input is empty")
+    if len(text) > MAX_INPUT_CHARS:
+        raise InvalidArgument(f"input is {len(text)} characters; the limit is {MAX_INPUT_CHARS}")
+    stream_format = _string(data, "stream_format", "audio")
+    if stream_format not in STREAM_FORMATS:
+        raise InvalidArgument(f"stream_format {stream_format[:40]!r} is not one of {STREAM_FORMATS}")
+    return SpeechRequest(
+        model=_string(data, "model"),
+        input=text,
+        voice=_voice(data),
+        response_format=parse_format(_string(data, "response_format", "mp3")),
+        speed=_number(data, "speed", float, 1.0),
+        stream_format=stream_format,
+        sample_rate=_number(data, "sample_rate", int, DEFAULT_SAMPLE_RATE),
+    )
+
+
+def sse_event(payload: dict) -> bytes:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+def audio_delta(data: bytes) -> bytes:
+    return sse_event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()})
+
+
+def audio_done(input_chars: int) -> bytes:
+    # There are no tokens to bill; the usage block keeps the event's documented shape.
+    usage = {"input_tokens": input_chars, "output_tokens": 0, "total_tokens": input_chars}
+    return sse_event({"type": "speech.audio.done", "usage": usage})

@@ -1,0 +1,100 @@
+"""OpenAI's own Python client against the edge: /v1/audio/speech in every format, plain
+and streamed, with a voice profile of the stack (the generated ``demo``)."""
+
+import io
+import time
+
+import numpy as np
+import openai
+import pytest
+import requests
+import soundfile
+
+pytestmark = pytest.mark.integration
+FORMATS = ("wav", "pcm", "flac", "mp3", "opus")
+
+
+@pytest.fixture(scope="module")
+def client(stack):
+    return openai.OpenAI(base_url=f"{stack.api}/v1", api_key="not-checked", max_retries=0,
+                         timeout=300)
+
+
+def decode(data: bytes, fmt: str) -> tuple[np.ndarray, int]:
+    if fmt == "pcm":  # OpenAI's raw format: 24 kHz, 16-bit, mono
+        return np.frombuffer(data, "<i2").astype(np.float32) / 32768, 24_000
+    return soundfile.read(io.BytesIO(data), dtype="float32")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_speech_in_every_format_is_playable(client, fmt):
+    response = client.audio.speech.create(
+        model="tts-1", voice="demo", input="Hello from the edge.", response_format=fmt
+    )
+    audio, rate = decode(response.content, fmt)
+    assert rate == 24_000
+    assert audio.ndim == 1 and 0.2 < audio.shape[0] / rate < 30
+    assert np.all(np.isfinite(audio)) and np.abs(audio).max() > 0
+
+
+def test_streamed_speech_arrives_in_pieces_before_the_end(client):
+    text = "First one here. Then a second. And a third to finish."
+    start = time.perf_counter()
+    arrivals = []
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="demo", input=text, response_format="mp3"
+    ) as response:
+        assert response.headers["content-type"] == "audio/mpeg"
+        data = b""
+        for chunk in response.iter_bytes():
+            arrivals.append(time.perf_counter() - start)
+            data += chunk
+    audio, rate = soundfile.read(io.BytesIO(data))
+    assert rate == 24_000 and audio.shape[0] > 0
+    # Three sentences: the first audio left well before the last was ready.
+    assert arrivals[0] < arrivals[-1] * 0.8, arrivals
+
+
+def test_server_sent_events_carry_base64_audio(stack):
+    response = requests.post(
+        f"{stack.api}/v1/audio/speech",
+        json={"model": "tts-1", "voice": "demo", "input": "Events.", "response_format": "pcm",
+              "stream_format": "sse"},
+        stream=True, timeout=300,
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    lines = [line for line in response.iter_lines() if line.startswith(b"data: ")]
+    assert lines[-1].startswith(b'data: {"type":"speech.audio.done"')
+    assert all(b'"speech.audio.delta"' in line for line in lines[:-1]) and len(lines) > 1
+
+
+def test_speed_shortens_the_speech(client):
+    def seconds(speed):
+        response = client.audio.speech.create(
+            model="tts-1", voice="demo", input="Speed.", response_format="wav", speed=speed,
+            extra_body={"sample_rate": 16_000},
+        )
+        audio, rate = soundfile.read(io.BytesIO(response.content))
+        assert rate == 16_000
+        return audio.shape[0] / rate
+
+    # The same text twice: the tiny model's speech length varies, so compare ratios loosely.
+    normal, fast = seconds(1.0), seconds(2.0)
+    assert fast < normal * 0.75, (normal, fast)
+
+
+def test_errors_are_openai_style_and_the_service_keeps_serving(client, stack):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.audio.speech.create(model="tts-1", voice="nobody", input="Hi.")
+    assert "nobody" in caught.value.message and "demo" in caught.value.message
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.audio.speech.create(model="tts-1", voice="demo", input="Hi.",
+                                   response_format="aac")
+    assert "aac" in caught.value.message
+    with pytest.raises(openai.BadRequestError):
+        client.audio.speech.create(model="tts-1", voice="demo", input="Hi.", speed=9)
+    with pytest.raises(openai.BadRequestError):
+        client.audio.speech.create(model="tts-1", voice="demo", input="")
+    voices = requests.get(f"{stack.api}/v1/voices", timeout=30).json()
+    assert "demo" in [v["name"] for v in voices["voices"]]
