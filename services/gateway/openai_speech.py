@@ -3,7 +3,8 @@
 ``voice`` names a voice profile. ``model`` is accepted as clients send it
 (tts-1, gpt-4o-mini-tts, ...): there is one engine, so it chooses nothing.
 Audio is 24 kHz unless ``sample_rate`` (an extension) asks otherwise, which
-is what clients that play OpenAI's raw ``pcm`` assume.
+is what clients that play OpenAI's raw ``pcm`` assume; ``seed`` (another)
+makes the sampling reproducible.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ DEFAULT_SAMPLE_RATE = 24_000
 STREAM_FORMATS = ("audio", "sse")
 _FIELDS = {
     "model", "input", "voice", "response_format", "speed", "stream_format", "instructions",
-    "sample_rate",
+    "sample_rate", "seed",
 }
 
 
@@ -33,6 +34,7 @@ class SpeechRequest:
     speed: float = 1.0
     stream_format: str = "audio"  # "sse": base64 audio in server-sent events
     sample_rate: int = DEFAULT_SAMPLE_RATE
+    seed: int | None = None
 
 
 def _string(data: dict, name: str, default: str | None = None) -> str:
@@ -93,7 +95,17 @@ def parse_request(content_type: str, body: bytes) -> SpeechRequest:
         speed=_number(data, "speed", float, 1.0),
         stream_format=stream_format,
         sample_rate=_number(data, "sample_rate", int, DEFAULT_SAMPLE_RATE),
+        seed=_seed(data),
     )
+
+
+def _seed(data: dict) -> int | None:
+    if data.get("seed") is None:
+        return None
+    seed = _number(data, "seed", int, None)
+    if not 0 <= seed < 2**64:
+        raise InvalidArgument(f"seed {seed} is outside 0..2^64-1")
+    return seed
 
 
 def sse_event(payload: dict) -> bytes:

@@ -231,6 +231,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         speech = openai_speech.parse_request(request.content_type, request.data)
         job = jobs.build_job(
             self._voices, speech.voice, speech.input,
+            sampling=tts_pb2.SamplingParams(seed=speech.seed) if speech.seed is not None else None,
             sample_rate=speech.sample_rate, speed=speech.speed,
         )
         pieces = self._pipeline.synthesize_stream(job)

@@ -73,15 +73,15 @@ def test_speed_shortens_the_speech(client):
     def seconds(speed):
         response = client.audio.speech.create(
             model="tts-1", voice="demo", input="Speed.", response_format="wav", speed=speed,
-            extra_body={"sample_rate": 16_000},
+            extra_body={"sample_rate": 16_000, "seed": 11},
         )
         audio, rate = soundfile.read(io.BytesIO(response.content))
         assert rate == 16_000
         return audio.shape[0] / rate
 
-    # The same text twice: the tiny model's speech length varies, so compare ratios loosely.
+    # The same text and seed, so the same speech before the stretch.
     normal, fast = seconds(1.0), seconds(2.0)
-    assert fast < normal * 0.75, (normal, fast)
+    assert fast == pytest.approx(normal / 2, rel=0.05), (normal, fast)
 
 
 def test_errors_are_openai_style_and_the_service_keeps_serving(client, stack):

@@ -1,0 +1,64 @@
+"""OpenAI's speech request as its clients send it, and what is refused."""
+
+import json
+
+import pytest
+
+from services.common.errors import InvalidArgument
+from services.gateway.openai_speech import audio_delta, audio_done, parse_request
+
+
+def parse(**fields):
+    return parse_request("application/json", json.dumps(fields).encode())
+
+
+def test_defaults_are_openais():
+    request = parse(model="tts-1", input="Hello.", voice="demo")
+    assert (request.response_format, request.speed, request.stream_format) == ("mp3", 1.0, "audio")
+    assert request.sample_rate == 24_000 and request.seed is None
+
+
+def test_a_voice_object_names_the_voice_and_extensions_are_read():
+    request = parse(model="gpt-4o-mini-tts", input="Hi.", voice={"id": "narrator"},
+                    response_format="OPUS", speed=1.5, stream_format="sse",
+                    instructions="Cheerful.", sample_rate=48_000, seed=3)
+    assert (request.voice, request.response_format, request.speed) == ("narrator", "opus", 1.5)
+    assert (request.stream_format, request.sample_rate, request.seed) == ("sse", 48_000, 3)
+
+
+@pytest.mark.parametrize(
+    "fields, fragment",
+    [
+        ({"input": "Hi.", "voice": "demo"}, "model is required"),
+        ({"model": "tts-1", "voice": "demo"}, "input is required"),
+        ({"model": "tts-1", "input": "  ", "voice": "demo"}, "input is empty"),
+        ({"model": "tts-1", "input": "x" * 4097, "voice": "demo"}, "limit is 4096"),
+        ({"model": "tts-1", "input": "Hi."}, "voice is required"),
+        ({"model": "tts-1", "input": "Hi.", "voice": "demo", "response_format": "aac"}, "aac"),
+        ({"model": "tts-1", "input": "Hi.", "voice": "demo", "speed": "fast"}, "speed must be"),
+        ({"model": "tts-1", "input": "Hi.", "voice": "demo", "stream_format": "ws"}, "stream_format"),
+        ({"model": "tts-1", "input": "Hi.", "voice": "demo", "sample_rate": 1.5}, "whole number"),
+        ({"model": "tts-1", "input": "Hi.", "voice": "demo", "seed": -1}, "seed -1"),
+        ({"model": "tts-1", "input": "Hi.", "voice": "demo", "volume": 2}, "unknown field(s): volume"),
+    ],
+)
+def test_bad_requests_say_what_is_wrong(fields, fragment):
+    with pytest.raises(InvalidArgument) as caught:
+        parse(**fields)
+    assert fragment in caught.value.message
+
+
+def test_only_json_objects_are_accepted():
+    with pytest.raises(InvalidArgument, match="not valid JSON"):
+        parse_request("application/json", b"{nope")
+    with pytest.raises(InvalidArgument, match="must be an object"):
+        parse_request("application/json", b"[]")
+    with pytest.raises(InvalidArgument, match="send JSON"):
+        parse_request("text/plain", b"hi")
+
+
+def test_events_are_server_sent_json():
+    delta = audio_delta(b"\x00\x01")
+    assert delta == b'data: {"type":"speech.audio.delta","audio":"AAE="}\n\n'
+    done = json.loads(audio_done(5)[len(b"data: "):])
+    assert done["type"] == "speech.audio.done" and done["usage"]["input_tokens"] == 5
