@@ -119,7 +119,9 @@ def decode_container(data: bytes) -> PcmAudio:
     try:
         samples, sample_rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=False)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise InvalidArgument(f"not a readable audio file: {exc}") from None
+        # libsndfile's own words ("Format not recognised."), not the buffer's repr.
+        reason = getattr(exc, "error_string", None) or str(exc)
+        raise InvalidArgument(f"not a readable audio file: {reason}") from None
     return _checked(samples, int(sample_rate))
 
 

@@ -89,3 +89,9 @@ def test_other_containers_decode_too():
 def test_garbage_files_are_invalid_arguments(data):
     with pytest.raises(InvalidArgument):
         decode_container(data)
+
+
+def test_an_unreadable_file_is_named_by_libsndfile_without_internals():
+    with pytest.raises(InvalidArgument) as caught:
+        decode_container(b"definitely not audio")
+    assert caught.value.message == "not a readable audio file: Format not recognised."
