@@ -6,7 +6,15 @@ INSTALLED := $(VENV)/.installed
 DESCRIPTOR := gen/voice_v1.pb
 PROTOS := $(wildcard protos/voice/v1/*.proto)
 
-.PHONY: help venv protos models run triton lint test test-unit test-integration bench clean
+.PHONY: help venv protos models run triton lint test test-unit test-integration bench clean images push-images
+
+# Container images (docker/*.Dockerfile; see docker/README.md). TORCH_INDEX_URL
+# picks the torch build of rvc and triton: .../whl/cpu for CPU-only images.
+REGISTRY ?= voice-pipeline
+TAG ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+DOCKER ?= docker
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cu126
+IMAGES := gateway tts-gateway rvc triton
 
 help:
 	@echo "make run     - start Triton, tts_gateway, rvc, gateway and Envoy on loopback (Ctrl-C stops)"
@@ -16,6 +24,7 @@ help:
 	@echo "make protos  - generate Python stubs and the Envoy descriptor set from protos/"
 	@echo "make bench   - RVC worker scaling: one request vs two at once, 1 and 2 workers"
 	@echo "make lint    - ruff over services/ and tests/ (part of make test)"
+	@echo "make images  - build the four container images (REGISTRY, TAG, TORCH_INDEX_URL); push-images pushes them"
 
 $(INSTALLED): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,7 +60,7 @@ triton: protos
 	$(PY) -m services.stack triton
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check services tests triton bench
+	$(VENV)/bin/ruff check services tests triton bench tools
 
 bench: protos
 	$(PY) -m bench.rvc_workers
@@ -67,3 +76,12 @@ test-integration: protos
 
 clean:
 	rm -rf gen .run .pytest_cache
+
+images:
+	$(DOCKER) build -f docker/gateway.Dockerfile -t $(REGISTRY)/gateway:$(TAG) .
+	$(DOCKER) build -f docker/tts-gateway.Dockerfile -t $(REGISTRY)/tts-gateway:$(TAG) .
+	$(DOCKER) build -f docker/rvc.Dockerfile --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) -t $(REGISTRY)/rvc:$(TAG) .
+	$(DOCKER) build -f docker/triton.Dockerfile --build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) -t $(REGISTRY)/triton:$(TAG) .
+
+push-images: images
+	for image in $(IMAGES); do $(DOCKER) push $(REGISTRY)/$$image:$(TAG) || exit 1; done

@@ -15,6 +15,8 @@ prometheus_client.disable_created_metrics()
 
 # Voice requests run from milliseconds (health, status) to tens of seconds.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# Compute seconds per second of audio: below 1 is faster than real time.
+REAL_TIME_FACTOR_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):

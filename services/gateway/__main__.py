@@ -6,6 +6,7 @@ from voice.v1 import gateway_pb2_grpc
 
 from services.common.metrics import ServerMetrics
 from services.common.server import ServiceHost, Servicer, run_service
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.pipeline import Pipeline
 from services.gateway.servicer import SERVICE_NAME, GatewayServicer
 from services.gateway.settings import GatewaySettings
@@ -17,8 +18,9 @@ async def build(settings: GatewaySettings) -> ServiceHost:
     tts, rvc = TtsStage(settings.tts_target), RvcStage(settings.rvc_target)
     voices = VoiceBook(settings.voices_dir, settings.default_voice)
     metrics = ServerMetrics()
+    pipeline = Pipeline(tts, rvc, metrics=GatewayMetrics(metrics.registry))
     servicer = Servicer(
-        GatewayServicer(Pipeline(tts, rvc), voices, settings.health_timeout_seconds, metrics),
+        GatewayServicer(pipeline, voices, settings.health_timeout_seconds, metrics),
         gateway_pb2_grpc.add_GatewayServicer_to_server,
         SERVICE_NAME,
     )

@@ -14,9 +14,17 @@ from voice.v1 import rvc_pb2, tts_pb2
 from services.common.audio import PcmAudio, resample
 from services.common.errors import InvalidArgument
 from services.gateway.jobs import SpeechJob
+from services.gateway.metrics import GatewayMetrics
 from services.gateway.sentences import split_sentences
 from services.gateway.stages import Dependency, RvcStage, StageResult, TtsStage, join
 from services.gateway.tempo import change_tempo
+
+# Why RVC was left out: the metrics' label, then the message callers see.
+SKIP_MESSAGES = {
+    "requested": "skip_rvc was requested",
+    "no_voice_installed": "no RVC voice is installed",
+    "no_default_voice": "no RVC voice was named and none is the default (set RVC_MODEL)",
+}
 
 
 @dataclass(frozen=True)
@@ -57,31 +65,37 @@ def _total(results: list[StageResult]) -> StageResult:
 
 class Pipeline:
     def __init__(
-        self, tts: TtsStage, rvc: RvcStage, sentence_chars: int = 200, lookahead: int = 2
+        self, tts: TtsStage, rvc: RvcStage, sentence_chars: int = 200, lookahead: int = 2,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.tts = tts
         self.rvc = rvc
+        self.metrics = metrics or GatewayMetrics()
         # Longest piece of text sent to TTS at once; sentences beyond it are cut at clauses.
         self.sentence_chars = sentence_chars
         # Sentences synthesised ahead of the one being converted.
         self.lookahead = lookahead
 
     async def _skip_reason(self, params: rvc_pb2.ConversionParams, skip_rvc: bool) -> str:
+        """A key of SKIP_MESSAGES, or '' to convert."""
         if skip_rvc:
-            return "skip_rvc was requested"
+            return "requested"
         if params.model:
             return ""
         voices = await self.rvc.voices()
         if not voices.models:
-            return "no RVC voice is installed"
+            return "no_voice_installed"
         if not voices.default_model:
-            return "no RVC voice was named and none is the default (set RVC_MODEL)"
+            return "no_default_voice"
         return ""
 
-    async def synthesize(self, job: SpeechJob) -> Synthesis:
-        """The whole text, sentence by sentence as ``synthesize_stream`` runs it, joined."""
+    async def synthesize(self, job: SpeechJob, rpc: str = "") -> Synthesis:
+        """The whole text, sentence by sentence as ``synthesize_stream`` runs it, joined.
+
+        ``rpc``, the gateway method serving this request, labels its metrics.
+        """
         start = time.perf_counter()
-        pieces = [piece async for piece in self.synthesize_stream(job)]
+        pieces = [piece async for piece in self.synthesize_stream(job, rpc)]
         last = pieces[-1]
         return Synthesis(
             audio=join([p.audio for p in pieces]),
@@ -92,9 +106,10 @@ class Pipeline:
             total_seconds=time.perf_counter() - start,
         )
 
-    async def synthesize_stream(self, job: SpeechJob) -> AsyncIterator[Piece]:
+    async def synthesize_stream(self, job: SpeechJob, rpc: str = "") -> AsyncIterator[Piece]:
         """Sentence k+1 is synthesised while sentence k is converted; pieces leave in order."""
         start = time.perf_counter()
+        recorder = self.metrics.request(rpc)
         sentences = split_sentences(job.text, self.sentence_chars)
         if not sentences:
             raise InvalidArgument("text is empty")
@@ -104,14 +119,15 @@ class Pipeline:
         spoken: asyncio.Queue = asyncio.Queue(maxsize=self.lookahead)
         producer = asyncio.ensure_future(self._speak(job, sentences, spoken))
         try:
-            reason = await reason_task
+            skipped = await reason_task
+            reason = SKIP_MESSAGES.get(skipped, "")
             for index in range(len(sentences)):
                 result = await spoken.get()
                 if isinstance(result, BaseException):
                     raise result
                 converted = None if reason else await self.rvc.convert(params, result.audio)
                 audio = converted.audio if converted else result.audio
-                yield Piece(
+                piece = Piece(
                     index=index,
                     count=len(sentences),
                     audio=resample(audio, job.sample_rate) if job.sample_rate else audio,
@@ -120,6 +136,8 @@ class Pipeline:
                     rvc_skipped_reason=reason,
                     first_audio_seconds=time.perf_counter() - start,
                 )
+                recorder.piece(piece, skipped)
+                yield piece
         finally:
             # A caller that leaves (or fails) stops the TTS work still under way.
             reason_task.cancel()

@@ -122,7 +122,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         self._started = time.monotonic()
 
     async def Synthesize(self, request, context):
-        result = await self._pipeline.synthesize(jobs.from_request(self._voices, request))
+        result = await self._pipeline.synthesize(
+            jobs.from_request(self._voices, request), rpc="Synthesize"
+        )
         timing = gateway_pb2.PipelineTiming(
             tts=_stage_timing(result.tts),
             rvc=_stage_timing(result.rvc),
@@ -141,7 +143,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         start = time.perf_counter()
         first = 0.0
         tts_seconds = rvc_seconds = tts_audio = rvc_audio = 0.0
-        pieces = self._pipeline.synthesize_stream(jobs.from_request(self._voices, request))
+        pieces = self._pipeline.synthesize_stream(
+            jobs.from_request(self._voices, request), rpc="SynthesizeStream"
+        )
         async for piece in pieces:
             first = first or piece.first_audio_seconds
             tts_seconds += piece.tts.seconds
@@ -171,7 +175,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def LegacySynthesize(self, request, context):
         form = legacy.parse_form(request.content_type, request.data)
         fmt = legacy.response_format(form)
-        result = await self._pipeline.synthesize(legacy.job(form, self._voices))
+        result = await self._pipeline.synthesize(
+            legacy.job(form, self._voices), rpc="LegacySynthesize"
+        )
         await context.send_initial_metadata((
             ("x-tts-time", f"{result.tts.seconds:.3f}"),
             ("x-rvc-time", _rvc_seconds(result.rvc)),
@@ -187,7 +193,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         fmt = legacy.response_format(form)
         accept = dict(context.invocation_metadata()).get("accept", "")
         boundary = f"voice-{uuid.uuid4().hex}" if "multipart/mixed" in accept else ""
-        pieces = self._pipeline.synthesize_stream(legacy.job(form, self._voices))
+        pieces = self._pipeline.synthesize_stream(
+            legacy.job(form, self._voices), rpc="LegacySynthesizeStream"
+        )
         if not boundary:
             # One open-ended file: the container's header, then audio as each sentence is ready.
             async for body in _encoded_stream(pieces, fmt, context):
@@ -234,7 +242,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             sampling=tts_pb2.SamplingParams(seed=speech.seed) if speech.seed is not None else None,
             sample_rate=speech.sample_rate, speed=speech.speed,
         )
-        pieces = self._pipeline.synthesize_stream(job)
+        pieces = self._pipeline.synthesize_stream(job, rpc="CreateSpeech")
         if speech.stream_format == "audio":
             async for body in _encoded_stream(pieces, speech.response_format, context):
                 yield body

@@ -8,7 +8,9 @@ import os
 
 from voice.v1 import rvc_pb2, rvc_pb2_grpc
 
+from services.common.metrics import ServerMetrics
 from services.common.server import ServiceHost, Servicer, run_service
+from services.rvc import metrics as rvc_metrics
 from services.rvc.conversion import Converter
 from services.rvc.model_store import ModelStore
 from services.rvc.servicer import VoiceConversionServicer
@@ -55,7 +57,11 @@ def pool_config(settings: RvcSettings) -> PoolConfig:
 
 async def build(settings: RvcSettings) -> ServiceHost:
     pool = WorkerPool(pool_config(settings))
-    converter = Converter(settings, ModelStore(settings.models_dir, settings.model), pool)
+    metrics = ServerMetrics()
+    conversions = rvc_metrics.register(metrics.registry, pool, asyncio.get_running_loop())
+    converter = Converter(
+        settings, ModelStore(settings.models_dir, settings.model), pool, conversions
+    )
     servicer = Servicer(
         VoiceConversionServicer(converter),
         rvc_pb2_grpc.add_VoiceConversionServicer_to_server,
@@ -84,7 +90,7 @@ async def build(settings: RvcSettings) -> ServiceHost:
     # Health is NOT_SERVING until the workers have loaded their models.
     return ServiceHost(
         settings.server, [servicer], readiness=ready, readiness_interval=0.5,
-        on_stop=[stop_pool],
+        on_stop=[stop_pool], metrics=metrics,
     )
 
 

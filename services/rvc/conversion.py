@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -15,6 +16,7 @@ from services.common.audio import PcmAudio, to_mono
 from services.common.errors import InvalidArgument
 from services.common.request_context import time_remaining
 from services.rvc.framing import RATE
+from services.rvc.metrics import ConversionMetrics
 from services.rvc.model_store import ModelStore, VoiceFiles, check_name
 from services.rvc.params import ConversionParams
 from services.rvc.settings import RvcSettings
@@ -40,11 +42,15 @@ class PoolState:
 
 
 class Converter:
-    def __init__(self, settings: RvcSettings, store: ModelStore, pool: WorkerPool) -> None:
+    def __init__(
+        self, settings: RvcSettings, store: ModelStore, pool: WorkerPool,
+        metrics: ConversionMetrics | None = None,
+    ) -> None:
         self._settings = settings
         self.store = store
         self.catalog = VoiceCatalog()
         self._pool = pool
+        self._metrics = metrics or ConversionMetrics()
 
     @property
     def ready(self) -> bool:
@@ -84,12 +90,14 @@ class Converter:
     async def convert(self, params: ConversionParams, audio: PcmAudio) -> PcmAudio:
         _, params = self._resolve(params)
         samples = self._checked(audio)
+        started = time.perf_counter()
         meta, out = await self._pool.call(
             "convert",
             {"params": params.to_wire(), "sample_rate": audio.sample_rate},
             samples,
             timeout=time_remaining(),
         )
+        self._metrics.record("clip", time.perf_counter() - started, audio.duration)
         return PcmAudio(out, int(meta["sample_rate"]))
 
     async def convert_stream(
@@ -101,8 +109,11 @@ class Converter:
         # Workers answer at the voice's own rate; any resampling runs here, continuously.
         block_params = replace(params, resample_sr=0).to_wire()
         affinity = uuid.uuid4().hex
+        busy = 0.0  # seconds the stream's blocks took on the pool
 
         async def convert_block(audio: np.ndarray) -> tuple[np.ndarray, int]:
+            nonlocal busy
+            started = time.perf_counter()
             meta, out = await self._pool.call(
                 "convert",
                 {"params": block_params, "sample_rate": RATE,
@@ -111,6 +122,7 @@ class Converter:
                 affinity=affinity,
                 timeout=time_remaining(),
             )
+            busy += time.perf_counter() - started
             return out, int(meta["sample_rate"])
 
         stream = StreamConverter(self._settings.stream, convert_block)
@@ -152,6 +164,7 @@ class Converter:
                 raise InvalidArgument("the stream carried no audio")
             tail = into_16k.resample_chunk(np.zeros(0, np.float32), last=True)
             pieces = (await stream.push(tail)) + (await stream.finish())
+            self._metrics.record("stream", busy, total)
             for piece in emit(pieces, last=True):
                 yield piece
         finally:

@@ -42,7 +42,10 @@ def _python_env(repo: Path, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _service(repo: Path, name: str, prefix: str, port: int, metrics: int, extra: dict) -> ProcessSpec:
+def service_spec(
+    repo: Path, name: str, prefix: str, port: int, metrics: int, extra: dict
+) -> ProcessSpec:
+    """One of our gRPC services as a supervised process on loopback."""
     env = _python_env(
         repo,
         {
@@ -135,15 +138,15 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
                 ("metrics", f"http://{LOOPBACK}:{config.triton_metrics_port}/metrics"),
             ],
         ),
-        _service(
+        service_spec(
             repo, "tts_gateway", "TTS", config.tts_port, config.tts_metrics_port,
             {"TRITON_GRPC_URL": f"{LOOPBACK}:{config.triton_grpc_port}"},
         ),
-        _service(
+        service_spec(
             repo, "rvc", "RVC", config.rvc_port, config.rvc_metrics_port,
             {"RVC_MODELS_DIR": str(rvc_voices), "RVC_ASSETS_DIR": str(rvc_assets)},
         ),
-        _service(
+        service_spec(
             repo, "gateway", "GATEWAY", config.gateway_port, config.gateway_metrics_port,
             {
                 "TTS_TARGET": f"{LOOPBACK}:{config.tts_port}",

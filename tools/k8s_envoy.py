@@ -1,0 +1,169 @@
+"""The edge's Envoy configuration for Kubernetes: k8s/base/edge/envoy.json.
+
+The edge pods run Envoy alone; the gateway pods sit behind the headless
+Service ``gateway``, which Envoy resolves with STRICT_DNS (the short name, in
+the pod's own namespace through its DNS search path) and balances over per
+request. The configuration is exactly what ``services.gateway.envoy.render``
+makes for those settings, plus one listener: Envoy's admin interface stays on
+loopback (it can drain, quit and reconfigure Envoy), and a separate listener
+on STATS_PORT passes two read-only admin paths through, ``GET /stats/prometheus``
+(for Prometheus) and ``GET /ready`` (the kubelet's readiness probe: 503 once
+Envoy drains), and answers 404 to anything else.
+
+    python -m tools.k8s_envoy            rewrite k8s/base/edge/envoy.json
+    python -m tools.k8s_envoy --check    exit 1 when the committed file is stale
+
+tests/unit/deploy/test_k8s.py fails when the committed file differs from
+``render_k8s()``, so the file cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from services.gateway.envoy import EdgeConfig, render
+
+REPO = Path(__file__).resolve().parent.parent
+COMMITTED = REPO / "k8s" / "base" / "edge" / "envoy.json"
+
+# Where the gateway image puts the descriptor set (`make protos` output).
+DESCRIPTOR = Path("/app/gen/voice_v1.pb")
+API_PORT = 8080
+ADMIN_PORT = 9901
+GATEWAY_PORT = 50051
+# Envoy's metrics and readiness: the only admin paths reachable from outside the pod.
+STATS_PORT = 9902
+PASSED_ADMIN_PATHS = ("/stats/prometheus", "/ready")
+# The gateway's headless Service (k8s/base/gateway/service.yaml).
+GATEWAY_SERVICE = "gateway"
+
+K8S_EDGE = EdgeConfig(
+    descriptor=DESCRIPTOR,
+    gateway_host=GATEWAY_SERVICE,
+    gateway_port=GATEWAY_PORT,
+    listen_host="0.0.0.0",
+    listen_port=API_PORT,
+    admin_port=ADMIN_PORT,
+    discovery="STRICT_DNS",
+)
+
+_T = "type.googleapis.com/envoy.extensions."
+
+
+def _stats_listener() -> dict:
+    manager = {
+        "@type": _T + "filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "stats",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "stats",
+            "virtual_hosts": [
+                {
+                    "name": "stats",
+                    "domains": ["*"],
+                    "routes": [
+                        *(
+                            {
+                                "match": {
+                                    "path": path,
+                                    "headers": [
+                                        {"name": ":method", "string_match": {"exact": "GET"}}
+                                    ],
+                                },
+                                "route": {"cluster": "envoy_admin"},
+                            }
+                            for path in PASSED_ADMIN_PATHS
+                        ),
+                        {
+                            "match": {"prefix": "/"},
+                            "direct_response": {
+                                "status": 404,
+                                "body": {"inline_string": "not found"},
+                            },
+                        },
+                    ],
+                }
+            ],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": _T + "filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    return {
+        "name": "stats",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": STATS_PORT}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager",
+                     "typed_config": manager}
+                ]
+            }
+        ],
+    }
+
+
+def _admin_cluster() -> dict:
+    return {
+        "name": "envoy_admin",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": "envoy_admin",
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {
+                                        "address": "127.0.0.1",
+                                        "port_value": ADMIN_PORT,
+                                    }
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def render_k8s() -> dict:
+    """render() for the edge pod, with the stats listener and its admin cluster added."""
+    config = render(K8S_EDGE)
+    config["static_resources"]["listeners"].append(_stats_listener())
+    config["static_resources"]["clusters"].append(_admin_cluster())
+    return config
+
+
+def dumps(config: dict) -> str:
+    return json.dumps(config, indent=2) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only compare, do not write")
+    args = parser.parse_args()
+    text = dumps(render_k8s())
+    if args.check:
+        if not COMMITTED.exists() or COMMITTED.read_text() != text:
+            print(f"{COMMITTED.relative_to(REPO)} is stale: run python -m tools.k8s_envoy",
+                  file=sys.stderr)
+            return 1
+        return 0
+    COMMITTED.parent.mkdir(parents=True, exist_ok=True)
+    COMMITTED.write_text(text)
+    print(COMMITTED.relative_to(REPO))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
