@@ -66,9 +66,13 @@ def _number(data: dict, name: str, kind: type, default):
 
 
 def parse_request(content_type: str, body: bytes) -> SpeechRequest:
-    """The request as OpenAI's clients send it: a JSON object."""
+    """The request as OpenAI's clients send it: a JSON object.
+
+    The body is read as JSON whatever its content type says (``curl -d``
+    labels JSON as a form); only a multipart upload is refused outright.
+    """
     media = content_type.split(";", 1)[0].strip().lower()
-    if media not in ("application/json", ""):
+    if media.startswith("multipart/"):
         raise InvalidArgument(f"content type {media!r} is not accepted: send JSON")
     try:
         data = json.loads(body or b"")

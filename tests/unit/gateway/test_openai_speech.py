@@ -54,6 +54,11 @@ def test_only_json_objects_are_accepted():
     with pytest.raises(InvalidArgument, match="must be an object"):
         parse_request("application/json", b"[]")
     with pytest.raises(InvalidArgument, match="send JSON"):
+        parse_request("multipart/form-data; boundary=x", b"--x--")
+    # curl -d labels its body a form; JSON inside is still read.
+    assert parse_request("application/x-www-form-urlencoded",
+                         b'{"model": "m", "input": "Hi.", "voice": "v"}').voice == "v"
+    with pytest.raises(InvalidArgument, match="not valid JSON"):
         parse_request("text/plain", b"hi")
 
 
