@@ -22,7 +22,7 @@ help:
 	@echo "make triton  - serve triton/model_repo with the bundled tritonserver alone"
 	@echo "make models  - download Spark-TTS-0.5B and the RVC assets (hubert_base.pt, rmvpe.pt) into models/"
 	@echo "make protos  - generate Python stubs and the Envoy descriptor set from protos/"
-	@echo "make bench   - RVC worker scaling: one request vs two at once, 1 and 2 workers"
+	@echo "make bench   - load the stack per scenario and concurrency, RVC worker scaling, in-process baseline (python -m bench --help)"
 	@echo "make lint    - ruff over services/ and tests/ (part of make test)"
 	@echo "make images  - build the four container images (REGISTRY, TAG, TORCH_INDEX_URL); push-images pushes them"
 
@@ -63,7 +63,7 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check services tests triton bench tools
 
 bench: protos
-	$(PY) -m bench.rvc_workers
+	$(PY) -m bench $(BENCH_ARGS)
 
 test: protos lint
 	$(PY) -m pytest

@@ -51,7 +51,8 @@ def stack(tmp_path_factory) -> RunningStack:
     ).with_free_ports()
     supervisor = Supervisor(components.build(config, REPO), run_dir / "logs")
     try:
-        supervisor.start(timeout=120)
+        # Generous: a loaded machine takes longer to bring Triton up; readiness ends the wait.
+        supervisor.start(timeout=300)
         yield RunningStack(config, supervisor)
     finally:
         supervisor.stop(timeout=30)

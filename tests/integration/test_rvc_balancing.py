@@ -45,7 +45,8 @@ def two_rvc_one_gateway(stack, tmp_path):
     specs[1].name = "rvc-b"
     supervisor = Supervisor(specs, tmp_path / "logs")
     try:
-        supervisor.start(timeout=120)
+        # Generous: a loaded machine takes longer to bring Triton up; readiness ends the wait.
+        supervisor.start(timeout=300)
         yield gateway, (rvc_a, rvc_b)
     finally:
         supervisor.stop(timeout=30)

@@ -1,0 +1,246 @@
+"""Writes a run's results: JSON (everything), Markdown (the tables), PNG charts.
+
+``results`` is the dictionary the runner builds (see ``bench/__main__.py``):
+environment, texts version, ``runs`` (stats.summarize rows), ``rvc_workers``,
+``baseline``, ``overhead``, ``stages``, ``procstats``. Targets are evaluated here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# The issue's targets.
+STREAM_TTFA_SHARE = 0.35  # streaming first audio <= 35 % of total, five sentences
+RVC_SCALING = 1.7  # 2 workers >= 1.7x the throughput of 1
+ERROR_FREE_CONCURRENCY = 16
+OVERHEAD_S = 0.010  # serving overhead <= 10 ms p50 vs the in-process baseline
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value * 1000:.0f}"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def rvc_speedup(rows: list[dict]) -> float | None:
+    """Throughput of two concurrent requests on 2 workers over that on 1."""
+    by = {r["workers"]: r for r in rows or []}
+    if 1 not in by or 2 not in by or not by[2]["two"]:
+        return None
+    return by[1]["two"] / by[2]["two"]
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    targets = []
+    runs = results.get("runs", [])
+
+    stream = sorted((r for r in runs if r["scenario"] == "pipeline_stream" and r["ok"]),
+                    key=lambda r: r["concurrency"])
+    if stream:
+        r = stream[0]
+        share = r["ttfa"]["p50"] / r["latency"]["p50"]
+        targets.append({
+            "target": f"streaming TTFA <= {STREAM_TTFA_SHARE:.0%} of total (five sentences)",
+            "status": "PASS" if share <= STREAM_TTFA_SHARE else "MISS",
+            "detail": f"pipeline_stream c={r['concurrency']}: TTFA p50 {_ms(r['ttfa']['p50'])} ms"
+                      f" / total p50 {_ms(r['latency']['p50'])} ms = {share:.0%}",
+        })
+    else:
+        targets.append({"target": "streaming TTFA share", "status": "N/A",
+                        "detail": "pipeline_stream not measured (or no successful request)"})
+
+    speedup = rvc_speedup(results.get("rvc_workers") or [])
+    targets.append({
+        "target": f"RVC 2 workers >= {RVC_SCALING}x throughput of 1",
+        "status": "N/A" if speedup is None else ("PASS" if speedup >= RVC_SCALING else "MISS"),
+        "detail": "not measured" if speedup is None else f"{speedup:.2f}x (two concurrent requests)",
+    })
+
+    at16 = [r for r in runs if r["concurrency"] == ERROR_FREE_CONCURRENCY]
+    errors = sum(r["requests"] - r["ok"] for r in at16)
+    targets.append({
+        "target": f"concurrency {ERROR_FREE_CONCURRENCY}: zero errors",
+        "status": "N/A" if not at16 else ("PASS" if errors == 0 else "MISS"),
+        "detail": (f"concurrency {ERROR_FREE_CONCURRENCY} not measured" if not at16 else
+                   f"{errors} errors in {sum(r['requests'] for r in at16)} requests"),
+    })
+
+    rows = results.get("overhead") or []
+    if not rows:
+        note = (results.get("baseline") or {}).get("note", "baseline not available")
+        targets.append({"target": f"serving overhead <= {OVERHEAD_S * 1000:.0f} ms p50",
+                        "status": "N/A", "detail": note})
+    for row in rows:
+        diffs = [row[m]["diff"] for m in ("ttfa", "latency") if row[m]["diff"] is not None]
+        worst = max(diffs) if diffs else None
+        targets.append({
+            "target": f"serving overhead <= {OVERHEAD_S * 1000:.0f} ms p50 "
+                      f"({row['scenario']} c={row['concurrency']})",
+            "status": "N/A" if worst is None else ("PASS" if worst <= OVERHEAD_S else "MISS"),
+            "detail": f"TTFA +{_ms(row['ttfa']['diff'])} ms, latency +{_ms(row['latency']['diff'])} ms",
+        })
+    return targets
+
+
+def markdown(results: dict) -> str:
+    env = results.get("environment", {})
+    lines = [
+        f"# Benchmark {results.get('stem', '')}",
+        "",
+        f"texts `{results.get('texts_version')}`, target `{results.get('target')}`, "
+        f"{env.get('cpu_count')} CPUs, python {env.get('python')}, torch {env.get('torch')}, "
+        f"commit `{env.get('git_commit')}`",
+        "",
+        "## Latency and throughput (times in ms; RTF = total / audio seconds, median)",
+        "",
+        "| scenario | c | n | ok | errors | TTFA p50 | p95 | p99 | latency p50 | p95 | p99 "
+        "| RTF | req/s | audio s/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results.get("runs", []):
+        errors = ", ".join(f"{k}×{v}" for k, v in r["errors"].items()) or "0"
+        t, lat = r["ttfa"], r["latency"]
+        lines.append(
+            f"| {r['scenario']} | {r['concurrency']} | {r['requests']} | {r['ok']} | {errors} "
+            f"| {_ms(t['p50'])} | {_ms(t['p95'])} | {_ms(t['p99'])} "
+            f"| {_ms(lat['p50'])} | {_ms(lat['p95'])} | {_ms(lat['p99'])} "
+            f"| {_num(r['rtf'])} | {_num(r['requests_per_second'])} "
+            f"| {_num(r['audio_seconds_per_second'])} |")
+
+    stages = results.get("stages") or {}
+    if stages:
+        lines += ["", "## Gateway stage timing (median s, from PipelineTiming)", "",
+                  "| scenario | TTS queue | TTS compute | RVC queue | RVC compute | first audio | total |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, s in stages.items():
+            lines.append(f"| {name} | {_num(s['tts_queue'], 3)} | {_num(s['tts_compute'], 3)} "
+                         f"| {_num(s['rvc_queue'], 3)} | {_num(s['rvc_compute'], 3)} "
+                         f"| {_num(s['first_audio'], 3)} | {_num(s['total'], 3)} |")
+
+    workers = results.get("rvc_workers") or []
+    if workers:
+        lines += ["", "## RVC worker scaling (whole-clip conversion, median s)", "",
+                  "| workers | 1 request | 2 concurrent | throughput (req/s, 2 concurrent) |",
+                  "|---|---|---|---|"]
+        for w in workers:
+            lines.append(f"| {w['workers']} | {w['one']:.2f} | {w['two']:.2f} | {2 / w['two']:.2f} |")
+
+    baseline = results.get("baseline") or {}
+    lines += ["", "## Serving overhead vs in-process baseline", ""]
+    if results.get("overhead"):
+        lines += ["| scenario | c | TTFA p50 stack | baseline | diff | ratio "
+                  "| latency p50 stack | baseline | diff | ratio |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for o in results["overhead"]:
+            t, lat = o["ttfa"], o["latency"]
+            lines.append(
+                f"| {o['scenario']} | {o['concurrency']} | {_ms(t['served_p50'])} "
+                f"| {_ms(t['baseline_p50'])} | {_ms(t['diff'])} | {_num(t['ratio'])} "
+                f"| {_ms(lat['served_p50'])} | {_ms(lat['baseline_p50'])} | {_ms(lat['diff'])} "
+                f"| {_num(lat['ratio'])} |")
+    else:
+        lines.append(f"Not available: {baseline.get('note', 'no baseline')}")
+
+    procs = results.get("procstats") or {}
+    if procs:
+        lines += ["", "## Stack processes per scenario and concurrency (with their children)", "",
+                  "| scenario | c | process | CPU s | peak RSS MiB | processes |",
+                  "|---|---|---|---|---|---|"]
+        for key, per in procs.items():
+            scenario, _, c = key.rpartition("@")
+            for name, p in per.items():
+                lines.append(f"| {scenario} | {c} | {name} | {p['cpu_seconds']:.1f} "
+                             f"| {p['peak_rss_mib']:.0f} | {p['processes']} |")
+
+    lines += ["", "## Targets", "", "| target | result | numbers |", "|---|---|---|"]
+    for t in results.get("targets", []):
+        lines.append(f"| {t['target']} | {t['status']} | {t['detail']} |")
+    if results.get("charts_note"):
+        lines += ["", results["charts_note"]]
+    return "\n".join(lines) + "\n"
+
+
+def charts(results: dict, out_dir: Path, stem: str) -> tuple[list[Path], str | None]:
+    """PNG charts, or none and a note when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [], "Charts skipped: matplotlib is not installed (pip install matplotlib)."
+    written = []
+    runs = results.get("runs", [])
+    scenarios = list(dict.fromkeys(r["scenario"] for r in runs))
+    if scenarios:
+        fig, axes = plt.subplots(1, len(scenarios), figsize=(4 * len(scenarios), 3.5),
+                                 squeeze=False)
+        for ax, name in zip(axes[0], scenarios, strict=True):
+            rows = sorted((r for r in runs if r["scenario"] == name and r["ok"]),
+                          key=lambda r: r["concurrency"])
+            cs = [r["concurrency"] for r in rows]
+            for p in ("p50", "p95", "p99"):
+                ax.plot(cs, [r["latency"][p] * 1000 for r in rows], marker="o", label=f"latency {p}")
+            ax.plot(cs, [r["ttfa"]["p50"] * 1000 for r in rows], marker="x", linestyle="--",
+                    label="TTFA p50")
+            ax.set_title(name)
+            ax.set_xlabel("concurrency")
+            ax.set_ylabel("ms")
+            ax.set_xscale("log", base=2)
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize="small")
+        fig.tight_layout()
+        path = out_dir / f"{stem}-latency.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+    workers = results.get("rvc_workers") or []
+    if workers:
+        fig, ax = plt.subplots(figsize=(4, 3.5))
+        ax.bar([str(w["workers"]) for w in workers], [2 / w["two"] for w in workers])
+        ax.set_xlabel("RVC workers")
+        ax.set_ylabel("conversions/s (2 concurrent)")
+        ax.set_title("RVC throughput vs workers")
+        fig.tight_layout()
+        path = out_dir / f"{stem}-rvc-workers.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+    stages = results.get("stages") or {}
+    if stages:
+        keys = ["tts_queue", "tts_compute", "rvc_queue", "rvc_compute", "first_audio", "total"]
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        width = 0.8 / len(stages)
+        for i, (name, s) in enumerate(stages.items()):
+            ax.bar([k + i * width for k in range(len(keys))], [s[k] for k in keys], width,
+                   label=name)
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(keys))], keys, fontsize="small")
+        ax.set_ylabel("seconds (median)")
+        ax.set_title("Gateway stage timing (stages overlap: sentences are pipelined)")
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        path = out_dir / f"{stem}-stages.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written, None
+
+
+def write_report(results: dict, out_dir: Path, stem: str) -> dict[str, Path | list[Path]]:
+    """``<stem>.json``, ``<stem>.md`` and ``<stem>-*.png`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {**results, "stem": stem}
+    results["targets"] = evaluate_targets(results)
+    pngs, note = charts(results, out_dir, stem)
+    results["charts"] = [p.name for p in pngs]
+    results["charts_note"] = note
+    json_path = out_dir / f"{stem}.json"
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    md_path = out_dir / f"{stem}.md"
+    md_path.write_text(markdown(results))
+    return {"json": json_path, "markdown": md_path, "charts": pngs}
