@@ -98,13 +98,19 @@ def _multipart(content_type: str, body: bytes) -> Form:
     return form
 
 
-def _json(body: bytes) -> Form:
+def json_object(body: bytes) -> dict:
+    """``body`` as a JSON object, or InvalidArgument saying why it is not one."""
     try:
-        data = json.loads(body or b"{}")
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgument("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidArgument("the JSON body must be an object")
+    return data
+
+
+def _json(body: bytes) -> Form:
+    data = json_object(body or b"{}")
     form = Form()
     for name, value in data.items():
         if name in ("reference_audio", "audio"):

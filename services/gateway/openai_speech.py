@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
 from services.gateway.audio_formats import parse_format
+from services.gateway.legacy_http import json_object
 
 MAX_INPUT_CHARS = 4096
 DEFAULT_SAMPLE_RATE = 24_000
@@ -74,12 +75,7 @@ def parse_request(content_type: str, body: bytes) -> SpeechRequest:
     media = content_type.split(";", 1)[0].strip().lower()
     if media.startswith("multipart/"):
         raise InvalidArgument(f"content type {media!r} is not accepted: send JSON")
-    try:
-        data = json.loads(body or b"")
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("the body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise InvalidArgument("the JSON body must be an object")
+    data = json_object(body)
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
         raise InvalidArgument(f"unknown field(s): {', '.join(unknown)}")
