@@ -26,8 +26,11 @@ import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
+from bench import models as bench_models
 from bench import stats
+from bench.layers import breakdown, measure_layers
 from bench.load import run_load
+from bench.models import ModelDirs
 from bench.procstats import ProcessSampler
 from bench.report import write_report
 from bench.scenarios import SCENARIO_TEXT, SCENARIOS, TEXTS, Client, Inputs, load_inputs
@@ -56,13 +59,14 @@ def environment() -> dict:
             "host": socket.gethostname(), "git_commit": commit}
 
 
-def start_stack(run_dir: Path):
+def start_stack(run_dir: Path, models_dir: Path | None = None):
+    """The local stack on free ports, on ``models_dir`` (None: generated tiny models)."""
     from services.stack import components
     from services.stack.config import StackConfig
     from services.stack.supervisor import Supervisor
 
     config = dataclasses.replace(
-        StackConfig(), run_dir=run_dir, models_dir=run_dir / "models",
+        StackConfig.load(), run_dir=run_dir, models_dir=models_dir or run_dir / "models",
         model_repo=REPO / "triton" / "model_repo", descriptor=REPO / "gen" / "voice_v1.pb",
     ).with_free_ports()
     supervisor = Supervisor(components.build(config, REPO), run_dir / "logs")
@@ -86,7 +90,10 @@ def load_baseline():
     return run, "available"
 
 
-async def measure(args, inputs: Inputs, address: str, roots: dict[str, int]) -> dict:
+async def measure(args, inputs: Inputs, address: str, roots: dict[str, int],
+                  ports: dict[str, int] | None = None) -> dict:
+    """The scenarios through the edge at ``address``; then, given the stack's internal
+    ``ports``, the per-layer measurement (bench/layers.py)."""
     client = Client(address)
     runs, procs = [], {}
     try:
@@ -113,16 +120,45 @@ async def measure(args, inputs: Inputs, address: str, roots: dict[str, int]) -> 
         stages = stats.stage_medians(client.stages)
     finally:
         await client.close()
-    return {"runs": runs, "procstats": procs, "stages": stages}
+    layer_rows, layer_note = [], "skipped" if not ports else "skipped (--layer-requests 0)"
+    if ports and args.layer_requests:
+        try:
+            layer_rows = await measure_layers(ports, inputs, args.layer_requests)
+            layer_note = "measured"
+        except Exception as exc:  # keep the scenarios' figures: report it, go on
+            layer_note = f"failed: {type(exc).__name__}: {exc}"
+            print(f"per-layer measurement {layer_note}", flush=True)
+    return {"runs": runs, "procstats": procs, "stages": stages, "layers": layer_rows,
+            "layers_note": layer_note}
+
+
+def baseline_device() -> str:
+    """Where the stack's models run when it picks (SPARK_TTS_DEVICE / RVC_DEVICE auto)."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def baseline_threads() -> int | None:
+    """The local stack's CPU torch threads per stage (it gives Spark TTS and RVC each a
+    share of the cores): the baseline's threads, set process-wide, get the same."""
+    if baseline_device() != "cpu":
+        return None
+    from services.stack.config import StackConfig
+
+    return StackConfig.load().cpu_threads()[0]
 
 
 # The baseline has no HTTP: the edge's stream is compared with the in-process stream.
 BASELINE_SCENARIO = {"http_stream": "pipeline_stream"}
 
 
-async def baselines(args, inputs: Inputs, runs: list[dict]) -> dict:
-    """The in-process baseline on the same inputs (generated tiny models, as the
-    local stack serves), run after the stack has stopped so they do not compete."""
+async def baselines(args, inputs: Inputs, runs: list[dict], dirs: ModelDirs | None) -> dict:
+    """The in-process baseline on the same inputs and the same model files as the
+    local stack (``dirs``; None: generated tiny ones), run after the stack has
+    stopped so they do not compete."""
     if args.no_baseline:
         return {"baseline": {"available": False, "note": "skipped (--no-baseline)"}, "overhead": []}
     if args.api:
@@ -136,7 +172,7 @@ async def baselines(args, inputs: Inputs, runs: list[dict]) -> dict:
 
     rows, overhead, failures = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
-        spark, voices, assets = baseline.generate_tiny_models(Path(tmp))
+        dirs = dirs or bench_models.tiny(Path(tmp))
         for served in runs:
             name = BASELINE_SCENARIO.get(served["scenario"], served["scenario"])
             text = getattr(inputs, SCENARIO_TEXT[served["scenario"]])
@@ -144,9 +180,11 @@ async def baselines(args, inputs: Inputs, runs: list[dict]) -> dict:
                 base_inputs = baseline.BaselineInputs(
                     texts=(text if isinstance(text, str) else inputs.short,),
                     reference=inputs.reference, rvc_clip=inputs.rvc_clip,
-                    spark_model_dir=spark, rvc_voices_dir=voices, rvc_assets_dir=assets,
+                    spark_model_dir=dirs.spark, rvc_voices_dir=dirs.rvc_voices,
+                    rvc_assets_dir=dirs.rvc_assets,
                     seed=inputs.seed, reference_text=inputs.reference_transcript,
-                    rvc_voice=inputs.rvc_voice)
+                    rvc_voice=inputs.rvc_voice, max_tokens=args.max_tokens,
+                    device=baseline_device(), torch_threads=baseline_threads())
                 samples = await run(name, served["concurrency"], served["requests"], base_inputs)
             except Exception as exc:  # optional and written separately: report, go on
                 failures.append(f"{served['scenario']}: {type(exc).__name__}: {exc}")
@@ -195,10 +233,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rvc-f0", default="F0_METHOD_HARVEST",
                         help="f0 method of the worker-scaling measurement")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--max-tokens", type=int,
+                        help="cap on semantic tokens per sentence (50 a second of speech): "
+                             "bounds the work of random-weight models, which never stop early")
+    parser.add_argument("--layer-requests", type=int,
+                        help="requests per layer in the per-layer breakdown at concurrency 1 "
+                             "(default 8, --quick 2; 0 skips it; local stack only)")
+    parser.add_argument("--full-size", action="store_true",
+                        help="serve random-weight models of the real checkpoints' sizes "
+                             "(written once into --models-cache; several GB): real-size "
+                             "compute without the trained weights, e.g. on a GPU host")
+    parser.add_argument("--models-cache", type=Path, default=REPO / ".bench-models",
+                        help="where --full-size writes and keeps its models")
     args = parser.parse_args(argv)
-    quick = ("1,2", 4) if args.quick else ("1,4,16", 16)
+    if args.full_size and args.api:
+        parser.error("--full-size starts a local stack: it cannot be combined with --api")
+    quick = ("1,2", 4, 2) if args.quick else ("1,4,16", 16, 8)
     args.concurrency = args.concurrency or quick[0]
     args.requests = args.requests or quick[1]
+    args.layer_requests = quick[2] if args.layer_requests is None else args.layer_requests
+    if args.max_tokens is not None and not 1 <= args.max_tokens <= 3000:
+        parser.error("--max-tokens must be within 1..3000 (the TTS service's own ceiling)")
+    if args.layer_requests < 0:
+        parser.error("--layer-requests must not be negative")
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
@@ -211,32 +268,49 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     inputs = load_inputs(args.texts)
+    if args.max_tokens is not None:
+        if args.api:  # a stack of someone else's settings: every request says it
+            inputs = dataclasses.replace(inputs, max_tokens=args.max_tokens)
+        else:  # the local stack's TTS service caps every request, as the baseline does
+            os.environ["TTS_MAX_TOKENS"] = str(args.max_tokens)
+    dirs = None
     results = {"environment": environment(), "texts_version": inputs.version,
                "scenario_texts": SCENARIO_TEXT,
                "settings": {"scenarios": args.scenarios, "concurrency": args.concurrency,
-                            "requests": args.requests, "quick": args.quick}}
+                            "requests": args.requests, "quick": args.quick,
+                            "max_tokens": args.max_tokens, "full_size": args.full_size,
+                            "layer_requests": args.layer_requests}}
     if args.api:
         results["target"] = args.api
         results.update(asyncio.run(measure(args, inputs, args.api, {})))
     else:
+        if args.full_size:
+            print(f"full-size random-weight models in {args.models_cache}...", flush=True)
+            dirs = bench_models.full_size(args.models_cache)
         with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
-            print("starting the local stack (generated tiny models)...", flush=True)
-            config, supervisor = start_stack(Path(tmp))
+            print(f"starting the local stack ({'full-size' if dirs else 'generated tiny'} "
+                  "random-weight models)...", flush=True)
+            config, supervisor = start_stack(Path(tmp), dirs.models_dir if dirs else None)
             try:
                 roots = {c.spec.name: c.process.pid for c in supervisor.children}
                 address = f"127.0.0.1:{config.api_port}"
+                ports = {"api": config.api_port, "gateway": config.gateway_port,
+                         "tts": config.tts_port, "rvc": config.rvc_port,
+                         "triton": config.triton_grpc_port}
                 results["target"] = f"local stack {address}"
-                results.update(asyncio.run(measure(args, inputs, address, roots)))
+                results.update(asyncio.run(measure(args, inputs, address, roots, ports)))
             finally:
                 supervisor.stop(timeout=30)
     stem = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H%M%SZ}-{socket.gethostname()}"
     results.update(rvc_workers=[], baseline={"available": False, "note": "not run yet"},
-                   overhead=[])
+                   overhead=[], layer_breakdown=breakdown(results.get("layers", []), []))
     write_report(results, args.out, stem)  # the stack's figures are safe before the rest runs
     if not args.no_rvc_workers:
         results["rvc_workers"] = asyncio.run(rvc_scaling(args.quick, args.rvc_f0))
         write_report(results, args.out, stem)
-    results.update(asyncio.run(baselines(args, inputs, results["runs"])))
+    results.update(asyncio.run(baselines(args, inputs, results["runs"], dirs)))
+    results["layer_breakdown"] = breakdown(results.get("layers", []),
+                                           results["baseline"].get("runs", []))
     paths = write_report(results, args.out, stem)
     print()
     print(paths["markdown"].read_text())

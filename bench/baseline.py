@@ -47,12 +47,13 @@ the target "served throughput >= 0.9x the in-process capacity with the same
 workers" compares the stack's completed requests per second at concurrency
 ``c`` with this number at the same ``c``. ``capacity(samples)`` computes it.
 
-Torch threads: Triton's Python model stubs never call
-``torch.set_num_threads``, so Spark TTS runs with torch's default (one thread
-per core); the RVC service gives each CPU worker ``cpu_count // cpu_workers``
-threads, which for one CPU worker is again every core. The baseline therefore
-leaves torch's default alone (``torch_threads=None``); pass the RVC per-worker
-count to mirror a stack with several CPU workers. The setting is process-wide.
+Torch threads: on the CPU the local stack gives Spark TTS (Triton's Python
+models, through ``OMP_NUM_THREADS``) and the RVC workers each a share of the
+cores (``StackConfig.cpu_threads``, half each by default), since sentences
+are synthesised and converted at the same time. ``python -m bench`` passes
+that share as ``torch_threads``, which is set process-wide here, so each
+request's TTS and RVC work runs on as many threads as in the stack.
+``torch_threads=None`` leaves torch's default (a thread per core).
 
 Models are loaded once per (model folders, device) and kept; with
 ``warmup`` one untimed request of the scenario runs first, as the stack is
@@ -62,6 +63,7 @@ warm when the benchmark measures it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import queue
@@ -101,12 +103,12 @@ class BaselineInputs:
     rvc_voices_dir: Path
     rvc_assets_dir: Path
     seed: int = 1234
-    max_tokens: int | None = None  # None: the tts_gateway's token_cap(text)
+    max_tokens: int | None = None  # lowers token_cap(text) as the service's TTS_MAX_TOKENS does
     reference_text: str = ""
     rvc_voice: str = DEFAULT_RVC_VOICE
     f0_method: str = "pm"
     device: str = "cpu"
-    torch_threads: int | None = None  # None: torch's default, as Triton's stubs run
+    torch_threads: int | None = None  # None: torch's default, a thread per core
     warmup: bool = True
     speaker_cache: bool = True
     sentence_chars: int = 200
@@ -192,7 +194,10 @@ def speak(
     prompt = prompts.cloning_prompt(
         body, global_ids, semantic_ids if transcript else None, transcript
     )
-    cap = inputs.max_tokens or token_cap(body, TtsSettings())
+    # The TTS service's own cap, lowered by max_tokens as TTS_MAX_TOKENS lowers it.
+    settings = TtsSettings() if inputs.max_tokens is None else dataclasses.replace(
+        TtsSettings(), max_tokens=inputs.max_tokens)
+    cap = token_cap(body, settings)
     sampling = SamplingConfig(max_tokens=cap, seed=inputs.seed)
     voice = list(global_ids)
 
@@ -383,13 +388,10 @@ def generate_tiny_models(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
 
 
 def synthetic_clip(seconds: float = 3.0, rate: int = 16_000) -> PcmAudio:
-    """A voiced, syllable-paced harmonic signal standing in for a recording."""
-    t = np.arange(int(seconds * rate)) / rate
-    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
-    syllables = np.clip(np.sin(2 * np.pi * 2.5 * t), 0, None) ** 0.5
-    return PcmAudio((0.25 * voice * syllables / np.max(np.abs(voice))).astype(np.float32), rate)
+    """The stack's demo reference signal (voiced, syllable-paced) standing in for a recording."""
+    from services.stack.models import demo_reference
+
+    return PcmAudio(demo_reference(seconds, rate), rate)
 
 
 def tiny_inputs(root: Path, texts: tuple[str, ...], **overrides) -> BaselineInputs:

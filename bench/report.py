@@ -15,6 +15,9 @@ STREAM_TTFA_SHARE = 0.35  # streaming first audio <= 35 % of total, five sentenc
 RVC_SCALING = 1.7  # 2 workers >= 1.7x the throughput of 1
 ERROR_FREE_CONCURRENCY = 16
 OVERHEAD_S = 0.010  # serving overhead <= 10 ms p50 vs the in-process baseline
+CAPACITY_SHARE = 0.9  # at concurrency 16, >= 0.9x the in-process capacity
+LAYER_NAMES = {"edge": "Envoy (edge)", "gateway": "gateway", "tts_service": "TTS service",
+               "triton": "Triton", "rvc_service": "RVC service", "in_process": "in-process"}
 
 
 def _ms(value: float | None) -> str:
@@ -67,6 +70,20 @@ def evaluate_targets(results: dict) -> list[dict]:
         "detail": (f"concurrency {ERROR_FREE_CONCURRENCY} not measured" if not at16 else
                    f"{errors} errors in {sum(r['requests'] for r in at16)} requests"),
     })
+
+    base_runs = {(r["scenario"], r["concurrency"]): r
+                 for r in (results.get("baseline") or {}).get("runs", [])}
+    for r in at16:
+        base = base_runs.get((r["scenario"], r["concurrency"]))
+        ours, theirs = r.get("requests_per_second"), (base or {}).get("requests_per_second")
+        share = ours / theirs if ours is not None and theirs else None
+        targets.append({
+            "target": f"concurrency {ERROR_FREE_CONCURRENCY}: throughput >= "
+                      f"{CAPACITY_SHARE}x in-process capacity ({r['scenario']})",
+            "status": "N/A" if share is None else ("PASS" if share >= CAPACITY_SHARE else "MISS"),
+            "detail": "no baseline at this level" if share is None else
+                      f"{ours:.2f} req/s served vs {theirs:.2f} in-process = {share:.2f}x",
+        })
 
     rows = results.get("overhead") or []
     if not rows:
@@ -144,6 +161,20 @@ def markdown(results: dict) -> str:
     else:
         lines.append(f"Not available: {baseline.get('note', 'no baseline')}")
 
+    layers = results.get("layer_breakdown") or []
+    if layers:
+        lines += ["", "## Where the time goes: the same request entered at each layer "
+                  "(concurrency 1, p50 ms)", "",
+                  "Each row adds the layer named to the one below it; *adds* is its p50 "
+                  "minus the next layer inward's.", "",
+                  "| operation | compared on | entered at | p50 | adds | ratio | audio s | errors |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in layers:
+            lines.append(
+                f"| {row['operation']} | {row['metric']} | {LAYER_NAMES[row['layer']]} "
+                f"| {_ms(row['p50'])} | {_ms(row['adds'])} | {_num(row['ratio'])} "
+                f"| {_num(row['audio_seconds'])} | {row['errors']} |")
+
     procs = results.get("procstats") or {}
     if procs:
         lines += ["", "## Stack processes per scenario and concurrency (with their children)", "",
@@ -161,6 +192,15 @@ def markdown(results: dict) -> str:
     if results.get("charts_note"):
         lines += ["", results["charts_note"]]
     return "\n".join(lines) + "\n"
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def charts(results: dict, out_dir: Path, stem: str) -> tuple[list[Path], str | None]:
@@ -192,11 +232,7 @@ def charts(results: dict, out_dir: Path, stem: str) -> tuple[list[Path], str | N
             ax.set_xscale("log", base=2)
             ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize="small")
-        fig.tight_layout()
-        path = out_dir / f"{stem}-latency.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"{stem}-latency.png"))
 
     workers = results.get("rvc_workers") or []
     if workers:
@@ -205,11 +241,7 @@ def charts(results: dict, out_dir: Path, stem: str) -> tuple[list[Path], str | N
         ax.set_xlabel("RVC workers")
         ax.set_ylabel("conversions/s (2 concurrent)")
         ax.set_title("RVC throughput vs workers")
-        fig.tight_layout()
-        path = out_dir / f"{stem}-rvc-workers.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"{stem}-rvc-workers.png"))
 
     stages = results.get("stages") or {}
     if stages:
@@ -223,11 +255,27 @@ def charts(results: dict, out_dir: Path, stem: str) -> tuple[list[Path], str | N
         ax.set_ylabel("seconds (median)")
         ax.set_title("Gateway stage timing (stages overlap: sentences are pipelined)")
         ax.legend(fontsize="small")
-        fig.tight_layout()
-        path = out_dir / f"{stem}-stages.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"{stem}-stages.png"))
+    layers = [r for r in results.get("layer_breakdown") or [] if r["p50"] is not None]
+    if layers:
+        operations = list(dict.fromkeys(r["operation"] for r in layers))
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for y, name in enumerate(operations):
+            left = 0.0
+            # Innermost first: the compute, then what each layer outward adds.
+            for row in reversed([r for r in layers if r["operation"] == name]):
+                # Negative additions (noise) draw as nothing; an unmeasured inner layer
+                # leaves the whole rest to the row.
+                width = row["p50"] - left if row["adds"] is None else max(row["adds"], 0.0)
+                ax.barh(y, width * 1000, left=left * 1000, label=LAYER_NAMES[row["layer"]])
+                left += width
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))
+        ax.legend(unique.values(), unique.keys(), fontsize="small")
+        ax.set_yticks(range(len(operations)), operations)
+        ax.set_xlabel("p50 ms, concurrency 1 (each layer's addition stacked)")
+        ax.set_title("Per-layer time breakdown")
+        written.append(_save(fig, out_dir / f"{stem}-layers.png"))
     return written, None
 
 

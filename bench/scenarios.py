@@ -43,6 +43,9 @@ class Inputs:
     rvc_clip: PcmAudio
     rvc_voice: str
     voice_profile: str
+    # --max-tokens, sent in every TTS request: set only against a stack the bench
+    # did not start (a local one is capped through TTS_MAX_TOKENS).
+    max_tokens: int | None = None
 
 
 def load_inputs(path: Path = TEXTS) -> Inputs:
@@ -111,7 +114,10 @@ def failed(code: str, start: float) -> Sample:
 
 
 def sampling(inputs: Inputs) -> tts_pb2.SamplingParams:
-    return tts_pb2.SamplingParams(seed=inputs.seed)
+    # A token cap is sent only against a stack the bench did not start (--api):
+    # a local stack caps every request through TTS_MAX_TOKENS instead, as the
+    # in-process baseline does.
+    return tts_pb2.SamplingParams(seed=inputs.seed, max_tokens=inputs.max_tokens or None)
 
 
 def reference_speaker(inputs: Inputs) -> tts_pb2.SpeakerPrompt:
@@ -119,31 +125,38 @@ def reference_speaker(inputs: Inputs) -> tts_pb2.SpeakerPrompt:
         audio=audio_to_proto(inputs.reference), transcript=inputs.reference_transcript))
 
 
-async def tts(client: Client, inputs: Inputs) -> Sample:
-    """Gateway.Tts (unary): the TTS stage alone, cloning the reference clip."""
-    request = tts_pb2.SynthesizeSpeechRequest(
+def tts_request(inputs: Inputs) -> tts_pb2.SynthesizeSpeechRequest:
+    """The short text, cloning the reference clip."""
+    return tts_pb2.SynthesizeSpeechRequest(
         text=inputs.short, speaker=reference_speaker(inputs), sampling=sampling(inputs))
+
+
+def rvc_request(inputs: Inputs) -> rvc_pb2.ConvertRequest:
+    """The fixed speech-like clip into an untrained voice, PM."""
+    return rvc_pb2.ConvertRequest(
+        params=rvc_pb2.ConversionParams(model=inputs.rvc_voice, f0_method=rvc_pb2.F0_METHOD_PM),
+        audio=audio_to_proto(inputs.rvc_clip))
+
+
+async def unary(method, request) -> Sample:
+    """One unary call whose reply carries ``audio``: first audio = total."""
     start = time.perf_counter()
     try:
-        reply = await client.gateway.Tts(request, timeout=DEADLINE_S)
+        reply = await method(request, timeout=DEADLINE_S)
     except grpc.aio.AioRpcError as exc:
         return failed(exc.code().name, start)
     total = time.perf_counter() - start
     return Sample(True, "OK", total, total, audio_seconds(reply.audio), start)
+
+
+async def tts(client: Client, inputs: Inputs) -> Sample:
+    """Gateway.Tts (unary): the TTS stage alone, cloning the reference clip."""
+    return await unary(client.gateway.Tts, tts_request(inputs))
 
 
 async def rvc(client: Client, inputs: Inputs) -> Sample:
     """Gateway.Rvc (unary): one fixed speech-like clip into an untrained voice, PM."""
-    request = rvc_pb2.ConvertRequest(
-        params=rvc_pb2.ConversionParams(model=inputs.rvc_voice, f0_method=rvc_pb2.F0_METHOD_PM),
-        audio=audio_to_proto(inputs.rvc_clip))
-    start = time.perf_counter()
-    try:
-        reply = await client.gateway.Rvc(request, timeout=DEADLINE_S)
-    except grpc.aio.AioRpcError as exc:
-        return failed(exc.code().name, start)
-    total = time.perf_counter() - start
-    return Sample(True, "OK", total, total, audio_seconds(reply.audio), start)
+    return await unary(client.gateway.Rvc, rvc_request(inputs))
 
 
 def synthesize_request(inputs: Inputs, text: str) -> gateway_pb2.SynthesizeRequest:

@@ -38,8 +38,10 @@ def worker_devices(settings: RvcSettings) -> tuple[str, ...]:
 def pool_config(settings: RvcSettings) -> PoolConfig:
     devices = worker_devices(settings)
     cpu_workers = sum(d == "cpu" for d in devices)
-    # CPU workers share the cores instead of each spawning a thread per core.
-    threads = max(1, (os.cpu_count() or 1) // cpu_workers) if cpu_workers else 0
+    # CPU workers share the cores (or RVC_CPU_THREADS) instead of each spawning a
+    # thread per core.
+    budget = settings.cpu_threads or os.cpu_count() or 1
+    threads = max(1, budget // cpu_workers) if cpu_workers else 0
     return PoolConfig(
         handler="services.rvc.worker:create",
         handler_args={

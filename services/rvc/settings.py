@@ -45,6 +45,9 @@ class RvcSettings:
     workers: int = env_field("RVC_WORKERS", 1)
     # auto: cuda:N round-robin over visible GPUs when CUDA is present, else cpu.
     device: str = "auto"
+    # Torch threads all CPU workers share (each gets its part); 0: every core. Set it
+    # when other compute shares the machine: threads beyond the cores spin and slow all.
+    cpu_threads: int = 0
     # Voices each worker keeps loaded (least recently used is dropped first).
     voice_cache: int = 4
     # Requests waiting for a worker beyond those running; more are refused.
@@ -61,6 +64,8 @@ class RvcSettings:
             self.device == "cuda" or self.device.startswith("cuda:")
         ):
             raise SettingsError(f"RVC_DEVICE={self.device!r}: expected auto, cpu or cuda[:N]")
+        if not 0 <= self.cpu_threads <= 1024:
+            raise SettingsError(f"RVC_CPU_THREADS={self.cpu_threads}: expected 0..1024")
         if not 1 <= self.voice_cache <= 64:
             raise SettingsError(f"RVC_VOICE_CACHE={self.voice_cache}: expected 1..64")
         if not 0 <= self.max_queue <= 10_000:

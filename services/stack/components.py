@@ -101,10 +101,13 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
     (run_dir / "cancel").mkdir(exist_ok=True)
     # Triton's Python models import spark_tts; they run in the run directory so
     # the repository root (with its triton/ folder) is not on their path.
+    tts_threads, rvc_threads = config.cpu_threads()
     triton_env = triton.env(_python_env(repo, {
         "SPARK_TTS_MODEL_DIR": str(spark_dir),
         "SPARK_TTS_CANCEL_DIR": str(run_dir / "cancel"),
         "SPARK_TTS_DEVICE": config.spark_tts_device,
+        # torch in the Python models' stubs takes its CPU thread count from here.
+        "OMP_NUM_THREADS": str(tts_threads),
     }))
     triton_env["PYTHONPATH"] = os.pathsep.join(
         p for p in triton_env["PYTHONPATH"].split(os.pathsep) if Path(p) != repo
@@ -144,7 +147,8 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
         ),
         service_spec(
             repo, "rvc", "RVC", config.rvc_port, config.rvc_metrics_port,
-            {"RVC_MODELS_DIR": str(rvc_voices), "RVC_ASSETS_DIR": str(rvc_assets)},
+            {"RVC_MODELS_DIR": str(rvc_voices), "RVC_ASSETS_DIR": str(rvc_assets),
+             "RVC_CPU_THREADS": str(rvc_threads)},
         ),
         service_spec(
             repo, "gateway", "GATEWAY", config.gateway_port, config.gateway_metrics_port,

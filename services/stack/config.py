@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,11 @@ class StackConfig:
     triton_instances: str = env_field("TRITON_INSTANCES", "")
     # auto: CUDA when a GPU is visible, else CPU; or cpu, cuda, cuda:N.
     spark_tts_device: str = env_field("SPARK_TTS_DEVICE", "auto")
+    # Torch threads of Spark TTS (Triton's Python models) and of the RVC workers when
+    # they run on the CPU; 0: half the cores each. They run at once (sentence k is
+    # converted while k+1 is synthesised): threads beyond the cores spin and slow both.
+    tts_cpu_threads: int = env_field("STACK_TTS_CPU_THREADS", 0)
+    rvc_cpu_threads: int = env_field("STACK_RVC_CPU_THREADS", 0)
     models_dir: Path = env_field("MODELS_DIR", Path("models"))
     descriptor: Path = env_field("VOICE_DESCRIPTOR", Path("gen/voice_v1.pb"))
     run_dir: Path = env_field("STACK_RUN_DIR", Path(".run"))
@@ -60,11 +66,22 @@ class StackConfig:
             "cuda"
         ):
             raise SettingsError(f"SPARK_TTS_DEVICE={self.spark_tts_device!r}: auto, cpu or cuda[:N]")
+        for name, var in (("tts_cpu_threads", "STACK_TTS_CPU_THREADS"),
+                          ("rvc_cpu_threads", "STACK_RVC_CPU_THREADS")):
+            if not 0 <= getattr(self, name) <= 1024:
+                raise SettingsError(f"{var}={getattr(self, name)}: expected 0..1024")
         for name in PORT_FIELDS:
             check_port(name, getattr(self, name))
         ports = [getattr(self, name) for name in PORT_FIELDS]
         if len(set(ports)) != len(ports):
             raise SettingsError(f"the stack's ports must all differ: {ports}")
+
+    def cpu_threads(self) -> tuple[int, int]:
+        """(Spark TTS, RVC) torch threads on the CPU: the settings, else half the cores each."""
+        cores = os.cpu_count() or 1
+        tts = self.tts_cpu_threads or max(1, cores // 2)
+        rvc = self.rvc_cpu_threads or max(1, cores - cores // 2)
+        return tts, rvc
 
     @classmethod
     def load(cls) -> "StackConfig":

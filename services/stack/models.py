@@ -89,24 +89,30 @@ def voices_dir(models_dir: Path, run_dir: Path, generated_rvc: bool) -> Path:
     if own.is_dir() and any(own.glob("*.json")):
         log.info("voices: profiles in %s", own)
         return own.resolve()
-    demo = run_dir / VOICES_DIR
-    demo.mkdir(parents=True, exist_ok=True)
-    soundfile.write(demo / f"{DEMO_VOICE}.wav", _demo_reference(), 16_000, subtype="PCM_16")
+    demo = write_demo_profile(run_dir / VOICES_DIR, DEMO_RVC_MODEL if generated_rvc else "")
+    log.warning("NO VOICE PROFILES under %s: serving the generated profile %r from %s",
+                own, DEMO_VOICE, demo)
+    return demo
+
+
+def write_demo_profile(folder: Path, rvc_model: str = "") -> Path:
+    """``folder`` with the ``demo`` profile: a synthetic reference clip, converted into
+    ``rvc_model`` (with pm, for untrained voices) when one is named."""
+    folder.mkdir(parents=True, exist_ok=True)
+    soundfile.write(folder / f"{DEMO_VOICE}.wav", demo_reference(), 16_000, subtype="PCM_16")
     profile = {
         "description": "generated demo: a synthetic reference clip (no real voice)",
         "reference_audio": f"{DEMO_VOICE}.wav",
         "reference_text": "",
-        "rvc_model": DEMO_RVC_MODEL if generated_rvc else "",
+        "rvc_model": rvc_model,
         # pm: the quickest pitch estimator, for untrained voices that only show the flow.
-        "rvc": {"f0_method": "pm"} if generated_rvc else {},
+        "rvc": {"f0_method": "pm"} if rvc_model else {},
     }
-    (demo / f"{DEMO_VOICE}.json").write_text(json.dumps(profile, indent=2) + "\n")
-    log.warning("NO VOICE PROFILES under %s: serving the generated profile %r from %s",
-                own, DEMO_VOICE, demo)
-    return demo.resolve()
+    (folder / f"{DEMO_VOICE}.json").write_text(json.dumps(profile, indent=2) + "\n")
+    return folder.resolve()
 
 
-def _demo_reference(seconds: float = 3.0, rate: int = 16_000) -> np.ndarray:
+def demo_reference(seconds: float = 3.0, rate: int = 16_000) -> np.ndarray:
     """A voiced, syllable-paced harmonic signal standing in for a reference recording."""
     t = np.arange(int(seconds * rate)) / rate
     f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)

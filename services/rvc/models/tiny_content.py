@@ -58,26 +58,64 @@ _TO_FAIRSEQ: tuple[tuple[str, str], ...] = (
 )
 
 
-def tiny_hubert_config() -> HubertConfig:
-    """The tiny model's HubertConfig."""
+# HuBERT base as RVC ships it (hubert_base.pt / a transformers hubert_base/ folder):
+# 12 post-LN layers of width 768, 12 heads, FFN 3072, GELU; a 7-layer conv feature
+# extractor of 512 channels without bias, group norm on its first layer only;
+# positional conv of kernel 128 in 16 groups; final_proj 768 -> 256 (read by v1 voices).
+# Source: the HuBERT paper's BASE setup and fairseq's hubert_base.pt metadata
+# (conv_feature_layers "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2", conv_pos 128,
+# conv_pos_groups 16, final_dim 256); 94,567,808 parameters (+768 masked_spec_embed in
+# the real file), which at fp16 fits the 189,206,711-byte hubert_base/pytorch_model.bin.
+_FULL_CONV_DIM = (512,) * 7
+_FULL_HEADS = 12
+_FULL_FFN = 3072
+_FULL_POS_KERNEL = 128
+_FULL_POS_GROUPS = 16
+
+SIZES = ("tiny", "full")
+
+
+def _config(heads: int, ffn: int, conv_dim: tuple[int, ...], pos_kernel: int,
+            pos_groups: int) -> HubertConfig:
+    # HubertConfig's defaults are HuBERT base's: GELU, group norm on the first conv
+    # layer only, no conv bias, post-LN layers.
     return HubertConfig(
         hidden_size=768,
         num_hidden_layers=12,
-        num_attention_heads=_HEADS,
-        intermediate_size=_FFN,
-        conv_dim=_CONV_DIM,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        conv_dim=conv_dim,
         conv_kernel=_CONV_KERNEL,
         conv_stride=_CONV_STRIDE,
-        num_conv_pos_embeddings=_POS_KERNEL,
-        num_conv_pos_embedding_groups=_POS_GROUPS,
+        num_conv_pos_embeddings=pos_kernel,
+        num_conv_pos_embedding_groups=pos_groups,
         classifier_proj_size=256,
         mask_time_prob=0.0,
     )
 
 
-def _tiny_weights(seed: int) -> dict[str, torch.Tensor]:
+def full_hubert_config() -> HubertConfig:
+    """The real HuBERT-base layout (random weights), as RVC's content encoder reads it."""
+    return _config(_FULL_HEADS, _FULL_FFN, _FULL_CONV_DIM, _FULL_POS_KERNEL, _FULL_POS_GROUPS)
+
+
+def hubert_config(size: str = "tiny") -> HubertConfig:
+    """The HubertConfig the writer uses for ``size`` ("tiny" or "full")."""
+    if size == "tiny":
+        return tiny_hubert_config()
+    if size == "full":
+        return full_hubert_config()
+    raise ValueError(f"unknown model size {size!r}, expected one of {SIZES}")
+
+
+def tiny_hubert_config() -> HubertConfig:
+    """The tiny model's HubertConfig."""
+    return _config(_HEADS, _FFN, _CONV_DIM, _POS_KERNEL, _POS_GROUPS)
+
+
+def _tiny_weights(seed: int, size: str = "tiny") -> dict[str, torch.Tensor]:
     """HubertModel weights plus final_proj, named as the WebUI's transformers export, fp16."""
-    config = tiny_hubert_config()
+    config = hubert_config(size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = HubertModel(config)
@@ -87,11 +125,13 @@ def _tiny_weights(seed: int) -> dict[str, torch.Tensor]:
     return weights
 
 
-def write_tiny_hubert(directory: Path, seed: int = 0) -> None:
-    """Write a transformers-format tiny HuBERT (config, preprocessor config, safetensors)."""
+def write_tiny_hubert(directory: Path, seed: int = 0, size: str = "tiny") -> None:
+    """Write a transformers-format HuBERT (config, preprocessor config, safetensors).
+
+    ``size="full"`` writes the real HuBERT-base shapes (about 189 MB at fp16)."""
+    config = hubert_config(size)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    config = tiny_hubert_config()
     config.architectures = ["HubertModelWithFinalProj"]
     (directory / "config.json").write_text(config.to_json_string())
     preprocessor = {
@@ -104,7 +144,9 @@ def write_tiny_hubert(directory: Path, seed: int = 0) -> None:
         "sampling_rate": 16000,
     }
     (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
-    save_file(_tiny_weights(seed), str(directory / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        _tiny_weights(seed, size), str(directory / "model.safetensors"), metadata={"format": "pt"}
+    )
 
 
 def _fairseq_name(name: str) -> str:

@@ -1,12 +1,14 @@
-"""Writes tiny random-weight RVC voices in the real WebUI file format, for tests.
+"""Writes random-weight RVC voices in the real WebUI file format, for tests and benchmarks.
 
-Widths are tiny, but the upsampling layout (hence hop length) is the real one for the
-version and sample rate, and the file has every field and key name a real voice has.
+Tiny voices have tiny widths, but the upsampling layout (hence hop length) is the real one
+for the version and sample rate, and the file has every field and key name a real voice
+has. Full-size voices have the real config list, hence the real shapes and parameter count.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,10 +28,31 @@ _LAYOUTS: dict[tuple[str, int], tuple[list[int], list[int]]] = {
 }
 
 TINY_INFO = "untrained generated test voice (random weights, tiny widths); not a real voice"
+FULL_INFO = "untrained generated benchmark voice (random weights, real sizes); not a real voice"
+
+SIZES = ("tiny", "full")
+# Real speaker-table rows and speaker-conditioning width of every WebUI voice.
+_FULL_SPEAKERS = 109
+_FULL_GIN = 256
 
 
-def tiny_config(version: str, sample_rate: int, speakers: int = 4) -> SynthesizerConfig:
-    """A valid config with tiny widths and the real upsampling layout."""
+@dataclass(frozen=True)
+class _Widths:
+    inter: int  # inter_channels (and hidden_channels)
+    filter: int  # filter_channels
+    layers: int  # n_layers of the text encoder
+    upsample_initial: int
+    gin: int  # speaker-conditioning width
+
+
+_TINY = _Widths(inter=16, filter=32, layers=2, upsample_initial=64, gin=16)
+# The real list (the WebUI's extract_small_model in infer/lib/train/process_ckpt.py,
+# which agrees with the "model" sections of configs/v1/*.json and configs/v2/*.json).
+_FULL = _Widths(inter=192, filter=768, layers=6, upsample_initial=512, gin=_FULL_GIN)
+
+
+def _config(version: str, sample_rate: int, widths: _Widths, speakers: int) -> SynthesizerConfig:
+    """The config list a voice file stores, with the real layout for version and rate."""
     if (version, sample_rate) not in _LAYOUTS:
         raise ValueError(f"no RVC layout for version {version!r} at {sample_rate} Hz")
     rates, kernels = _LAYOUTS[(version, sample_rate)]
@@ -38,24 +61,43 @@ def tiny_config(version: str, sample_rate: int, speakers: int = 4) -> Synthesize
         [
             spec_channels,
             32,  # segment_size, as the WebUI writes it
-            16,  # inter_channels
-            16,  # hidden_channels
-            32,  # filter_channels
+            widths.inter,  # inter_channels
+            widths.inter,  # hidden_channels
+            widths.filter,  # filter_channels
             2,  # n_heads
-            2,  # n_layers
+            widths.layers,  # n_layers
             3,  # kernel_size
-            0,  # p_dropout
+            0,  # p_dropout, as written to the file
             "1",
             [3, 7, 11],
             [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
             rates,
-            64,  # upsample_initial_channel
+            widths.upsample_initial,
             kernels,
             speakers,
-            16,  # gin_channels
+            widths.gin,
             sample_rate,
         ]
     )
+
+
+def tiny_config(version: str, sample_rate: int, speakers: int = 4) -> SynthesizerConfig:
+    """A valid config with tiny widths and the real upsampling layout."""
+    return _config(version, sample_rate, _TINY, speakers)
+
+
+def full_config(version: str, sample_rate: int) -> SynthesizerConfig:
+    """The config list the WebUI writes into a real voice of this version and rate."""
+    return _config(version, sample_rate, _FULL, _FULL_SPEAKERS)
+
+
+def voice_config(version: str, sample_rate: int, size: str = "tiny") -> SynthesizerConfig:
+    """The config the writer uses for ``size`` ("tiny" or "full")."""
+    if size == "tiny":
+        return tiny_config(version, sample_rate)
+    if size == "full":
+        return full_config(version, sample_rate)
+    raise ValueError(f"unknown model size {size!r}, expected one of {SIZES}")
 
 
 def _randomize(model: torch.nn.Module, gen: torch.Generator) -> None:
@@ -79,10 +121,17 @@ def _randomize(model: torch.nn.Module, gen: torch.Generator) -> None:
 
 
 def write_tiny_voice(
-    path: Path, version: str, pitch_guided: bool, sample_rate: int = 40000, seed: int = 0
+    path: Path,
+    version: str,
+    pitch_guided: bool,
+    sample_rate: int = 40000,
+    seed: int = 0,
+    size: str = "tiny",
 ) -> None:
-    """Writes a real-format voice file (fp16 weights, weight_g/weight_v keys) at ``path``."""
-    config = tiny_config(version, sample_rate)
+    """Writes a real-format voice file (fp16 weights, weight_g/weight_v keys) at ``path``.
+
+    ``size="full"`` uses the real WebUI config (about 55-58 MB per file)."""
+    config = voice_config(version, sample_rate, size)
     gen = torch.Generator().manual_seed(seed)
     model = synthesizer_class(version, pitch_guided)(config)
     _randomize(model, gen)
@@ -90,7 +139,7 @@ def write_tiny_voice(
     ckpt = {
         "weight": weights,
         "config": config.to_list(),
-        "info": TINY_INFO,
+        "info": TINY_INFO if size == "tiny" else FULL_INFO,
         "sr": f"{sample_rate // 1000}k",
         "f0": int(pitch_guided),
         "version": version,

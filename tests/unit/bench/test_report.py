@@ -9,6 +9,15 @@ from bench import stats
 from bench.report import evaluate_targets, write_report
 from bench.samples import Sample
 
+LAYERS = [
+    {"operation": "tts", "layer": "edge", "metric": "latency", "p50": 1.02, "adds": 0.01,
+     "ratio": 1.01, "audio_seconds": 2.0, "errors": 0, "inner": "gateway"},
+    {"operation": "tts", "layer": "gateway", "metric": "latency", "p50": 1.01, "adds": 0.01,
+     "ratio": 1.01, "audio_seconds": 2.0, "errors": 0, "inner": "in_process"},
+    {"operation": "tts", "layer": "in_process", "metric": "latency", "p50": 1.0, "adds": None,
+     "ratio": None, "audio_seconds": 2.0, "errors": 0, "inner": None},
+]
+
 
 def results(stream_ttfa=0.3, errors_at_16=0, rvc_two=(2.0, 1.1)):
     ok = [Sample(True, "OK", stream_ttfa, 1.0, 2.0, float(i)) for i in range(4)]
@@ -26,6 +35,7 @@ def results(stream_ttfa=0.3, errors_at_16=0, rvc_two=(2.0, 1.1)):
                                                         "processes": 1}}},
         "baseline": {"available": False, "note": "bench/baseline.py not importable"},
         "overhead": [],
+        "layer_breakdown": LAYERS,
     }
 
 
@@ -34,7 +44,10 @@ def test_targets_pass_and_miss_on_the_numbers():
     assert set(targets.values()) == {"PASS", "N/A"}
     missed = evaluate_targets(results(stream_ttfa=0.5, errors_at_16=1, rvc_two=(2.0, 1.5)))
     assert [t["status"] for t in missed[:3]] == ["MISS", "MISS", "MISS"]
-    assert missed[3]["status"] == "N/A" and "baseline" in missed[3]["detail"]
+    by_name = {t["target"]: t for t in missed}
+    capacity = by_name["concurrency 16: throughput >= 0.9x in-process capacity (pipeline_stream)"]
+    assert capacity["status"] == "N/A" and "no baseline" in capacity["detail"]
+    assert missed[-1]["status"] == "N/A" and "baseline" in missed[-1]["detail"]
 
 
 def test_overhead_target_uses_p50_differences():
@@ -56,12 +69,13 @@ def test_report_writes_json_markdown_and_charts(tmp_path):
     text = paths["markdown"].read_text()
     assert "| pipeline_stream | 16 | 4 | 4 | 0 |" in text
     assert "## Targets" in text and "RVC worker scaling" in text
+    assert "| tts | latency | Envoy (edge) | 1020 | 10 | 1.01 | 2.00 | 0 |" in text
     if importlib.util.find_spec("matplotlib") is None:
         assert paths["charts"] == [] and "matplotlib" in saved["charts_note"]
     else:
         assert {p.name for p in paths["charts"]} == {
             "2026-01-01-host-latency.png", "2026-01-01-host-rvc-workers.png",
-            "2026-01-01-host-stages.png"}
+            "2026-01-01-host-stages.png", "2026-01-01-host-layers.png"}
         assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths["charts"])
 
 
@@ -86,3 +100,17 @@ def test_rvc_target_not_measured(rows):
     data = results()
     data["rvc_workers"] = rows
     assert evaluate_targets(data)[1]["status"] == "N/A"
+
+
+def test_capacity_target_compares_served_with_in_process_throughput():
+    data = results()
+    served = data["runs"][1]  # pipeline_stream at 16: 4 requests in 4 s
+    fast = [Sample(True, "OK", 0.3, 1.0, 2.0, float(i) / 2) for i in range(4)]
+    data["baseline"] = {"available": True, "note": "available",
+                        "runs": [stats.summarize("pipeline_stream", 16, fast, 2.0)]}
+    target = [t for t in evaluate_targets(data) if "capacity" in t["target"]]
+    assert [t["status"] for t in target] == ["MISS"]  # 1.0 req/s vs 2.0 = 0.5x
+    assert "0.50x" in target[0]["detail"]
+    data["baseline"]["runs"] = [stats.summarize("pipeline_stream", 16, fast, 4.2)]
+    assert [t["status"] for t in evaluate_targets(data) if "capacity" in t["target"]] == ["PASS"]
+    assert served["requests_per_second"] == 1.0
