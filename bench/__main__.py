@@ -1,12 +1,15 @@
 """make bench: load the stack through its public edge and write a report.
 
     python -m bench [--api HOST:PORT] [--scenarios tts,rvc,...] [--concurrency 1,4,16]
-                    [--requests 16] [--out bench/results] [--quick]
+                    [--requests 16] [--out bench/results] [--quick] [--max-tokens N]
+                    [--full-size] [--layer-requests N]
 
 Without --api, starts the local stack (tiny generated models, free ports, a
 temporary run directory) exactly as `make run` does, and measures each stack
-process's CPU and memory too. Then the RVC worker-scaling measurement
-(bench/rvc_workers.py) runs on its own, with the stack stopped.
+process's CPU and memory too, and enters the same requests at each layer
+(bench/layers.py). Then the RVC worker-scaling measurement
+(bench/rvc_workers.py) and the in-process baseline (bench/baseline.py) run
+on their own, with the stack stopped.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import inspect
 import logging
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -36,6 +41,9 @@ from bench.report import write_report
 from bench.scenarios import SCENARIO_TEXT, SCENARIOS, TEXTS, Client, Inputs, load_inputs
 
 REPO = Path(__file__).resolve().parents[1]
+# Semantic tokens per sentence on the local stack (2 s of speech): its models are
+# random weights, which run every sentence to the service's cap otherwise.
+LOCAL_MAX_TOKENS = 100
 
 
 def environment() -> dict:
@@ -76,6 +84,13 @@ def start_stack(run_dir: Path, models_dir: Path | None = None):
         supervisor.stop(timeout=30)
         raise
     return config, supervisor
+
+
+def watch(supervisor, stop: threading.Event) -> None:
+    try:
+        supervisor.watch(stop)
+    except Exception as exc:  # a process that keeps dying: the run goes on, with errors
+        print(f"stack: {exc}", flush=True)
 
 
 def load_baseline():
@@ -234,8 +249,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="f0 method of the worker-scaling measurement")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--max-tokens", type=int,
-                        help="cap on semantic tokens per sentence (50 a second of speech): "
-                             "bounds the work of random-weight models, which never stop early")
+                        help="cap on semantic tokens per sentence (50 a second of speech); "
+                             f"default {LOCAL_MAX_TOKENS} on the local stack, whose random-weight "
+                             "models never predict the end of speech, none with --api; 0: no cap")
     parser.add_argument("--layer-requests", type=int,
                         help="requests per layer in the per-layer breakdown at concurrency 1 "
                              "(default 8, --quick 2; 0 skips it; local stack only)")
@@ -252,8 +268,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.concurrency = args.concurrency or quick[0]
     args.requests = args.requests or quick[1]
     args.layer_requests = quick[2] if args.layer_requests is None else args.layer_requests
-    if args.max_tokens is not None and not 1 <= args.max_tokens <= 3000:
-        parser.error("--max-tokens must be within 1..3000 (the TTS service's own ceiling)")
+    if args.max_tokens is None:
+        args.max_tokens = None if args.api else LOCAL_MAX_TOKENS
+    elif args.max_tokens == 0:
+        args.max_tokens = None
+    elif not 1 <= args.max_tokens <= 3000:
+        parser.error("--max-tokens must be within 1..3000 (the TTS service's own ceiling), "
+                     "or 0 for none")
     if args.layer_requests < 0:
         parser.error("--layer-requests must not be negative")
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -264,7 +285,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    # SystemExit unwinds through the `finally` that stops the stack: a terminated
+    # run leaves no Triton stubs or shared-memory segments behind.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     inputs = load_inputs(args.texts)
@@ -291,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"starting the local stack ({'full-size' if dirs else 'generated tiny'} "
                   "random-weight models)...", flush=True)
             config, supervisor = start_stack(Path(tmp), dirs.models_dir if dirs else None)
+            # As under `make run` (and Kubernetes): a process that dies is restarted.
+            stop_watching = threading.Event()
+            watcher = threading.Thread(target=watch, args=(supervisor, stop_watching),
+                                       name="bench-watch", daemon=True)
+            watcher.start()
             try:
                 roots = {c.spec.name: c.process.pid for c in supervisor.children}
                 address = f"127.0.0.1:{config.api_port}"
@@ -300,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
                 results["target"] = f"local stack {address}"
                 results.update(asyncio.run(measure(args, inputs, address, roots, ports)))
             finally:
+                stop_watching.set()
+                watcher.join(timeout=15)
                 supervisor.stop(timeout=30)
+                results["restarts"] = {c.spec.name: c.starts - 1 for c in supervisor.children
+                                       if c.starts > 1}
     stem = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H%M%SZ}-{socket.gethostname()}"
     results.update(rvc_workers=[], baseline={"available": False, "note": "not run yet"},
                    overhead=[], layer_breakdown=breakdown(results.get("layers", []), []))

@@ -186,6 +186,12 @@ def markdown(results: dict) -> str:
                 lines.append(f"| {scenario} | {c} | {name} | {p['cpu_seconds']:.1f} "
                              f"| {p['peak_rss_mib']:.0f} | {p['processes']} |")
 
+    restarts = results.get("restarts") or {}
+    if restarts:
+        lines += ["", "**Processes that died and were restarted during the run:** "
+                  + ", ".join(f"{name} ×{count}" for name, count in restarts.items())
+                  + " (see the errors above)."]
+
     lines += ["", "## Targets", "", "| target | result | numbers |", "|---|---|---|"]
     for t in results.get("targets", []):
         lines.append(f"| {t['target']} | {t['status']} | {t['detail']} |")

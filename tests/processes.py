@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
+
+
+def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; reaped either way."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def running(pid: int) -> bool:

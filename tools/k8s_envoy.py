@@ -1,4 +1,5 @@
-"""The edge's Envoy configuration for Kubernetes: k8s/base/edge/envoy.json.
+"""The edge's Envoy configurations for Kubernetes: k8s/base/edge/envoy.json, and
+k8s/overlays/gpu/envoy.json, the same with TLS and JWT authentication.
 
 The edge pods run Envoy alone; the gateway pods sit behind the headless
 Service ``gateway``, which Envoy resolves with STRICT_DNS (the short name, in
@@ -10,24 +11,32 @@ on STATS_PORT passes two read-only admin paths through, ``GET /stats/prometheus`
 (for Prometheus) and ``GET /ready`` (the kubelet's readiness probe: 503 once
 Envoy drains), and answers 404 to anything else.
 
-    python -m tools.k8s_envoy            rewrite k8s/base/edge/envoy.json
-    python -m tools.k8s_envoy --check    exit 1 when the committed file is stale
+The gpu overlay's edge terminates TLS with the certificate of the Secret
+``edge-tls`` (type kubernetes.io/tls) and checks bearer tokens against the
+JWKS in the Secret ``edge-jwks`` (key ``jwks.json``); the overlay mounts both
+at TLS_DIR and JWKS_DIR (docs/security.md says how to create them).
 
-tests/unit/deploy/test_k8s.py fails when the committed file differs from
-``render_k8s()``, so the file cannot drift from the code.
+    python -m tools.k8s_envoy            rewrite both files
+    python -m tools.k8s_envoy --check    exit 1 when a committed file is stale
+
+tests/unit/deploy/test_k8s.py fails when a committed file differs from
+``render_k8s()``, so the files cannot drift from the code.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from services.gateway.edge_security import EdgeJwt, EdgeTls
 from services.gateway.envoy import EdgeConfig, render
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "k8s" / "base" / "edge" / "envoy.json"
+SECURE_COMMITTED = REPO / "k8s" / "overlays" / "gpu" / "envoy.json"
 
 # Where the gateway image puts the descriptor set (`make protos` output).
 DESCRIPTOR = Path("/app/gen/voice_v1.pb")
@@ -49,6 +58,22 @@ K8S_EDGE = EdgeConfig(
     admin_port=ADMIN_PORT,
     discovery="STRICT_DNS",
 )
+
+# Where the gpu overlay mounts the Secrets edge-tls and edge-jwks.
+TLS_DIR = Path("/etc/edge-tls")
+JWKS_DIR = Path("/etc/edge-jwks")
+# The audience a token must name: this API's, chosen here; tokens for other
+# services of the same issuer are refused. Set JWT_ISSUER to pin the issuer too.
+JWT_AUDIENCE = "voice-pipeline"
+JWT_ISSUER = ""
+
+K8S_SECURE_EDGE = dataclasses.replace(
+    K8S_EDGE,
+    tls=EdgeTls(cert=TLS_DIR / "tls.crt", key=TLS_DIR / "tls.key"),
+    jwt=EdgeJwt(jwks=JWKS_DIR / "jwks.json", issuer=JWT_ISSUER, audiences=(JWT_AUDIENCE,)),
+)
+# What each committed file holds.
+COMMITTED_EDGES = {COMMITTED: K8S_EDGE, SECURE_COMMITTED: K8S_SECURE_EDGE}
 
 _T = "type.googleapis.com/envoy.extensions."
 
@@ -136,9 +161,9 @@ def _admin_cluster() -> dict:
     }
 
 
-def render_k8s() -> dict:
+def render_k8s(edge: EdgeConfig = K8S_EDGE) -> dict:
     """render() for the edge pod, with the stats listener and its admin cluster added."""
-    config = render(K8S_EDGE)
+    config = render(edge)
     config["static_resources"]["listeners"].append(_stats_listener())
     config["static_resources"]["clusters"].append(_admin_cluster())
     return config
@@ -152,17 +177,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare, do not write")
     args = parser.parse_args()
-    text = dumps(render_k8s())
-    if args.check:
-        if not COMMITTED.exists() or COMMITTED.read_text() != text:
-            print(f"{COMMITTED.relative_to(REPO)} is stale: run python -m tools.k8s_envoy",
-                  file=sys.stderr)
-            return 1
-        return 0
-    COMMITTED.parent.mkdir(parents=True, exist_ok=True)
-    COMMITTED.write_text(text)
-    print(COMMITTED.relative_to(REPO))
-    return 0
+    stale = 0
+    for path, edge in COMMITTED_EDGES.items():
+        text = dumps(render_k8s(edge))
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                print(f"{path.relative_to(REPO)} is stale: run python -m tools.k8s_envoy",
+                      file=sys.stderr)
+                stale = 1
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(path.relative_to(REPO))
+    return stale
 
 
 if __name__ == "__main__":

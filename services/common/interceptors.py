@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from services.common.errors import to_status
+from services.common.errors import InvalidArgument, to_status
 from services.common.metrics import ServerMetrics, split_method
 from services.common.request_context import (
     REQUEST_ID_HEADER,
@@ -84,12 +85,55 @@ class _CallScope:
         )
 
 
-def _wrap_unary_response(metrics: ServerMetrics, full_method: str, behavior: Callable) -> Callable:
+class _Undecodable:
+    """A request message that did not parse; the call fails with INVALID_ARGUMENT when it is read.
+
+    grpc.aio itself would answer UNKNOWN, outside the interceptor's reach.
+    """
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable | None) -> Callable | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return _Undecodable(exc)
+
+    return deserialize
+
+
+def _parsed(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(
+            f"the request cannot be parsed ({request.error}); string fields must be valid UTF-8"
+        )
+    return request
+
+
+async def _parsed_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _parsed(request)
+
+
+def _requests(request: Any, streaming: bool) -> Any:
+    """The request (or stream of them) as the servicer reads it; undecodable ones raise."""
+    return _parsed_stream(request) if streaming else _parsed(request)
+
+
+def _wrap_unary_response(
+    metrics: ServerMetrics, full_method: str, behavior: Callable, streaming: bool
+) -> Callable:
     async def handle(request: Any, context: Any) -> Any:
         scope = _CallScope(metrics, full_method, context)
         scope.enter()
         try:
-            return await behavior(request, context)
+            return await behavior(_requests(request, streaming), context)
         except BaseException as exc:  # noqa: BLE001 - mapped to a status, then re-raised
             await scope.fail(exc)
         finally:
@@ -98,12 +142,14 @@ def _wrap_unary_response(metrics: ServerMetrics, full_method: str, behavior: Cal
     return handle
 
 
-def _wrap_stream_response(metrics: ServerMetrics, full_method: str, behavior: Callable) -> Callable:
+def _wrap_stream_response(
+    metrics: ServerMetrics, full_method: str, behavior: Callable, streaming: bool
+) -> Callable:
     async def handle(request: Any, context: Any) -> AsyncIterator[Any]:
         scope = _CallScope(metrics, full_method, context)
         scope.enter()
         try:
-            result = behavior(request, context)
+            result = behavior(_requests(request, streaming), context)
             if inspect.isasyncgen(result):
                 async for response in result:
                     yield response
@@ -131,19 +177,19 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
         codec = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            behavior = _wrap_unary_response(self._metrics, method, handler.unary_unary)
+            behavior = _wrap_unary_response(self._metrics, method, handler.unary_unary, False)
             return grpc.unary_unary_rpc_method_handler(behavior, **codec)
         if handler.stream_unary:
-            behavior = _wrap_unary_response(self._metrics, method, handler.stream_unary)
+            behavior = _wrap_unary_response(self._metrics, method, handler.stream_unary, True)
             return grpc.stream_unary_rpc_method_handler(behavior, **codec)
         if handler.unary_stream:
-            behavior = _wrap_stream_response(self._metrics, method, handler.unary_stream)
+            behavior = _wrap_stream_response(self._metrics, method, handler.unary_stream, False)
             return grpc.unary_stream_rpc_method_handler(behavior, **codec)
-        behavior = _wrap_stream_response(self._metrics, method, handler.stream_stream)
+        behavior = _wrap_stream_response(self._metrics, method, handler.stream_stream, True)
         return grpc.stream_stream_rpc_method_handler(behavior, **codec)
 
 

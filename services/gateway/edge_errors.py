@@ -284,12 +284,27 @@ def errors_lua() -> str:
     )
 
 
-def _error_format(status: str) -> dict:
+def error_format(status: str) -> dict:
+    """A local reply's body in the error shape, naming gRPC code ``status``."""
     return {
         "json_format": {
             "error": {"code": "%RESPONSE_CODE%", "message": "%LOCAL_REPLY_BODY%", "status": status}
         },
         "content_type": "application/json",
+    }
+
+
+def not_grpc_filter() -> dict:
+    """Matches requests whose content type is not gRPC (a missing one is not)."""
+    return {
+        "header_filter": {
+            "header": {
+                "name": "content-type",
+                "string_match": {"prefix": "application/grpc"},
+                "treat_missing_header_as_empty": True,
+                "invert_match": True,
+            }
+        }
     }
 
 
@@ -302,16 +317,7 @@ def local_reply_config() -> dict:
     a reply a transcoded request already carries the gRPC content type and is
     left to the Lua filter. A request with no content type is not gRPC.
     """
-    not_grpc = {
-        "header_filter": {
-            "header": {
-                "name": "content-type",
-                "string_match": {"prefix": "application/grpc"},
-                "treat_missing_header_as_empty": True,
-                "invert_match": True,
-            }
-        }
-    }
+    not_grpc = not_grpc_filter()
 
     def status_is(op: str, value: int) -> dict:
         return {
@@ -326,14 +332,14 @@ def local_reply_config() -> dict:
     mappers = [
         {
             "filter": {"and_filter": {"filters": [status_is("EQ", code), not_grpc]}},
-            "body_format_override": _error_format(name),
+            "body_format_override": error_format(name),
         }
         for code, name in HTTP_STATUS_NAMES.items()
     ]
     mappers.append(
         {
             "filter": {"and_filter": {"filters": [status_is("GE", 400), not_grpc]}},
-            "body_format_override": _error_format("UNKNOWN"),
+            "body_format_override": error_format("UNKNOWN"),
         }
     )
     return {"mappers": mappers}

@@ -6,7 +6,8 @@ voice.v1 protos (grpc_json_transcoder over the generated descriptor set).
 Anything else gets a 404; the admin interface listens on loopback only.
 
 Every error a REST client gets has one JSON shape; services.gateway.edge_errors
-says how.
+says how. TLS, JWT authentication and CORS are off unless configured;
+services.gateway.edge_security says how each works.
 
 Deadlines: a REST client's ``grpc-timeout`` request header (``grpc-timeout: 500m``)
 passes through the transcoder to the gateway, where it is the call's deadline
@@ -28,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.server import MAX_MESSAGE_BYTES
-from services.gateway import edge_errors
+from services.gateway import edge_errors, edge_security
+from services.gateway.edge_security import EdgeJwt, EdgeTls
 
 _T = "type.googleapis.com/envoy.extensions."
 # The public API, its health, and reflection so that clients such as grpcurl
@@ -42,10 +44,13 @@ PUBLIC_GRPC_PREFIXES = (
 TRANSCODED_SERVICES = ("voice.v1.Gateway",)
 # The largest gRPC message, as JSON: base64 makes audio bytes a third longer.
 MAX_BODY_BYTES = MAX_MESSAGE_BYTES * 3 // 2
+# No credential ever reaches the access log: no authorization or cookie header,
+# no query string, no token claims (tests/unit/gateway/test_envoy_security.py).
 ACCESS_LOG_FIELDS = {
     "ts": "%START_TIME%",
     "request_id": "%REQ(X-REQUEST-ID)%",
-    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    # Without the query string: a client may put a credential there.
+    "path": "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
     "status": "%RESPONSE_CODE%",
     "grpc_status": "%GRPC_STATUS%",
     "duration_ms": "%DURATION%",
@@ -66,6 +71,10 @@ class EdgeConfig:
     discovery: str = "STATIC"
     # The largest REST body each way, as JSON.
     max_body_bytes: int = MAX_BODY_BYTES
+    # Off when None or empty: TLS on the public listener, bearer tokens, browser origins.
+    tls: EdgeTls | None = None
+    jwt: EdgeJwt | None = None
+    cors_origins: tuple[str, ...] = ()
 
 
 def _route(prefix: str) -> dict:
@@ -107,7 +116,18 @@ def render(config: EdgeConfig) -> dict:
                 "name": "envoy.access_loggers.stdout",
                 "typed_config": {
                     "@type": _T + "access_loggers.stream.v3.StdoutAccessLog",
-                    "log_format": {"json_format": ACCESS_LOG_FIELDS},
+                    "log_format": {
+                        "json_format": ACCESS_LOG_FIELDS,
+                        "formatters": [
+                            {
+                                "name": "envoy.formatter.req_without_query",
+                                "typed_config": {
+                                    "@type": _T
+                                    + "formatter.req_without_query.v3.ReqWithoutQuery"
+                                },
+                            }
+                        ],
+                    },
                 },
             }
         ],
@@ -123,16 +143,34 @@ def render(config: EdgeConfig) -> dict:
         },
         "local_reply_config": edge_errors.local_reply_config(),
         # Responses run through the filters in reverse: the Lua filter, first here,
-        # sees what the transcoder made of a gRPC status.
+        # sees what the transcoder made of a gRPC status. jwt_authn refuses a request
+        # before the transcoder reads its body; CORS needs the route the transcoder's
+        # rewritten path finds (services.gateway.edge_security).
         "http_filters": [
             edge_errors.lua_filter(),
+            *([edge_security.jwt_filter(config.jwt, cors=bool(config.cors_origins))]
+              if config.jwt else []),
             {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},
+            *([edge_security.cors_filter()] if config.cors_origins else []),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": _T + "filters.http.router.v3.Router"},
             },
         ],
     }
+    if config.jwt:
+        manager["local_reply_config"]["mappers"][:0] = edge_security.reply_mappers()
+    if config.cors_origins:
+        host = manager["route_config"]["virtual_hosts"][0]
+        host["typed_per_filter_config"] = edge_security.cors_policy(config.cors_origins)
+        host["routes"].insert(-1, edge_security.preflight_route())
+    chain: dict = {
+        "filters": [
+            {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}
+        ]
+    }
+    if config.tls:
+        chain["transport_socket"] = edge_security.transport_socket(config.tls)
     cluster = {
         "name": "gateway",
         "type": config.discovery,
@@ -178,16 +216,7 @@ def render(config: EdgeConfig) -> dict:
                             "port_value": config.listen_port,
                         }
                     },
-                    "filter_chains": [
-                        {
-                            "filters": [
-                                {
-                                    "name": "envoy.filters.network.http_connection_manager",
-                                    "typed_config": manager,
-                                }
-                            ]
-                        }
-                    ],
+                    "filter_chains": [chain],
                 }
             ],
             "clusters": [cluster],

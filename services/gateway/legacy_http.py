@@ -70,7 +70,11 @@ def parse_form(content_type: str, body: bytes) -> Form:
     if media == "multipart/form-data":
         return _multipart(content_type, body)
     if media == "application/x-www-form-urlencoded":
-        pairs = urllib.parse.parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        try:
+            pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                                           errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidArgument("the URL-encoded form is not valid UTF-8") from None
         return Form(fields=dict(pairs))
     if media in ("application/json", ""):
         return _json(body)
@@ -94,7 +98,10 @@ def _multipart(content_type: str, body: bytes) -> Form:
         if part.get_filename() is not None:
             form.files[name] = payload
         else:
-            form.fields[name] = payload.decode("utf-8", "replace")
+            try:
+                form.fields[name] = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidArgument(f"the field {name[:40]!r} is not valid UTF-8") from None
     return form
 
 
@@ -104,6 +111,8 @@ def json_object(body: bytes) -> dict:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgument("the body is not valid JSON") from None
+    except RecursionError:
+        raise InvalidArgument("the JSON body is nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidArgument("the JSON body must be an object")
     return data
@@ -127,9 +136,7 @@ def _json(body: bytes) -> Form:
 
 def conversion_params(form: Form) -> rvc_pb2.ConversionParams:
     """The RVC fields of a legacy form; absent ones keep the voice's or the WebUI's defaults."""
-    params = rvc_pb2.ConversionParams(
-        model=form.text("model").strip(), resample_sr=form.number("resample_sr", int, 0)
-    )
+    params = rvc_pb2.ConversionParams(model=form.text("model").strip())
     method = form.text("f0_method").strip().lower()
     if method:
         if method not in F0_METHODS:
@@ -138,10 +145,13 @@ def conversion_params(form: Form) -> rvc_pb2.ConversionParams:
             )
         params.f0_method = F0_METHODS[method]
     for name, kind in (("pitch_shift", int), ("index_rate", float), ("filter_radius", int),
-                       ("rms_mix_rate", float), ("protect", float)):
+                       ("rms_mix_rate", float), ("protect", float), ("resample_sr", int)):
         value = form.number(name, kind)
         if value is not None:
-            setattr(params, name, value)
+            try:
+                setattr(params, name, value)
+            except ValueError:  # beyond the proto field's integer type; RVC checks the rest
+                raise InvalidArgument(f"{name} {value} is out of range") from None
     return params
 
 

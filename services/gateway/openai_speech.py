@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
@@ -61,6 +62,8 @@ def _number(data: dict, name: str, kind: type, default):
     value = data.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidArgument(f"{name} must be a number")
+    if not math.isfinite(value):  # Python's JSON reads NaN, Infinity and 1e999
+        raise InvalidArgument(f"{name} must be a finite number")
     if kind is int and value != int(value):
         raise InvalidArgument(f"{name} must be a whole number")
     return kind(value)

@@ -50,6 +50,8 @@ def _cut_long(sentence: str, limit: int) -> list[str]:
 
 def split_sentences(text: str, limit: int = 200) -> list[str]:
     """``text`` as pieces of at most ``limit`` characters, in order, none empty."""
+    if limit < 1:  # no piece could hold a character: cutting would never end
+        raise ValueError(f"limit must be at least 1, got {limit}")
     pieces: list[str] = []
     for sentence in _sentences(text.strip()):
         pieces += _cut_long(sentence, limit)

@@ -15,7 +15,7 @@ import soxr
 from services.common.audio import PcmAudio, to_mono
 from services.common.errors import InvalidArgument
 from services.common.request_context import time_remaining
-from services.rvc.framing import RATE
+from services.rvc.framing import RATE, WINDOW
 from services.rvc.metrics import ConversionMetrics
 from services.rvc.model_store import ModelStore, VoiceFiles, check_name
 from services.rvc.params import ConversionParams
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 # Stream blocks carry real left context, so they need far less reflect padding.
 STREAM_PAD_SECONDS = 0.25
+# One 10 ms pitch frame: anything shorter holds no pitch or content to convert (and is
+# shorter than the pipeline's high-pass filter can run over).
+MIN_AUDIO_SECONDS = WINDOW / RATE
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,17 @@ class Converter:
             )
         return np.ascontiguousarray(to_mono(audio).samples, dtype=np.float32)
 
+    @staticmethod
+    def _long_enough(seconds: float, what: str) -> None:
+        if seconds < MIN_AUDIO_SECONDS:
+            raise InvalidArgument(
+                f"{what} lasts {seconds:.4f} s; at least {MIN_AUDIO_SECONDS:g} s is needed"
+            )
+
     async def convert(self, params: ConversionParams, audio: PcmAudio) -> PcmAudio:
         _, params = self._resolve(params)
         samples = self._checked(audio)
+        self._long_enough(audio.duration, "audio")
         started = time.perf_counter()
         meta, out = await self._pool.call(
             "convert",
@@ -162,6 +173,7 @@ class Converter:
                     yield piece
             if into_16k is None or total == 0:
                 raise InvalidArgument("the stream carried no audio")
+            self._long_enough(total, "the stream's audio")
             tail = into_16k.resample_chunk(np.zeros(0, np.float32), last=True)
             pieces = (await stream.push(tail)) + (await stream.finish())
             self._metrics.record("stream", busy, total)

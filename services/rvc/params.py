@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 
-from services.common.audio import check_sample_rate
+from services.common.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from services.common.errors import InvalidArgument
 
 
@@ -42,7 +42,7 @@ class ConversionParams:
         _within("rms_mix_rate", self.rms_mix_rate, 0.0, 1.0)
         _within("protect", self.protect, 0.0, 0.5)
         if self.resample_sr:
-            check_sample_rate(self.resample_sr)
+            _within("resample_sr", self.resample_sr, MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)
 
     def to_wire(self) -> dict:
         """Plain data for the worker pipe."""

@@ -166,9 +166,13 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
         listen_host=config.api_host,
         listen_port=config.api_port,
         admin_port=config.envoy_admin_port,
+        tls=config.edge_tls(),
+        jwt=config.edge_jwt(),
+        cors_origins=config.edge_cors_origins,
     )
     envoy_config = write(edge, run_dir / "envoy.json")
-    public = f"http://{LOOPBACK if config.api_host in ('0.0.0.0', '') else config.api_host}"
+    scheme = "https" if edge.tls else "http"
+    public = f"{scheme}://{LOOPBACK if config.api_host in ('0.0.0.0', '') else config.api_host}"
     specs.append(
         ProcessSpec(
             name="envoy",
@@ -185,6 +189,7 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
             probe=http_ok(
                 f"{public}:{config.api_port}/health",
                 lambda body: body.get("status") == "SERVING",
+                verify_tls=False,
             ),
             endpoints=[
                 ("REST + gRPC (public)", f"{public}:{config.api_port}"),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.settings import SettingsError, check_port, env_field, from_env
+from services.gateway.edge_security import EdgeJwt, EdgeTls, check_jwks
 from services.stack.model_repo import parse_instances
 
 PORT_FIELDS = (
@@ -56,6 +57,15 @@ class StackConfig:
     run_dir: Path = env_field("STACK_RUN_DIR", Path(".run"))
     startup_timeout: float = env_field("STACK_STARTUP_TIMEOUT", 120.0)
     stop_timeout: float = env_field("STACK_STOP_TIMEOUT", 30.0)
+    # The edge's security, each off when unset (docs/security.md): TLS from a PEM
+    # certificate (chain) and key; JWT auth against a JWKS of public keys;
+    # browser origins allowed by CORS (comma-separated).
+    edge_tls_cert: Path | None = env_field("EDGE_TLS_CERT", None)
+    edge_tls_key: Path | None = env_field("EDGE_TLS_KEY", None)
+    edge_jwks_file: Path | None = env_field("EDGE_JWKS_FILE", None)
+    edge_jwt_issuer: str = env_field("EDGE_JWT_ISSUER", "")
+    edge_jwt_audience: tuple[str, ...] = env_field("EDGE_JWT_AUDIENCE", ())
+    edge_cors_origins: tuple[str, ...] = env_field("EDGE_CORS_ORIGINS", ())
 
     def validate(self) -> None:
         try:
@@ -75,6 +85,44 @@ class StackConfig:
         ports = [getattr(self, name) for name in PORT_FIELDS]
         if len(set(ports)) != len(ports):
             raise SettingsError(f"the stack's ports must all differ: {ports}")
+        self._validate_edge_security()
+
+    def _validate_edge_security(self) -> None:
+        if (self.edge_tls_cert is None) != (self.edge_tls_key is None):
+            raise SettingsError("EDGE_TLS_CERT and EDGE_TLS_KEY: set both, or neither")
+        if self.edge_jwks_file is None and (self.edge_jwt_issuer or self.edge_jwt_audience):
+            raise SettingsError("EDGE_JWT_ISSUER/EDGE_JWT_AUDIENCE need EDGE_JWKS_FILE")
+        for var, path in (("EDGE_TLS_CERT", self.edge_tls_cert),
+                          ("EDGE_TLS_KEY", self.edge_tls_key),
+                          ("EDGE_JWKS_FILE", self.edge_jwks_file)):
+            if path is not None and not path.is_file():
+                raise SettingsError(f"{var}={path}: no such file")
+        if self.edge_tls_cert is not None and b"-----BEGIN" not in self.edge_tls_cert.read_bytes():
+            raise SettingsError(f"EDGE_TLS_CERT={self.edge_tls_cert}: not a PEM certificate")
+        if self.edge_jwks_file is not None:
+            try:
+                check_jwks(self.edge_jwks_file.read_text())
+            except ValueError as exc:
+                raise SettingsError(f"EDGE_JWKS_FILE={self.edge_jwks_file}: {exc}") from None
+        for origin in self.edge_cors_origins:
+            if not origin.startswith(("https://", "http://")) or origin.endswith("/"):
+                raise SettingsError(
+                    f"EDGE_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port])"
+                )
+
+    def edge_tls(self) -> EdgeTls | None:
+        if self.edge_tls_cert is None or self.edge_tls_key is None:
+            return None
+        return EdgeTls(cert=self.edge_tls_cert.resolve(), key=self.edge_tls_key.resolve())
+
+    def edge_jwt(self) -> EdgeJwt | None:
+        if self.edge_jwks_file is None:
+            return None
+        return EdgeJwt(
+            jwks=self.edge_jwks_file.resolve(),
+            issuer=self.edge_jwt_issuer,
+            audiences=self.edge_jwt_audience,
+        )
 
     def cpu_threads(self) -> tuple[int, int]:
         """(Spark TTS, RVC) torch threads on the CPU: the settings, else half the cores each."""

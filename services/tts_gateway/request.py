@@ -69,6 +69,8 @@ class Sampling:
 MIN_REFERENCE_SECONDS = 0.1
 # The model's own control tokens; in user text they would rewrite the prompt.
 _CONTROL_TOKEN = re.compile(r"<\|[^|<>]{1,64}\|>")
+# C0 and C1 control characters other than tab, line and page breaks: never speech.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 
 
 def _check_text(name: str, value: str, limit: int) -> None:
@@ -77,6 +79,12 @@ def _check_text(name: str, value: str, limit: int) -> None:
     found = _CONTROL_TOKEN.search(value)
     if found:
         raise InvalidArgument(f"{name} contains the reserved token {found.group(0)!r}")
+    control = _CONTROL_CHARACTER.search(value)
+    if control:
+        raise InvalidArgument(
+            f"{name} contains the control character U+{ord(control.group(0)):04X} "
+            f"at position {control.start()}"
+        )
 
 
 @dataclass(frozen=True)

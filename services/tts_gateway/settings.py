@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.common.settings import ServerSettings, env_field, from_env
+from services.common.settings import ServerSettings, SettingsError, env_field, from_env
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,14 @@ class TtsSettings:
     max_tokens: int = 3000
     # Longest a synthesis may run when the caller set no deadline.
     request_timeout_seconds: float = 300.0
+    # How long a request waits for a restarting Triton before UNAVAILABLE (at most
+    # half its deadline); 0 refuses at once.
+    triton_wait_seconds: float = 30.0
+
+    def validate(self) -> None:
+        if not 0 <= self.triton_wait_seconds <= 3600:
+            raise SettingsError(
+                f"TTS_TRITON_WAIT_SECONDS={self.triton_wait_seconds}: expected 0..3600")
 
     @classmethod
     def load(cls) -> "TtsSettings":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,7 +24,10 @@ from services.tts_gateway.settings import TtsSettings
 from services.tts_gateway.triton import Triton
 
 SPARK_MODEL = "spark_tts"
+# How often a request waiting for Triton to come back asks whether it is ready.
+_READY_POLL_SECONDS = 0.5
 SPARK_RATE = 16_000
+log = logging.getLogger(__name__)
 OUTPUTS = ["waveform", "sample_rate", "speaker_id", "semantic_tokens", "final"]
 
 
@@ -75,6 +80,11 @@ def triton_inputs(
 
 
 class TtsEngine:
+    """Synthesis through Triton's spark_tts model. A Triton that is restarting (a
+    crash, a rollout) is waited for, up to ``triton_wait_seconds`` and the caller's
+    deadline, and a stream that fails as Triton goes down before it produced any
+    audio is sent again once: only audio already on its way is lost."""
+
     def __init__(self, settings: TtsSettings, triton: Triton, metrics: TtsMetrics) -> None:
         self._settings = settings
         self.triton = triton
@@ -85,8 +95,7 @@ class TtsEngine:
         self, request: SpeechRequest, streaming: bool = True
     ) -> AsyncIterator[SpeechChunk]:
         request.check(self._settings.max_text_chars, self._settings.max_reference_seconds)
-        if not await self.triton.ready(SPARK_MODEL):
-            raise Unavailable(f"Triton at {self.triton.url} has no ready {SPARK_MODEL} model")
+        await self._wait_for_triton()
         start = time.perf_counter()
         first: float | None = None
         audio_seconds = 0.0
@@ -98,8 +107,7 @@ class TtsEngine:
             remaining = time_remaining()
             if remaining is None:
                 remaining = self._settings.request_timeout_seconds
-            replies = self.triton.stream(SPARK_MODEL, inputs, OUTPUTS, remaining)
-            async for reply in replies:
+            async for reply in self._replies(inputs, remaining):
                 samples = reply["waveform"].astype(np.float32).reshape(-1)
                 rate = int(reply["sample_rate"].reshape(-1)[0])
                 final = bool(reply["final"].reshape(-1)[0])
@@ -120,3 +128,33 @@ class TtsEngine:
             self.metrics.in_flight.dec()
         elapsed = time.perf_counter() - start
         self.metrics.record_run(elapsed, audio_seconds, tokens)
+
+    async def _wait_for_triton(self) -> None:
+        wait = self._settings.triton_wait_seconds
+        remaining = time_remaining()
+        if remaining is not None:
+            wait = min(wait, remaining / 2)  # leave the other half for the synthesis
+        deadline = time.monotonic() + wait
+        while not await self.triton.ready(SPARK_MODEL):
+            if time.monotonic() >= deadline:
+                raise Unavailable(
+                    f"Triton at {self.triton.url} has no ready {SPARK_MODEL} model")
+            await asyncio.sleep(_READY_POLL_SECONDS)  # no event to wait on: poll
+
+    async def _replies(
+        self, inputs: dict[str, np.ndarray], timeout: float
+    ) -> AsyncIterator[dict[str, np.ndarray]]:
+        try:
+            async for reply in self.triton.stream(SPARK_MODEL, inputs, OUTPUTS, timeout):
+                yield reply
+                inputs = None  # audio has left: no second attempt from here on
+        except Unavailable:
+            if inputs is None:
+                raise
+            log.warning("Triton went away before the first audio; sending the request again")
+            await self._wait_for_triton()
+            remaining = time_remaining()
+            async for reply in self.triton.stream(
+                SPARK_MODEL, inputs, OUTPUTS, timeout if remaining is None else remaining
+            ):
+                yield reply

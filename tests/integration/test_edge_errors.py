@@ -34,6 +34,7 @@ from services.gateway.envoy import EdgeConfig, render
 from services.stack.components import envoy_binary
 from services.stack.config import free_ports
 from tests.integration.http_client import Reply, call
+from tests.processes import stop
 
 pytestmark = pytest.mark.integration
 
@@ -204,12 +205,7 @@ def edge(
             time.sleep(0.05)
         yield Edge(listen_port, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
 
 
 def _manager(config: dict) -> dict:

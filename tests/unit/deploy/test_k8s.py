@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.processes import stop
+
 REPO = Path(__file__).resolve().parents[3]
 K8S = REPO / "k8s"
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
@@ -691,25 +693,31 @@ def _k8s_envoy():
     return k8s_envoy
 
 
-def test_committed_envoy_config_is_what_the_code_renders():
+def test_committed_envoy_configs_are_what_the_code_renders():
     from services.gateway.envoy import render as render_envoy
 
     k8s_envoy = _k8s_envoy()
-    committed = (K8S / "base" / "edge" / "envoy.json").read_text()
-    assert committed == k8s_envoy.dumps(k8s_envoy.render_k8s()), \
-        "k8s/base/edge/envoy.json is stale: run python -m tools.k8s_envoy"
-    # Everything but the read-only stats listener is render()'s output, unchanged.
-    config = json.loads(committed)
-    resources = config["static_resources"]
-    resources["listeners"] = [x for x in resources["listeners"] if x["name"] != "stats"]
-    resources["clusters"] = [x for x in resources["clusters"] if x["name"] != "envoy_admin"]
-    assert config == render_envoy(k8s_envoy.K8S_EDGE)
-    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    assert set(k8s_envoy.COMMITTED_EDGES) == {
+        K8S / "base" / "edge" / "envoy.json", K8S / "overlays" / "gpu" / "envoy.json"}
+    for path, edge in k8s_envoy.COMMITTED_EDGES.items():
+        committed = path.read_text()
+        assert committed == k8s_envoy.dumps(k8s_envoy.render_k8s(edge)), \
+            f"{path.relative_to(REPO)} is stale: run python -m tools.k8s_envoy"
+        # Everything but the read-only stats listener is render()'s output, unchanged.
+        config = json.loads(committed)
+        resources = config["static_resources"]
+        resources["listeners"] = [x for x in resources["listeners"] if x["name"] != "stats"]
+        resources["clusters"] = [x for x in resources["clusters"] if x["name"] != "envoy_admin"]
+        assert config == render_envoy(edge)
+        assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
 
 
-def test_envoy_config_matches_the_manifests(overlay):
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_envoy_config_matches_the_manifests(name):
+    overlay = render(f"overlays/{name}")
     k8s_envoy = _k8s_envoy()
-    edge = k8s_envoy.K8S_EDGE
+    # The gpu overlay's edge adds TLS and JWT authentication (its own envoy.json).
+    edge = {"gpu": k8s_envoy.K8S_SECURE_EDGE}.get(name, k8s_envoy.K8S_EDGE)
     assert edge.discovery == "STRICT_DNS"
     service = of_kind(overlay, "Service")[edge.gateway_host]
     assert service["spec"]["clusterIP"] == "None"
@@ -725,7 +733,7 @@ def test_envoy_config_matches_the_manifests(overlay):
     volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
     config_map = of_kind(overlay, "ConfigMap")[volumes[mount["name"]]["configMap"]["name"]]
     assert config_map["metadata"]["name"].startswith("envoy-")  # hashed: changes roll the pods
-    assert json.loads(config_map["data"]["envoy.json"]) == k8s_envoy.render_k8s()
+    assert json.loads(config_map["data"]["envoy.json"]) == k8s_envoy.render_k8s(edge)
     assert str(edge.descriptor) == "/app/gen/voice_v1.pb"
 
 
@@ -780,21 +788,12 @@ def _envoy_on_free_ports(envoy: str, descriptor: Path, tmp_path: Path):
             except OSError:
                 pass
             time.sleep(0.2)
-        _stop(process)
+        stop(process)
         error = process.stderr.read().decode()[-2000:]
         process.stderr.close()
         if "address already in use" not in error.lower():
             raise AssertionError(f"envoy did not start: {error}")
     raise AssertionError("envoy found no free ports")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def test_envoy_stats_listener_passes_only_read_only_admin_paths(tmp_path):
@@ -823,7 +822,7 @@ def test_envoy_stats_listener_passes_only_read_only_admin_paths(tmp_path):
         assert _get(base + "/ready") == 503
         assert _get(base + "/stats/prometheus") == 200
     finally:
-        _stop(process)
+        stop(process)
         process.stderr.close()
 
 

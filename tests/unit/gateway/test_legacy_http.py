@@ -69,6 +69,11 @@ def test_json_and_url_encoded_bodies_carry_the_same_fields():
         ("application/json", b"[1, 2]", "must be an object"),
         ("application/json", b'{"reference_audio": "%%%"}', "not base64"),
         ("multipart/form-data", b"garbage", "cannot be parsed"),
+        ("application/json", b'{"text": ' * 50_000, "nested too deeply"),
+        ("application/x-www-form-urlencoded", b"text=caf%E9", "form is not valid UTF-8"),
+        ("application/x-www-form-urlencoded", b"text=caf\xe9", "form is not valid UTF-8"),
+        (*reversed(encode_multipart_formdata({"text": b"caf\xe9"})),
+         "the field 'text' is not valid UTF-8"),
     ],
 )
 def test_unreadable_bodies_are_invalid(content_type, body, fragment):
@@ -82,6 +87,10 @@ def test_unreadable_bodies_are_invalid(content_type, body, fragment):
         ({"f0_method": "magic"}, "f0_method 'magic' is unknown"),
         ({"pitch_shift": "1.5"}, "pitch_shift '1.5' is not a int"),
         ({"index_rate": "lots"}, "index_rate 'lots' is not a float"),
+        # Numbers the proto's integer fields cannot hold are refused, not a crash.
+        ({"pitch_shift": "99999999999"}, "pitch_shift 99999999999 is out of range"),
+        ({"filter_radius": "-1"}, "filter_radius -1 is out of range"),
+        ({"resample_sr": "-8000"}, "resample_sr -8000 is out of range"),
     ],
 )
 def test_bad_fields_are_invalid(fields, fragment):
@@ -125,3 +134,12 @@ def test_the_answer_format_is_wav_unless_asked():
     assert response_format(parse_form("application/json", b'{"response_format": "FLAC"}')) == "flac"
     with pytest.raises(InvalidArgument, match="mp4"):
         response_format(parse_form("application/json", b'{"response_format": "mp4"}'))
+
+
+def test_text_beyond_the_gateway_limit_is_refused_before_any_synthesis():
+    body = json.dumps({"text": "Word. " * 4_000, "reference_audio": base64.b64encode(wav()).decode()})
+    form = parse_form("application/json", body.encode())
+    with pytest.raises(InvalidArgument, match="text has 24000 characters; the limit is 20000"):
+        job(form, NO_VOICES)
+    form.fields["text"] = "Word. " * 3_000
+    assert job(form, NO_VOICES).text == form.fields["text"]

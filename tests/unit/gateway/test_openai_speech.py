@@ -40,6 +40,13 @@ def test_a_voice_object_names_the_voice_and_extensions_are_read():
         ({"model": "tts-1", "input": "Hi.", "voice": "demo", "sample_rate": 1.5}, "whole number"),
         ({"model": "tts-1", "input": "Hi.", "voice": "demo", "seed": -1}, "seed -1"),
         ({"model": "tts-1", "input": "Hi.", "voice": "demo", "volume": 2}, "unknown field(s): volume"),
+        # Python's JSON reader turns NaN, Infinity and 1e999 into floats no int() takes.
+        ({"model": "tts-1", "input": "Hi.", "voice": "demo", "sample_rate": float("inf")},
+         "sample_rate must be a finite number"),
+        ({"model": "tts-1", "input": "Hi.", "voice": "demo", "seed": float("nan")},
+         "seed must be a finite number"),
+        ({"model": "tts-1", "input": "Hi.", "voice": "demo", "speed": float("-inf")},
+         "speed must be a finite number"),
     ],
 )
 def test_bad_requests_say_what_is_wrong(fields, fragment):
@@ -53,6 +60,8 @@ def test_only_json_objects_are_accepted():
         parse_request("application/json", b"{nope")
     with pytest.raises(InvalidArgument, match="must be an object"):
         parse_request("application/json", b"[]")
+    with pytest.raises(InvalidArgument, match="nested too deeply"):
+        parse_request("application/json", b"[" * 100_000)
     with pytest.raises(InvalidArgument, match="send JSON"):
         parse_request("multipart/form-data; boundary=x", b"--x--")
     # curl -d labels its body a form; JSON inside is still read.

@@ -55,7 +55,7 @@ async def code_of(awaitable):
         (dict(filter_radius=9), "filter_radius 9 is outside 0..7"),
         (dict(rms_mix_rate=-0.1), "rms_mix_rate"),
         (dict(protect=0.9), "protect 0.9 is outside 0..0.5"),
-        (dict(resample_sr=100), "sample_rate 100 Hz"),
+        (dict(resample_sr=100), "resample_sr 100 is outside 8000..192000"),
         (dict(f0_method=42), "f0_method 42 is unknown"),
         (dict(model="../etc/passwd"), "model name '../etc/passwd' is invalid"),
         (dict(model="a/b"), "no path separators"),
@@ -78,6 +78,9 @@ async def test_bad_parameters_are_invalid(rvc, params, fragment):
         (audio_to_proto(PcmAudio(np.full(160, np.nan, np.float32), 16_000)), "NaN"),
         (audio_to_proto(PcmAudio(np.zeros(16_000 * 6, np.float32), 16_000)), "at most 5 s"),
         (audio_pb2.Audio(pcm=b"\0\0\0", sample_rate=16_000), ""),
+        # Under one 10 ms frame: nothing to convert, and too short for the high-pass filter.
+        (audio_pb2.Audio(pcm=b"\0\0", sample_rate=16_000), "audio lasts 0.0001 s; at least 0.01 s"),
+        (audio_to_proto(PcmAudio(np.zeros(1_919, np.float32), 192_000)), "at least 0.01 s"),
     ],
 )
 async def test_bad_audio_is_invalid(rvc, audio, fragment):
@@ -138,6 +141,18 @@ async def test_stream_without_audio_is_invalid(rvc):
     code, details = await code_of(rvc.ConvertStream(messages()).read())
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     assert "no audio" in details
+
+
+async def test_a_stream_shorter_than_one_frame_is_invalid(rvc):
+    async def messages():
+        yield rvc_pb2.ConvertStreamRequest(params=rvc_pb2.ConversionParams(model="alice"))
+        for _ in range(3):
+            yield rvc_pb2.ConvertStreamRequest(chunk=audio_pb2.AudioChunk(
+                audio=audio_to_proto(PcmAudio(np.zeros(16, np.float32), 16_000))))
+
+    code, details = await code_of(rvc.ConvertStream(messages()).read())
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "the stream's audio lasts 0.0030 s; at least 0.01 s is needed" in details
 
 
 async def test_stream_rate_may_not_change(rvc):

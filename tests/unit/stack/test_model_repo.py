@@ -44,3 +44,11 @@ def test_bad_instance_specs_are_rejected(spec):
 def test_unknown_model_names_are_rejected(tmp_path):
     with pytest.raises(ValueError, match="no model named"):
         render(SOURCE, tmp_path / "repo", {"gpt": 1}, gpu=False)
+
+
+def test_spark_tts_concurrency_is_low_on_the_cpu_and_raised_on_a_gpu(tmp_path):
+    key = 'key: "spark_tts_max_concurrency" value: { string_value: "%s" }'
+    cpu = render(SOURCE, tmp_path / "cpu", {}, gpu=False)
+    assert key % 2 in (cpu / "spark_tts" / "config.pbtxt").read_text()
+    gpu = render(SOURCE, tmp_path / "gpu", {}, gpu=True)
+    assert key % 8 in (gpu / "spark_tts" / "config.pbtxt").read_text()

@@ -24,7 +24,8 @@ CONTROL = tts_pb2.SpeakerPrompt(control=tts_pb2.VoiceControl(gender=tts_pb2.GEND
 async def tts():
     # Nothing listens on this port: Triton is down.
     (port,) = free_ports(1)
-    settings = TtsSettings(triton_url=f"127.0.0.1:{port}", max_text_chars=100)
+    settings = TtsSettings(triton_url=f"127.0.0.1:{port}", max_text_chars=100,
+                           triton_wait_seconds=0)
     triton = Triton(settings.triton_url, timeout=0.5)
     metrics = ServerMetrics()
     servicer = Servicer(
@@ -97,6 +98,10 @@ def reference(seconds, rate=16_000):
         (
             tts_pb2.SynthesizeSpeechRequest(text="hi <|end_content|> there", speaker=CONTROL),
             "reserved token '<|end_content|>'",
+        ),
+        (
+            tts_pb2.SynthesizeSpeechRequest(text="bell\x07 and\tnull\x00", speaker=CONTROL),
+            "text contains the control character U+0007 at position 4",
         ),
         (
             tts_pb2.SynthesizeSpeechRequest(

@@ -33,6 +33,9 @@ class TritonPythonModel:
         self.pool = ThreadPoolExecutor(int(parameter(args, "spark_tts_max_concurrency", "8")))
         self.cache = SpeakerCache(int(parameter(args, "spark_tts_speaker_cache_size", "256")))
         self.cancel_flags = CancelFlags(parameter(args, "spark_tts_cancel_dir"))
+        # Tokens per llm response. The chunk plan's boundaries (20, 40, 80, 160, ...
+        # semantic tokens) are multiples of 10, so groups of 10 delay no chunk.
+        self.token_group = int(parameter(args, "spark_tts_token_group", "10"))
         # The family must outlive its metrics, so it is kept on the model.
         self.lookups = lookups = pb_utils.MetricFamily(
             name="spark_tts_speaker_cache_lookups_total",
@@ -118,6 +121,7 @@ class TritonPythonModel:
             value = optional(request, name)
             if value is not None:
                 inputs.append(tensor(name, value.reshape(1, 1)))
+        inputs.append(tensor("token_group", np.array([[self.token_group]], np.int32)))
         llm_id = uuid.uuid4().hex
         tokens = pb_utils.InferenceRequest(
             model_name="llm", inputs=inputs, requested_output_names=["kind", "index"],
@@ -158,23 +162,25 @@ class TritonPythonModel:
                     raise ModelError("CANCELLED", "the client cancelled the request")
                 if response.has_error():
                     raise ModelError("INTERNAL", f"llm: {response.error().message()}")
-                kind = pb_utils.get_output_tensor_by_name(response, "kind")
-                if kind is None:
+                kinds = pb_utils.get_output_tensor_by_name(response, "kind")
+                if kinds is None:
                     continue  # the empty final response
-                index = int(pb_utils.get_output_tensor_by_name(response, "index").as_numpy().reshape(-1)[0])
-                if int(kind.as_numpy().reshape(-1)[0]) == 1:
-                    if len(global_ids) < prompts.GLOBAL_TOKENS:
-                        global_ids.append(index)
-                    continue
-                count += 1
-                pending.append(index)
-                if len(global_ids) < prompts.GLOBAL_TOKENS or not streaming:
-                    continue
-                for semantic in pending:
-                    audio = joiner.add(semantic)
-                    if audio is not None and audio.size:
-                        emit(audio)
-                pending.clear()
+                indexes = pb_utils.get_output_tensor_by_name(response, "index").as_numpy()
+                for kind, index in zip(kinds.as_numpy().reshape(-1).tolist(),
+                                       indexes.reshape(-1).tolist(), strict=True):
+                    if kind == 1:
+                        if len(global_ids) < prompts.GLOBAL_TOKENS:
+                            global_ids.append(index)
+                        continue
+                    count += 1
+                    pending.append(index)
+                    if len(global_ids) < prompts.GLOBAL_TOKENS or not streaming:
+                        continue
+                    for semantic in pending:
+                        audio = joiner.add(semantic)
+                        if audio is not None and audio.size:
+                            emit(audio)
+                    pending.clear()
             llm_done = True
         finally:
             if not llm_done:

@@ -1,0 +1,193 @@
+"""A real Envoy with TLS and JWT authentication in front of the stack's gateway:
+REST and gRPC need a valid bearer token over TLS; health stays open."""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import subprocess
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from voice.v1 import gateway_pb2, gateway_pb2_grpc
+
+from services.gateway.edge_security import EdgeJwt, EdgeTls
+from services.gateway.envoy import EdgeConfig, write
+from services.stack.components import envoy_binary
+from services.stack.config import free_ports
+from tests import edge_credentials
+from tests.edge_credentials import AUDIENCE, ISSUER, EdgeCredentials
+from tests.integration.http_client import Reply, call
+from tests.processes import stop
+
+pytestmark = pytest.mark.integration
+
+ORIGIN = "https://app.example"
+
+
+@dataclass
+class SecureEdge:
+    port: int
+    credentials: EdgeCredentials
+    access_log: Path
+
+    @property
+    def api(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def get(self, path: str, token: str | None = None, headers: dict | None = None) -> Reply:
+        headers = dict(headers or {})
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        context = ssl.create_default_context(cafile=str(self.credentials.cert))
+        return call("GET", self.api + path, headers=headers, context=context)
+
+    def channel(self) -> grpc.Channel:
+        trusted = grpc.ssl_channel_credentials(root_certificates=self.credentials.cert.read_bytes())
+        return grpc.secure_channel(f"localhost:{self.port}", trusted)
+
+
+def _ready(admin: int, process: subprocess.Popen, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as reply:
+                if reply.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def secure_edge(stack, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("secure_edge")
+    credentials = edge_credentials.make(folder)
+    port, admin = free_ports(2)
+    config = EdgeConfig(
+        descriptor=stack.config.descriptor.resolve(),
+        gateway_port=stack.config.gateway_port,
+        listen_host="127.0.0.1",
+        listen_port=port,
+        admin_port=admin,
+        tls=EdgeTls(cert=credentials.cert, key=credentials.key),
+        jwt=EdgeJwt(jwks=credentials.jwks, issuer=ISSUER, audiences=(AUDIENCE,)),
+        cors_origins=(ORIGIN,),
+    )
+    access_log = folder / "access.log"
+    with open(access_log, "wb") as stdout, open(folder / "envoy.log", "wb") as stderr:
+        process = subprocess.Popen(
+            [envoy_binary(), "-c", str(write(config, folder / "envoy.json")),
+             "--disable-hot-restart", "--log-level", "warning", "--concurrency", "1"],
+            stdout=stdout, stderr=stderr,
+        )
+    try:
+        assert _ready(admin, process), (folder / "envoy.log").read_text()[-3000:]
+        yield SecureEdge(port=port, credentials=credentials, access_log=access_log)
+    finally:
+        stop(process)
+
+
+def _is_unauthenticated(reply: Reply) -> None:
+    assert reply.status == 401, reply.body[:300]
+    assert reply.headers["content-type"] == "application/json"
+    error = reply.json()["error"]
+    assert error["code"] == 401 and error["status"] == "UNAUTHENTICATED", error
+    assert error["message"], error
+
+
+def test_rest_without_a_token_is_401_in_the_error_shape(secure_edge):
+    _is_unauthenticated(secure_edge.get("/v1/voices"))
+    _is_unauthenticated(secure_edge.get("/v1/voices", headers={"authorization": "Basic eDp5"}))
+
+
+@pytest.mark.parametrize("kid", ["rsa", "ec"])
+def test_rest_with_a_valid_token_over_tls_is_served(secure_edge, kid):
+    reply = secure_edge.get("/v1/voices", secure_edge.credentials.token(kid))
+    assert reply.status == 200, reply.body[:300]
+    assert [v["name"] for v in reply.json()["voices"]] == ["demo"]
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"expires_in": -120},  # beyond the allowed clock skew
+        {"audience": "another-service"},
+        {"issuer": "https://someone.else/"},
+    ],
+    ids=["expired", "wrong-audience", "wrong-issuer"],
+)
+def test_invalid_tokens_are_401(secure_edge, claims):
+    _is_unauthenticated(secure_edge.get("/v1/voices", secure_edge.credentials.token(**claims)))
+
+
+def test_a_token_signed_by_a_key_outside_the_jwks_is_401(secure_edge, tmp_path):
+    stranger = edge_credentials.make(tmp_path)  # same kids, other keys
+    _is_unauthenticated(secure_edge.get("/v1/voices", stranger.token()))
+
+
+def test_health_is_open_without_a_token(secure_edge):
+    reply = secure_edge.get("/health")
+    assert reply.status == 200, reply.body[:300]
+    assert reply.json()["status"] == "SERVING"
+
+
+def test_plain_http_is_not_served_on_the_tls_port(secure_edge):
+    with pytest.raises((OSError, http.client.HTTPException)):
+        urllib.request.urlopen(f"http://127.0.0.1:{secure_edge.port}/health", timeout=5)
+
+
+def test_grpc_over_tls_needs_the_bearer_token(secure_edge):
+    with secure_edge.channel() as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListVoices(gateway_pb2.ListVoicesRequest(), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        token = secure_edge.credentials.token()
+        reply = stub.ListVoices(gateway_pb2.ListVoicesRequest(), timeout=10,
+                                metadata=(("authorization", f"Bearer {token}"),))
+        assert [v.name for v in reply.voices] == ["demo"]
+        # Health stays open for probes.
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_cors_allows_the_configured_origin_and_its_preflight_needs_no_token(secure_edge):
+    preflight = {"origin": ORIGIN, "access-control-request-method": "GET",
+                 "access-control-request-headers": "authorization"}
+    context = ssl.create_default_context(cafile=str(secure_edge.credentials.cert))
+    reply = call("OPTIONS", secure_edge.api + "/v1/voices", headers=preflight, context=context)
+    assert reply.status == 200, reply.body[:300]
+    assert reply.headers["access-control-allow-origin"] == ORIGIN
+    other = call("OPTIONS", secure_edge.api + "/v1/voices", context=context,
+                 headers={**preflight, "origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in {k.lower() for k in other.headers}
+    # The request itself carries a token, and its answer names the origin.
+    reply = secure_edge.get("/v1/voices", secure_edge.credentials.token(), {"origin": ORIGIN})
+    assert reply.status == 200, reply.body[:300]
+    assert reply.headers["access-control-allow-origin"] == ORIGIN
+
+
+def test_tokens_never_reach_the_access_log(secure_edge):
+    token = secure_edge.credentials.token()
+    marker = f"auth-{uuid.uuid4().hex[:12]}"
+    assert secure_edge.get("/v1/voices", token, {"x-request-id": marker}).status == 200
+    # A token in the query string is neither accepted nor logged.
+    query = secure_edge.get(f"/v1/voices?access_token={token}", headers={"x-request-id": marker + "q"})
+    _is_unauthenticated(query)
+    deadline = time.monotonic() + 15  # Envoy flushes the access log on a timer
+    while f'"{marker}q"' not in secure_edge.access_log.read_text():
+        assert time.monotonic() < deadline, "the requests never reached the access log"
+        time.sleep(0.1)
+    log = secure_edge.access_log.read_text()
+    assert f'"{marker}"' in log
+    signature = token.rsplit(".", 1)[1]
+    assert token not in log and signature not in log
+    assert '"path":"/v1/voices"' in log
