@@ -66,19 +66,18 @@ async def _tts_service(channel: grpc.aio.Channel, inputs: Inputs) -> Sample:
     return Sample(True, "OK", total if first is None else first, total, seconds, start)
 
 
-async def _triton(url: str, inputs: Inputs) -> Sample:
-    """The spark_tts model through Triton's client, as the TTS service calls it."""
+async def _triton(client, inputs: Inputs) -> Sample:
+    """The spark_tts model through Triton's client (``client``: the TTS service's
+    ``Triton``, one connection for every request), as the TTS service calls it."""
     from services.tts_gateway.request import ReferenceSpeaker, Sampling, SpeechRequest
     from services.tts_gateway.settings import TtsSettings
     from services.tts_gateway.synthesis import OUTPUTS, SPARK_MODEL, token_cap, triton_inputs
-    from services.tts_gateway.triton import Triton
 
     request = SpeechRequest(inputs.short,
                             ReferenceSpeaker(inputs.reference, inputs.reference_transcript),
                             Sampling(seed=inputs.seed, max_tokens=inputs.max_tokens))
     # TtsSettings.load() reads the TTS_MAX_TOKENS the local stack was started with.
     tensors = triton_inputs(request, True, token_cap(request.text, TtsSettings.load()))
-    client = Triton(url)
     start = time.perf_counter()
     first, seconds = None, 0.0
     try:
@@ -89,16 +88,21 @@ async def _triton(url: str, inputs: Inputs) -> Sample:
             seconds += reply["waveform"].size / rate
     except Exception as exc:  # Triton's and the client's errors alike: a failed sample
         return failed(type(exc).__name__, start)
-    finally:
-        await client.close()
     total = time.perf_counter() - start
     return Sample(True, "OK", total if first is None else first, total, seconds, start)
 
 
 async def measure_layers(ports: dict[str, int], inputs: Inputs, requests: int) -> list[dict]:
     """``requests`` sequential requests per (operation, served layer), after one warm-up
-    each; stats.summarize rows with ``operation`` and ``layer`` added."""
+    each; stats.summarize rows with ``operation`` and ``layer`` added.
+
+    The layers of an operation take turns (edge, gateway, service, ..., edge, ...),
+    so that a machine getting slower or faster during the run weighs on every layer
+    alike rather than on whichever was measured last."""
+    from services.tts_gateway.triton import Triton
+
     host = "127.0.0.1"
+    triton = Triton(f"{host}:{ports['triton']}")
     edge, gateway = Client(f"{host}:{ports['api']}"), Client(f"{host}:{ports['gateway']}")
     tts_channel = grpc.aio.insecure_channel(f"{host}:{ports['tts']}")
     rvc_channel = grpc.aio.insecure_channel(f"{host}:{ports['rvc']}")
@@ -107,7 +111,7 @@ async def measure_layers(ports: dict[str, int], inputs: Inputs, requests: int) -
         ("tts", "edge"): lambda: tts(edge, inputs),
         ("tts", "gateway"): lambda: tts(gateway, inputs),
         ("tts", "tts_service"): lambda: _tts_service(tts_channel, inputs),
-        ("tts", "triton"): lambda: _triton(f"{host}:{ports['triton']}", inputs),
+        ("tts", "triton"): lambda: _triton(triton, inputs),
         ("rvc", "edge"): lambda: rvc(edge, inputs),
         ("rvc", "gateway"): lambda: rvc(gateway, inputs),
         ("rvc", "rvc_service"): lambda: unary(rvc_stub.Convert, rvc_request(inputs)),
@@ -116,19 +120,26 @@ async def measure_layers(ports: dict[str, int], inputs: Inputs, requests: int) -
     }
     rows = []
     try:
-        for (operation, layer), call in calls.items():
-            name = f"{operation}/{layer}"
-            await run_load(name, call, 1, 1)  # warm-up, not counted
-            result = await run_load(name, call, 1, requests)  # a raising call: a failed sample
-            row = stats.summarize(operation, 1, result.samples, result.wall_seconds)
-            rows.append({**row, "operation": operation, "layer": layer})
-            print(f"layers {operation}/{layer}: {row['ok']}/{row['requests']} ok, "
-                  f"{METRIC[operation]} p50 {row[METRIC[operation]]['p50']}", flush=True)
+        for operation in LAYERS:
+            served = [(layer, call) for (op, layer), call in calls.items() if op == operation]
+            samples: dict[str, list[Sample]] = {layer: [] for layer, _ in served}
+            for layer, call in served:
+                await run_load(f"{operation}/{layer}", call, 1, 1)  # warm-up, not counted
+            for _ in range(requests):
+                for layer, call in served:  # a raising call: a failed sample
+                    result = await run_load(f"{operation}/{layer}", call, 1, 1)
+                    samples[layer] += result.samples
+            for layer, _ in served:
+                row = stats.summarize(operation, 1, samples[layer])
+                rows.append({**row, "operation": operation, "layer": layer})
+                print(f"layers {operation}/{layer}: {row['ok']}/{row['requests']} ok, "
+                      f"{METRIC[operation]} p50 {row[METRIC[operation]]['p50']}", flush=True)
     finally:
         for client in (edge, gateway):
             await client.close()
         for channel in (tts_channel, rvc_channel):
             await channel.close()
+        await triton.close()
     return rows
 
 
