@@ -16,6 +16,8 @@ RVC_SCALING = 1.7  # 2 workers >= 1.7x the throughput of 1
 ERROR_FREE_CONCURRENCY = 16
 OVERHEAD_S = 0.010  # serving overhead <= 10 ms p50 vs the in-process baseline
 CAPACITY_SHARE = 0.9  # at concurrency 16, >= 0.9x the in-process capacity
+GPU_FIRST_CHUNK_S = 0.150  # GPU, full-size models: first chunk p50 at c = 1
+GPU_RTF = 0.05  # GPU: real-time factor at c = 4
 LAYER_NAMES = {"edge": "Envoy (edge)", "gateway": "gateway", "tts_service": "TTS service",
                "triton": "Triton", "rvc_service": "RVC service", "in_process": "in-process"}
 
@@ -85,6 +87,8 @@ def evaluate_targets(results: dict) -> list[dict]:
                       f"{ours:.2f} req/s served vs {theirs:.2f} in-process = {share:.2f}x",
         })
 
+    targets += gpu_targets(results)
+
     rows = results.get("overhead") or []
     if not rows:
         note = (results.get("baseline") or {}).get("note", "baseline not available")
@@ -100,6 +104,27 @@ def evaluate_targets(results: dict) -> list[dict]:
             "detail": f"TTFA +{_ms(row['ttfa']['diff'])} ms, latency +{_ms(row['latency']['diff'])} ms",
         })
     return targets
+
+
+def gpu_targets(results: dict) -> list[dict]:
+    """First chunk of the TTS service's stream at c = 1 (the per-layer run) and the
+    tts scenario's RTF at c = 4, on a GPU host (full-size models)."""
+    names = (f"GPU: TTS first chunk p50 <= {GPU_FIRST_CHUNK_S * 1000:.0f} ms (c=1)",
+             f"GPU: TTS RTF <= {GPU_RTF} (c=4)")
+    if not (results.get("environment") or {}).get("gpu"):
+        return [{"target": name, "status": "N/A", "detail": "no GPU in this run"}
+                for name in names]
+    first = next((r["ttfa"]["p50"] for r in results.get("layers") or []
+                  if r["operation"] == "tts" and r["layer"] == "tts_service"), None)
+    rtf = next((r["rtf"] for r in results.get("runs", [])
+                if r["scenario"] == "tts" and r["concurrency"] == 4), None)
+    out = []
+    for name, value, limit, shown in ((names[0], first, GPU_FIRST_CHUNK_S, _ms(first) + " ms"),
+                                      (names[1], rtf, GPU_RTF, _num(rtf, 3))):
+        out.append({"target": name,
+                    "status": "N/A" if value is None else ("PASS" if value <= limit else "MISS"),
+                    "detail": "not measured" if value is None else shown})
+    return out
 
 
 def markdown(results: dict) -> str:

@@ -114,3 +114,20 @@ def test_capacity_target_compares_served_with_in_process_throughput():
     data["baseline"]["runs"] = [stats.summarize("pipeline_stream", 16, fast, 4.2)]
     assert [t["status"] for t in evaluate_targets(data) if "capacity" in t["target"]] == ["PASS"]
     assert served["requests_per_second"] == 1.0
+
+
+def test_gpu_targets_are_judged_only_on_a_gpu_run():
+    data = results()
+    assert {t["status"] for t in evaluate_targets(data) if t["target"].startswith("GPU")} == {"N/A"}
+    data["environment"]["gpu"] = "NVIDIA H100"
+    data["layers"] = [{"operation": "tts", "layer": "tts_service",
+                       "ttfa": {"p50": 0.12}, "latency": {"p50": 0.5}}]
+    fast = [Sample(True, "OK", 0.1, 0.1, 4.0, float(i)) for i in range(4)]  # RTF 0.025
+    data["runs"].append(stats.summarize("tts", 4, fast, 1.0))
+    gpu = {t["target"]: t for t in evaluate_targets(data) if t["target"].startswith("GPU")}
+    assert [t["status"] for t in gpu.values()] == ["PASS", "PASS"]
+    data["layers"][0]["ttfa"]["p50"] = 0.2
+    data["runs"][-1]["rtf"] = 0.07
+    gpu = {t["target"]: t for t in evaluate_targets(data) if t["target"].startswith("GPU")}
+    assert [t["status"] for t in gpu.values()] == ["MISS", "MISS"]
+    assert "200 ms" in list(gpu.values())[0]["detail"]
