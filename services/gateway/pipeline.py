@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import grpc
 from voice.v1 import rvc_pb2, tts_pb2
 
 from services.common.audio import PcmAudio, resample
@@ -158,9 +159,17 @@ class Pipeline:
             sampling.seed = random.getrandbits(63)
         try:
             for sentence in sentences:
-                result = await self.tts.synthesize(
-                    tts_pb2.SynthesizeSpeechRequest(text=sentence, speaker=speaker, sampling=sampling)
-                )
+                try:
+                    result = await self.tts.synthesize(tts_pb2.SynthesizeSpeechRequest(
+                        text=sentence, speaker=speaker, sampling=sampling))
+                except grpc.aio.AioRpcError as exc:
+                    # The TTS side forgot the speaker it encoded for us (Triton
+                    # restarted): encode the reference again and go on.
+                    if exc.code() != grpc.StatusCode.NOT_FOUND or speaker is job.speaker:
+                        raise
+                    speaker = job.speaker
+                    result = await self.tts.synthesize(tts_pb2.SynthesizeSpeechRequest(
+                        text=sentence, speaker=speaker, sampling=sampling))
                 if result.extra and speaker.WhichOneof("source") == "reference":
                     # The first sentence encoded the reference; the rest reuse it by id.
                     speaker = tts_pb2.SpeakerPrompt(speaker_id=result.extra)

@@ -47,6 +47,7 @@ class ScriptedTts(tts_pb2_grpc.TextToSpeechServicer):
     def __init__(self):
         self.seen = []
         self.changed = asyncio.Event()
+        self.forget = 0  # speaker_id requests to refuse as a restarted Triton does
 
     async def Synthesize(self, request, context):
         self.seen.append({
@@ -57,6 +58,9 @@ class ScriptedTts(tts_pb2_grpc.TextToSpeechServicer):
         self.changed.set()
         if request.text == "explode":
             raise RuntimeError("secret internals")
+        if self.forget and request.speaker.WhichOneof("source") == "speaker_id":
+            self.forget -= 1
+            await context.abort(grpc.StatusCode.NOT_FOUND, "speaker 'spk-1' is not cached (any more)")
         tone = np.sin(np.arange(RATE // 4) * 2 * np.pi * 200 / RATE).astype(np.float32) * 0.3
         for sequence in range(2):
             yield tts_pb2.SynthesizeSpeechResponse(
@@ -385,6 +389,23 @@ async def test_a_cloned_speaker_is_encoded_once_then_reused_by_id(stack):
     )
     [r async for r in stack["stub"].SynthesizeStream(clone)]
     assert [s["speaker"] for s in stack["tts"].seen] == ["reference", "speaker_id", "speaker_id"]
+
+
+async def test_a_speaker_the_tts_service_forgot_is_encoded_again_from_the_reference(stack):
+    stack["tts"].forget = 1  # as after a Triton restart: its speaker cache is empty
+    clone = gateway_pb2.SynthesizeRequest(
+        text=THREE,
+        speaker=tts_pb2.SpeakerPrompt(
+            reference=tts_pb2.ReferenceAudio(
+                audio=audio_to_proto(PcmAudio(np.zeros(RATE, np.float32), RATE))
+            )
+        ),
+        skip_rvc=True,
+    )
+    replies = [r async for r in stack["stub"].SynthesizeStream(clone)]
+    assert [r.sentence_index for r in replies] == [0, 1, 2]
+    assert [s["speaker"] for s in stack["tts"].seen] == [
+        "reference", "speaker_id", "reference", "speaker_id"]
 
 
 async def test_the_next_sentence_is_synthesised_while_this_one_is_converted(stack):
