@@ -15,13 +15,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.common.interceptors import client_interceptors
 from services.common.server import GRPC_OPTIONS
 
-_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+_ROUND_ROBIN = {"loadBalancingConfig": [{"round_robin": {}}]}
+# healthCheckConfig: the channel watches each peer's grpc.health.v1 status and
+# sends nothing to one that is NOT_SERVING (starting, or draining after SIGTERM),
+# so a rolling restart moves calls to the other peers before any is refused.
+_HEALTH_CHECKED = {**_ROUND_ROBIN, "healthCheckConfig": {"serviceName": ""}}
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
+def open_channel(target: str, skip_not_serving: bool = False) -> grpc.aio.Channel:
+    """A channel balancing calls over every address of ``target``.
+
+    ``skip_not_serving``: leave out peers whose health is NOT_SERVING. Right where
+    several interchangeable peers stand behind the target; with a single peer it
+    turns "not ready yet" into an immediate UNAVAILABLE, and the channel's own
+    health checks then never reach a peer that is not serving.
+    """
+    config = _HEALTH_CHECKED if skip_not_serving else _ROUND_ROBIN
     options = (
         *GRPC_OPTIONS,
-        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.service_config", json.dumps(config)),
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
         # A peer that restarts (a pod rolled, a process respawned) is back in

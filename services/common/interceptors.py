@@ -4,6 +4,7 @@ call; the client side carries the request id and the deadline downstream."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -13,7 +14,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from services.common.errors import InvalidArgument, to_status
+from services.common.admission import RETRY_AFTER_HEADER, Admission, is_limited
+from services.common.errors import InvalidArgument, Overloaded, to_status
 from services.common.metrics import ServerMetrics, split_method
 from services.common.request_context import (
     REQUEST_ID_HEADER,
@@ -32,20 +34,51 @@ _QUIET_SERVICES = {
 }
 
 
+class Policy:
+    """What the server holds every call to: its deadline bounds and the instance's admission."""
+
+    def __init__(
+        self,
+        metrics: ServerMetrics,
+        admission: Admission | None = None,
+        default_deadline: float | None = None,
+        max_deadline: float | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.admission = admission
+        self.default_deadline = default_deadline
+        self.max_deadline = max_deadline
+
+    def deadline(self, requested: float | None) -> float | None:
+        """Seconds the call may run: the caller's deadline, else the default, at most the maximum."""
+        seconds = self.default_deadline if requested is None else requested
+        if seconds is not None and self.max_deadline is not None:
+            seconds = min(seconds, self.max_deadline)
+        return seconds
+
+
 class _CallScope:
     """Everything the interceptor does around one RPC, whatever its shape."""
 
-    def __init__(self, metrics: ServerMetrics, full_method: str, context: Any) -> None:
-        self.metrics = metrics
+    def __init__(self, policy: Policy, full_method: str, context: Any) -> None:
+        self.policy = policy
+        self.metrics = policy.metrics
         self.service, self.method = split_method(full_method)
         self.context = context
         self.code = grpc.StatusCode.OK
         self.start = time.perf_counter()
 
+    def slot(self) -> contextlib.AbstractAsyncContextManager:
+        """The instance's admission for a working call; nothing for the cheap ones."""
+        admission = self.policy.admission
+        if admission is None or not is_limited(self.service, self.method):
+            return contextlib.nullcontext()
+        return admission.slot(time_remaining())
+
     def enter(self) -> None:
         metadata = dict(self.context.invocation_metadata() or ())
         request_id = accept_request_id(metadata.get(REQUEST_ID_HEADER))
-        set_request(request_id, self.context.time_remaining())
+        set_request(request_id, self.policy.deadline(self.context.time_remaining()))
         trailing = tuple(self.context.trailing_metadata() or ())
         self.context.set_trailing_metadata(trailing + ((REQUEST_ID_HEADER, request_id),))
         self.metrics.in_flight.labels(self.service, self.method).inc()
@@ -60,6 +93,10 @@ class _CallScope:
             self.code = self.context.code() or grpc.StatusCode.UNKNOWN
             raise exc
         self.code, message = to_status(exc)
+        retry_after = _retry_after(exc)
+        if retry_after is not None:
+            trailing = tuple(self.context.trailing_metadata() or ())
+            self.context.set_trailing_metadata(trailing + ((RETRY_AFTER_HEADER, retry_after),))
         if self.code is grpc.StatusCode.INTERNAL:
             log.error("unhandled error in %s/%s", self.service, self.method, exc_info=exc)
         else:
@@ -83,6 +120,17 @@ class _CallScope:
             "handled %s/%s", self.service, self.method,
             extra={"grpc_code": name, "duration_ms": round(elapsed * 1000, 2)},
         )
+
+
+def _retry_after(exc: BaseException) -> str | None:
+    """Seconds a refused caller should wait: ours, or what a downstream service said."""
+    if isinstance(exc, Overloaded):
+        return str(exc.retry_after)
+    if isinstance(exc, grpc.aio.AioRpcError) and exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        for key, value in exc.trailing_metadata() or ():
+            if key == RETRY_AFTER_HEADER:
+                return str(value)
+    return None
 
 
 class _Undecodable:
@@ -127,13 +175,14 @@ def _requests(request: Any, streaming: bool) -> Any:
 
 
 def _wrap_unary_response(
-    metrics: ServerMetrics, full_method: str, behavior: Callable, streaming: bool
+    policy: Policy, full_method: str, behavior: Callable, streaming: bool
 ) -> Callable:
     async def handle(request: Any, context: Any) -> Any:
-        scope = _CallScope(metrics, full_method, context)
+        scope = _CallScope(policy, full_method, context)
         scope.enter()
         try:
-            return await behavior(_requests(request, streaming), context)
+            async with scope.slot():
+                return await behavior(_requests(request, streaming), context)
         except BaseException as exc:  # noqa: BLE001 - mapped to a status, then re-raised
             await scope.fail(exc)
         finally:
@@ -143,18 +192,19 @@ def _wrap_unary_response(
 
 
 def _wrap_stream_response(
-    metrics: ServerMetrics, full_method: str, behavior: Callable, streaming: bool
+    policy: Policy, full_method: str, behavior: Callable, streaming: bool
 ) -> Callable:
     async def handle(request: Any, context: Any) -> AsyncIterator[Any]:
-        scope = _CallScope(metrics, full_method, context)
+        scope = _CallScope(policy, full_method, context)
         scope.enter()
         try:
-            result = behavior(_requests(request, streaming), context)
-            if inspect.isasyncgen(result):
-                async for response in result:
-                    yield response
-            else:
-                await result
+            async with scope.slot():
+                result = behavior(_requests(request, streaming), context)
+                if inspect.isasyncgen(result):
+                    async for response in result:
+                        yield response
+                else:
+                    await result
         except BaseException as exc:  # noqa: BLE001 - mapped to a status, then re-raised
             await scope.fail(exc)
         finally:
@@ -164,10 +214,10 @@ def _wrap_stream_response(
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Request id, deadline, metrics and error mapping for every RPC."""
+    """Request id, deadline, admission, metrics and error mapping for every RPC."""
 
-    def __init__(self, metrics: ServerMetrics) -> None:
-        self._metrics = metrics
+    def __init__(self, policy: Policy | ServerMetrics) -> None:
+        self._policy = policy if isinstance(policy, Policy) else Policy(policy)
 
     async def intercept_service(
         self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails
@@ -181,15 +231,15 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
-            behavior = _wrap_unary_response(self._metrics, method, handler.unary_unary, False)
+            behavior = _wrap_unary_response(self._policy, method, handler.unary_unary, False)
             return grpc.unary_unary_rpc_method_handler(behavior, **codec)
         if handler.stream_unary:
-            behavior = _wrap_unary_response(self._metrics, method, handler.stream_unary, True)
+            behavior = _wrap_unary_response(self._policy, method, handler.stream_unary, True)
             return grpc.stream_unary_rpc_method_handler(behavior, **codec)
         if handler.unary_stream:
-            behavior = _wrap_stream_response(self._metrics, method, handler.unary_stream, False)
+            behavior = _wrap_stream_response(self._policy, method, handler.unary_stream, False)
             return grpc.unary_stream_rpc_method_handler(behavior, **codec)
-        behavior = _wrap_stream_response(self._metrics, method, handler.stream_stream, True)
+        behavior = _wrap_stream_response(self._policy, method, handler.stream_stream, True)
         return grpc.stream_stream_rpc_method_handler(behavior, **codec)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -57,6 +58,14 @@ class ServerMetrics:
             ("grpc_service", "grpc_method"),
             registry=self.registry,
         )
+
+    def watch_queue(self, waiting: Callable[[], int]) -> None:
+        """Report how many calls wait for a slot (see services.common.admission)."""
+        Gauge(
+            "grpc_server_queued_requests",
+            "Working RPCs waiting for a free slot on this instance.",
+            registry=self.registry,
+        ).set_function(waiting)
 
     def handled_counts(self, service: str) -> list[tuple[str, str, int]]:
         """(method, status code, count) of every RPC of ``service`` completed so far."""

@@ -20,7 +20,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.interceptors import ServerInterceptor
+from services.common.admission import Admission, Limits
+from services.common.interceptors import Policy, ServerInterceptor
 from services.common.logs import configure_logging
 from services.common.metrics import ServerMetrics
 from services.common.settings import ServerSettings, SettingsError
@@ -58,10 +59,19 @@ class ServiceHost:
         readiness_interval: float = 2.0,
         on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
         metrics: ServerMetrics | None = None,
+        env_prefix: str = "",
     ) -> None:
         self.settings = settings
         # Pass ``metrics`` to register a service's own metrics in the same registry.
         self.metrics = metrics or ServerMetrics()
+        # Messages name a limit as the variable that sets it (GATEWAY_MAX_QUEUED_STREAMS).
+        name = (lambda field: f"{env_prefix}_{field}".upper()) if env_prefix else str
+        self.admission = Admission(Limits(
+            settings.max_concurrent_streams, settings.max_queued_streams,
+            settings.retry_after_seconds,
+            concurrent_name=name("max_concurrent_streams"), queue_name=name("max_queued_streams"),
+        ))
+        self.metrics.watch_queue(lambda: self.admission.waiting)
         self._servicers = servicers
         self._readiness = readiness
         self._readiness_interval = readiness_interval
@@ -78,9 +88,14 @@ class ServiceHost:
         return [s.full_name for s in self._servicers]
 
     async def start(self) -> None:
-        server = grpc.aio.server(
-            interceptors=[ServerInterceptor(self.metrics)], options=SERVER_OPTIONS
+        policy = Policy(
+            self.metrics, self.admission,
+            self.settings.default_deadline_seconds, self.settings.max_deadline_seconds,
         )
+        size = self.settings.max_message_bytes
+        sized = {"grpc.max_receive_message_length": size, "grpc.max_send_message_length": size}
+        options = tuple((key, sized.get(key, value)) for key, value in SERVER_OPTIONS)
+        server = grpc.aio.server(interceptors=[ServerInterceptor(policy)], options=options)
         for servicer in self._servicers:
             servicer.add_to_server(servicer.impl, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -114,6 +114,18 @@ class ServerSettings:
     grpc_port: int = 0
     metrics_port: int = 0
     drain_seconds: float = 20.0
+    # Working calls one instance runs at once (0: no limit), and how many more may
+    # wait for a slot; beyond that a call is refused with RESOURCE_EXHAUSTED and a
+    # retry-after of retry_after_seconds. Health, status and listings are never held.
+    max_concurrent_streams: int = 64
+    max_queued_streams: int = 64
+    retry_after_seconds: float = 1.0
+    # The deadline of a call that sets none, and the longest one a caller may set
+    # (a longer one is shortened to it). Downstream calls inherit what is left.
+    default_deadline_seconds: float = 300.0
+    max_deadline_seconds: float = 3600.0
+    # Largest message in either direction (a whole clip travels in one).
+    max_message_bytes: int = 64 * 1024 * 1024
     log_level: str = env_field("LOG_LEVEL", "INFO")
     log_format: str = env_field("LOG_FORMAT", "json")
 
@@ -122,6 +134,19 @@ class ServerSettings:
         check_port("metrics_port", self.metrics_port)
         if self.drain_seconds < 0:
             raise SettingsError(f"drain_seconds={self.drain_seconds}: must be >= 0")
+        if not 0 <= self.max_concurrent_streams <= 100_000:
+            raise SettingsError(
+                f"max_concurrent_streams={self.max_concurrent_streams}: expected 0..100000")
+        if not 0 <= self.max_queued_streams <= 100_000:
+            raise SettingsError(f"max_queued_streams={self.max_queued_streams}: expected 0..100000")
+        if not 0 < self.retry_after_seconds <= 3600:
+            raise SettingsError(f"retry_after_seconds={self.retry_after_seconds}: expected (0, 3600]")
+        if not 0 < self.default_deadline_seconds <= self.max_deadline_seconds:
+            raise SettingsError(
+                f"default_deadline_seconds={self.default_deadline_seconds}: expected > 0 and "
+                f"<= max_deadline_seconds ({self.max_deadline_seconds})")
+        if not 1024 <= self.max_message_bytes <= 2**31 - 1:
+            raise SettingsError(f"max_message_bytes={self.max_message_bytes}: expected 1024..2^31-1")
         if self.log_format not in ("json", "text"):
             raise SettingsError(f"LOG_FORMAT={self.log_format!r}: expected json or text")
 

@@ -18,13 +18,18 @@ async def build(settings: GatewaySettings) -> ServiceHost:
     tts, rvc = TtsStage(settings.tts_target), RvcStage(settings.rvc_target)
     voices = VoiceBook(settings.voices_dir, settings.default_voice)
     metrics = ServerMetrics()
-    pipeline = Pipeline(tts, rvc, metrics=GatewayMetrics(metrics.registry))
+    pipeline = Pipeline(
+        tts, rvc, metrics=GatewayMetrics(metrics.registry), max_text_chars=settings.max_text_chars
+    )
     servicer = Servicer(
         GatewayServicer(pipeline, voices, settings.health_timeout_seconds, metrics),
         gateway_pb2_grpc.add_GatewayServicer_to_server,
         SERVICE_NAME,
     )
-    return ServiceHost(settings.server, [servicer], metrics=metrics, on_stop=[tts.close, rvc.close])
+    return ServiceHost(
+        settings.server, [servicer], metrics=metrics, on_stop=[tts.close, rvc.close],
+        env_prefix="GATEWAY",
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ from services.gateway.audio_formats import check_sample_rate
 from services.gateway.voices import VoiceBook
 
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
-# A whole request's text; each sentence of it is synthesised in turn, so this bounds its time.
-MAX_TEXT_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -31,10 +29,6 @@ class SpeechJob:
     speed: float = 1.0  # tempo of the speech, pitch unchanged
 
     def __post_init__(self) -> None:
-        if len(self.text) > MAX_TEXT_CHARS:
-            raise InvalidArgument(
-                f"text has {len(self.text)} characters; the limit is {MAX_TEXT_CHARS}"
-            )
         if not self.speaker.WhichOneof("source"):
             raise InvalidArgument(
                 "no speaker: name a voice profile, or give a reference clip, a speaker_id "

@@ -67,7 +67,7 @@ def _total(results: list[StageResult]) -> StageResult:
 class Pipeline:
     def __init__(
         self, tts: TtsStage, rvc: RvcStage, sentence_chars: int = 200, lookahead: int = 2,
-        metrics: GatewayMetrics | None = None,
+        metrics: GatewayMetrics | None = None, max_text_chars: int = 20_000,
     ) -> None:
         self.tts = tts
         self.rvc = rvc
@@ -76,6 +76,9 @@ class Pipeline:
         self.sentence_chars = sentence_chars
         # Sentences synthesised ahead of the one being converted.
         self.lookahead = lookahead
+        # A whole request's text (GATEWAY_MAX_TEXT_CHARS); its sentences run in turn,
+        # so this bounds how long one request can hold the pipeline.
+        self.max_text_chars = max_text_chars
 
     async def _skip_reason(self, params: rvc_pb2.ConversionParams, skip_rvc: bool) -> str:
         """A key of SKIP_MESSAGES, or '' to convert."""
@@ -111,6 +114,11 @@ class Pipeline:
         """Sentence k+1 is synthesised while sentence k is converted; pieces leave in order."""
         start = time.perf_counter()
         recorder = self.metrics.request(rpc)
+        if len(job.text) > self.max_text_chars:
+            raise InvalidArgument(
+                f"text has {len(job.text)} characters; the limit is {self.max_text_chars} "
+                "(GATEWAY_MAX_TEXT_CHARS)"
+            )
         sentences = split_sentences(job.text, self.sentence_chars)
         if not sentences:
             raise InvalidArgument("text is empty")

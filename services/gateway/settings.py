@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common.settings import ServerSettings, env_field, from_env
+from services.common.settings import ServerSettings, SettingsError, env_field, from_env
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,12 @@ class GatewaySettings:
     voices_dir: Path | None = None
     # The profile used when a request names no voice and gives no speaker (GATEWAY_DEFAULT_VOICE).
     default_voice: str = ""
+    # Longest text one request may carry (its sentences are synthesised in turn).
+    max_text_chars: int = 20_000
+
+    def validate(self) -> None:
+        if not 1 <= self.max_text_chars <= 1_000_000:
+            raise SettingsError(f"GATEWAY_MAX_TEXT_CHARS={self.max_text_chars}: expected 1..1000000")
 
     @classmethod
     def load(cls) -> "GatewaySettings":

@@ -72,7 +72,10 @@ class RvcStage:
 
     def __init__(self, target: str) -> None:
         self.target = target
-        self._channel = open_channel(target)
+        # RVC instances scale out (one per GPU) and roll one at a time: conversions
+        # go only to those serving; health is asked over a channel that reaches all.
+        self._channel = open_channel(target, skip_not_serving=True)
+        self._probe_channel = open_channel(target)
         self.stub = rvc_pb2_grpc.VoiceConversionStub(self._channel)
 
     async def convert(self, params: rvc_pb2.ConversionParams, audio: PcmAudio) -> StageResult:
@@ -87,11 +90,12 @@ class RvcStage:
         return await self.stub.ListModels(rvc_pb2.ListModelsRequest())
 
     async def health(self, timeout: float) -> Dependency:
-        status, detail = await check_health(self._channel, timeout=timeout)
+        status, detail = await check_health(self._probe_channel, timeout=timeout)
         return Dependency(self.name, self.target, status, detail)
 
     async def close(self) -> None:
         await self._channel.close()
+        await self._probe_channel.close()
 
 
 def join(pieces: list[PcmAudio]) -> PcmAudio:

@@ -92,7 +92,7 @@ async def build(settings: RvcSettings) -> ServiceHost:
     # Health is NOT_SERVING until the workers have loaded their models.
     return ServiceHost(
         settings.server, [servicer], readiness=ready, readiness_interval=0.5,
-        on_stop=[stop_pool], metrics=metrics,
+        on_stop=[stop_pool], metrics=metrics, env_prefix="RVC",
     )
 
 

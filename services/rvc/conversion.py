@@ -86,7 +86,7 @@ class Converter:
         if audio.duration > self._settings.max_audio_seconds:
             raise InvalidArgument(
                 f"{what} lasts {audio.duration:.1f} s; at most "
-                f"{self._settings.max_audio_seconds:g} s per request (stream longer audio)"
+                f"{self._settings.max_audio_seconds:g} s per request (RVC_MAX_AUDIO_SECONDS; stream longer audio)"
             )
         return np.ascontiguousarray(to_mono(audio).samples, dtype=np.float32)
 

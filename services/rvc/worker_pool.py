@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from services.common import errors
-from services.common.errors import ResourceExhausted, ServiceError, Unavailable
+from services.common.errors import Overloaded, ServiceError, Unavailable
 from services.common.request_context import current_request_id
 from services.rvc import worker_process
 from services.rvc import worker_protocol as protocol
@@ -182,8 +182,9 @@ class WorkerPool:
         self._dispatch()
         if job.child is None and len(self._queue) > self._config.max_queue:
             self._queue.remove(job)
-            raise ResourceExhausted(
-                f"the worker pool's queue is full ({len(self._queue)} waiting); try again later"
+            raise Overloaded(
+                f"the worker pool's queue is full ({len(self._queue)} waiting, "
+                f"RVC_MAX_QUEUE={self._config.max_queue}); try again later"
             )
         self._changes.notify()
         return await self._await(job, timeout)

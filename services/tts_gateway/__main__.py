@@ -27,7 +27,8 @@ async def build(settings: TtsSettings) -> ServiceHost:
 
     # Without Triton's Spark TTS this service can do nothing: health follows it.
     return ServiceHost(
-        settings.server, [servicer], readiness=ready, on_stop=[triton.close], metrics=metrics
+        settings.server, [servicer], readiness=ready, on_stop=[triton.close], metrics=metrics,
+        env_prefix="TTS",
     )
 
 

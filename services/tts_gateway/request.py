@@ -75,7 +75,7 @@ _CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 
 def _check_text(name: str, value: str, limit: int) -> None:
     if len(value) > limit:
-        raise InvalidArgument(f"{name} has {len(value)} characters; the limit is {limit}")
+        raise InvalidArgument(f"{name} has {len(value)} characters; the limit is {limit} (TTS_MAX_TEXT_CHARS)")
     found = _CONTROL_TOKEN.search(value)
     if found:
         raise InvalidArgument(f"{name} contains the reserved token {found.group(0)!r}")
@@ -111,7 +111,7 @@ class SpeechRequest:
             if seconds > max_reference_seconds:
                 raise InvalidArgument(
                     f"speaker.reference.audio lasts {seconds:.1f} s; "
-                    f"the limit is {max_reference_seconds:g} s"
+                    f"the limit is {max_reference_seconds:g} s (TTS_MAX_REFERENCE_SECONDS)"
                 )
         if isinstance(self.speaker, CachedSpeaker) and not self.speaker.speaker_id:
             raise InvalidArgument("speaker.speaker_id is empty")

@@ -10,7 +10,7 @@ import asyncio
 import grpc
 import numpy as np
 import pytest
-from voice.v1 import gateway_pb2_grpc, rvc_pb2, rvc_pb2_grpc
+from voice.v1 import gateway_pb2, gateway_pb2_grpc, rvc_pb2, rvc_pb2_grpc
 
 from services.common.audio import PcmAudio
 from services.common.audio_proto import audio_to_proto
@@ -62,6 +62,11 @@ async def test_concurrent_conversions_through_the_gateway_reach_both_instances(t
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway}") as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
+        # GetStatus asks RVC over the channel conversions use: it connects to both
+        # instances first, so the burst below does not all land on whichever was
+        # connected (and reported serving) first.
+        for _ in range(4):
+            await stub.GetStatus(gateway_pb2.GetStatusRequest(), timeout=30)
         replies = await asyncio.gather(*(stub.Rvc(request, timeout=240) for _ in range(REQUESTS)))
     assert all(r.audio.sample_rate == 48_000 for r in replies)
     done = []

@@ -47,3 +47,35 @@ async def test_calls_round_robin_over_every_resolved_address():
     assert set(served) == {1, 2, 3}
     # Round robin, not random: no address gets more than its share plus the warm-up.
     assert max(served.values()) - min(served.values()) <= 3, served
+
+
+async def test_a_peer_that_is_not_serving_gets_no_calls_until_it_serves_again():
+    serving = {"value": False}
+
+    async def ready() -> bool:
+        return serving["value"]
+
+    async with hosted([numbered(1)]) as one, hosted(
+        [numbered(2)], readiness=ready, readiness_interval=0.05
+    ) as two:
+        channel = open_channel(
+            f"ipv4:127.0.0.1:{one.grpc_port},127.0.0.1:{two.grpc_port}", skip_not_serving=True
+        )
+        stub = rvc_pb2_grpc.VoiceConversionStub(channel)
+
+        async def who() -> int:
+            reply = await stub.GetStatus(rvc_pb2.GetRvcStatusRequest(), wait_for_ready=True)
+            return reply.workers_configured
+
+        try:
+            # Draining or starting: health says NOT_SERVING, so every call goes to the other.
+            assert {await who() for _ in range(20)} == {1}
+            serving["value"] = True
+            seen = set()
+            for _ in range(400):  # the health watch reports SERVING within a few probes
+                seen.add(await who())
+                if seen == {1, 2}:
+                    break
+            assert seen == {1, 2}
+        finally:
+            await channel.close()

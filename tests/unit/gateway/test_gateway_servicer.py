@@ -171,7 +171,7 @@ async def test_request_id_and_deadline_travel_downstream(stack):
     await call
     seen = stack["tts"].seen[-1]
     assert seen["request_id"] == "req-42"
-    assert 0 < seen["remaining"] <= 5.0
+    assert 0 < seen["remaining"] <= 5.5  # gRPC rounds the timeout it sends up
     assert ("x-request-id", "req-42") in tuple(await call.trailing_metadata())
 
 

@@ -17,6 +17,7 @@ from services.gateway.legacy_http import (
     parse_form,
     response_format,
 )
+from services.gateway.pipeline import Pipeline
 from services.gateway.voices import VoiceBook
 
 NO_VOICES = VoiceBook(None)
@@ -136,10 +137,16 @@ def test_the_answer_format_is_wav_unless_asked():
         response_format(parse_form("application/json", b'{"response_format": "mp4"}'))
 
 
-def test_text_beyond_the_gateway_limit_is_refused_before_any_synthesis():
+async def test_text_beyond_the_gateway_limit_is_refused_before_any_synthesis():
     body = json.dumps({"text": "Word. " * 4_000, "reference_audio": base64.b64encode(wav()).decode()})
     form = parse_form("application/json", body.encode())
-    with pytest.raises(InvalidArgument, match="text has 24000 characters; the limit is 20000"):
-        job(form, NO_VOICES)
+    # No stages: a request over the limit must not reach them.
+    pipeline = Pipeline(tts=None, rvc=None, max_text_chars=20_000)
+    with pytest.raises(
+        InvalidArgument, match=r"text has 24000 characters; the limit is 20000 \(GATEWAY_MAX_TEXT_CHARS\)"
+    ):
+        await pipeline.synthesize(job(form, NO_VOICES))
     form.fields["text"] = "Word. " * 3_000
     assert job(form, NO_VOICES).text == form.fields["text"]
+
+

@@ -206,7 +206,7 @@ async def test_a_full_queue_refuses_at_once() -> None:
         await pool.wait_until(lambda s: s.busy == 1, WAIT)
         queued = [asyncio.ensure_future(pool.call("echo", {"n": n})) for n in range(2)]
         await pool.wait_until(lambda s: s.queue_depth == 2, WAIT)
-        with pytest.raises(ResourceExhausted, match=r"queue is full \(2 waiting\)"):
+        with pytest.raises(ResourceExhausted, match=r"queue is full \(2 waiting, RVC_MAX_QUEUE="):
             await asyncio.wait_for(pool.call("echo", {}), 0.1)
         # A cancelled queued job leaves the queue at once.
         queued[1].cancel()
