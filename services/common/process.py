@@ -24,6 +24,25 @@ def die_with_parent(parent_pid: int | None = None, sig: int = signal.SIGKILL) ->
     return parent_pid is None or os.getppid() == parent_pid
 
 
+# Run by a fresh interpreter as ``python -I -c LAUNCHER <parent pid> <program> <args>``:
+# asks for SIGKILL when the parent exits, then becomes the program (the request
+# survives exec). A preexec_fn would do the same between fork and exec, but a
+# parent with gRPC threads may crash there: only async-signal-safe code is sound
+# in a forked child of a threaded process.
+LAUNCHER = (
+    "import ctypes, os, sys\n"
+    "prctl = getattr(ctypes.CDLL(None), 'prctl', None)\n"
+    "prctl is None or prctl(1, 9)\n"
+    "os.getppid() == int(sys.argv[1]) or os._exit(70)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def dying_with_me(argv: list[str], python: str) -> list[str]:
+    """``argv`` to run as a child that the kernel kills when this process exits."""
+    return [python, "-I", "-c", LAUNCHER, str(os.getpid()), *argv]
+
+
 def set_process_name(name: str) -> None:
     """Name this process as ps/top show it (the kernel keeps 15 bytes)."""
     if _prctl is not None:

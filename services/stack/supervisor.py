@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from services.common.process import die_with_parent
+from services.common.process import dying_with_me
 from services.stack.components import ProcessSpec
 
 log = logging.getLogger(__name__)
@@ -58,14 +59,13 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         child.ready = False
         child.process = subprocess.Popen(
-            child.spec.argv,
+            dying_with_me(child.spec.argv, sys.executable),
             env=child.spec.env,
             cwd=child.spec.cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=die_with_parent,  # runs in the child between fork and exec
         )
         child._pump = threading.Thread(
             target=self._pump, args=(child, child.process), daemon=True, name=f"log-{child.spec.name}"
