@@ -14,6 +14,12 @@ from spark_tts.sampling import SamplingConfig, next_token
 from spark_tts.tiny_models import write_llm
 
 PROMPT = prompts.control_prompt("hello there, how are you today?", "female", "high", "low")
+# A cloned voice's prompt carries its globals: generation is semantic tokens from the start,
+# which keeps the tests of the decoding loop short.
+def clone_prompt(text: str) -> str:
+    return prompts.cloning_prompt(text, list(range(prompts.GLOBAL_TOKENS)))
+
+
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|end_semantic_token|>")
 
 
@@ -29,7 +35,17 @@ def llm(llm_dir):
     return SparkLlm(llm_dir)
 
 
-def generate(llm, prompt=PROMPT, cancelled=None, **sampling):
+def spoken(tokens):
+    """Semantic tokens after a control prompt's 32 globals: those max_tokens counts."""
+    kinds = [t.kind for t in tokens]
+    globals_at = [i for i, kind in enumerate(kinds) if kind == "global"]
+    if len(globals_at) < prompts.GLOBAL_TOKENS:
+        return 0
+    return kinds[globals_at[prompts.GLOBAL_TOKENS - 1] + 1:].count("semantic")
+
+
+def generate(llm, prompt=None, cancelled=None, **sampling):
+    prompt = prompt or clone_prompt("hello there, how are you today?")
     config = SamplingConfig(**sampling)
     if cancelled is None:
         return list(llm.generate(prompt, config))
@@ -57,10 +73,21 @@ def test_tokens_are_audio_tokens_within_their_vocabularies(llm):
 
 
 @pytest.mark.parametrize("max_tokens", [1, 5])
-def test_max_tokens_caps_the_semantic_tokens(llm, max_tokens):
-    tokens = generate(llm, max_tokens=max_tokens, seed=4)
-    assert sum(t.kind == "semantic" for t in tokens) == max_tokens
+@pytest.mark.parametrize("seed", [4, 12])
+def test_max_tokens_counts_the_semantic_tokens_after_the_globals(llm, max_tokens, seed):
+    # Control mode: the 32 global tokens come first (the untrained model mixes others in);
+    # a small max_tokens must not cut the voice short.
+    tokens = generate(llm, prompt=PROMPT, max_tokens=max_tokens, seed=seed)
+    assert [t.kind for t in tokens].count("global") >= prompts.GLOBAL_TOKENS
+    assert spoken(tokens) == max_tokens
     assert tokens[-1].kind == "semantic"
+
+
+def test_max_tokens_caps_the_semantic_tokens_of_a_cloned_voice(llm):
+    # A cloning prompt carries its globals: every semantic token counts.
+    clone = prompts.cloning_prompt("hello there.", list(range(prompts.GLOBAL_TOKENS)))
+    tokens = generate(llm, prompt=clone, max_tokens=3, seed=4)
+    assert sum(t.kind == "semantic" for t in tokens) == 3
 
 
 def test_cancelled_stops_generation_after_n_checks(llm):
@@ -96,15 +123,16 @@ def audio_token(name):
 def test_generation_matches_recomputing_the_whole_sequence(llm):
     """The cached, token-by-token loop must see the prompt and every earlier token."""
     config = SamplingConfig(max_tokens=8, seed=11)
-    tokens = list(llm.generate(PROMPT, config))
+    prompt = clone_prompt("hello there, how are you today?")
+    tokens = list(llm.generate(prompt, config))
     assert len(tokens) >= 8
 
-    ids = llm.tokenizer(PROMPT, return_tensors="pt").input_ids
+    ids = llm.tokenizer(prompt, return_tensors="pt").input_ids
     stop_ids = {llm.tokenizer.convert_tokens_to_ids(t) for t in STOP_TOKENS}
     generator = torch.Generator().manual_seed(config.seed)
     expected = []
     with torch.inference_mode():
-        for _ in range(config.max_tokens + prompts.GLOBAL_TOKENS + 16):
+        for _ in range(config.max_tokens + 16):
             token_id = next_token(llm.model(input_ids=ids).logits[0, -1], config, generator)
             if token_id in stop_ids:
                 break
@@ -165,7 +193,7 @@ def test_global_tokens_do_not_count_toward_max_tokens(llm, monkeypatch):
     names = [prompts.global_token(i) for i in range(32)]
     names += [prompts.semantic_token(i) for i in range(3)] + ["<|im_end|>"]
     script(llm, monkeypatch, *names)
-    tokens = generate(llm, top_k=1, max_tokens=2, seed=0)
+    tokens = generate(llm, prompt=PROMPT, top_k=1, max_tokens=2, seed=0)
     assert [t.kind for t in tokens] == ["global"] * 32 + ["semantic"] * 2
 
 
@@ -185,10 +213,10 @@ def test_a_batch_streams_every_job_to_its_own_end(llm):
     from spark_tts.llm import Job
 
     jobs = [
-        Job(prompts.control_prompt("Short.", "male"), SamplingConfig(max_tokens=5, seed=1)),
-        Job(prompts.control_prompt("A rather longer sentence to pad the others.", "female"),
+        Job(clone_prompt("Short."), SamplingConfig(max_tokens=5, seed=1)),
+        Job(clone_prompt("A rather longer sentence to pad the others."),
             SamplingConfig(max_tokens=12, seed=2)),
-        Job(prompts.control_prompt("Third.", "male"), SamplingConfig(max_tokens=8, seed=3)),
+        Job(clone_prompt("Third."), SamplingConfig(max_tokens=8, seed=3)),
     ]
     tokens = {0: [], 1: [], 2: []}
     ended = []
@@ -206,7 +234,7 @@ def test_a_batch_streams_every_job_to_its_own_end(llm):
 def test_identical_jobs_in_one_batch_generate_identical_tokens(llm):
     from spark_tts.llm import Job
 
-    prompt = prompts.control_prompt("Twins in one batch.", "female")
+    prompt = clone_prompt("Twins in one batch.")
     jobs = [Job(prompt, SamplingConfig(max_tokens=10, seed=9)) for _ in range(2)]
     streams = {0: [], 1: []}
     for index, token in llm.generate_many(jobs):
@@ -225,13 +253,12 @@ def test_cancelling_one_job_leaves_the_others_running(llm):
         return calls["n"] > 3
 
     jobs = [
-        Job(prompts.control_prompt("Stop me.", "male"), SamplingConfig(max_tokens=50, seed=1),
-            cancel_soon),
-        Job(prompts.control_prompt("Keep going.", "male"), SamplingConfig(max_tokens=20, seed=2)),
+        Job(clone_prompt("Stop me."), SamplingConfig(max_tokens=50, seed=1), cancel_soon),
+        Job(clone_prompt("Keep going."), SamplingConfig(max_tokens=20, seed=2)),
     ]
-    counts = {0: 0, 1: 0}
+    tokens = {0: [], 1: []}
     for index, token in llm.generate_many(jobs):
-        if token is not None and token.kind == "semantic":
-            counts[index] += 1
-    assert counts[0] < 5
-    assert counts[1] == 20
+        if token is not None:
+            tokens[index].append(token)
+    assert len(tokens[0]) < 5
+    assert sum(t.kind == "semantic" for t in tokens[1]) == 20

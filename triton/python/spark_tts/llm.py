@@ -68,7 +68,8 @@ class SparkLlm:
         cancelled: Callable[[], bool] = lambda: False,
     ) -> Iterator[AudioToken]:
         """Audio tokens as the model produces them, until a stop token,
-        ``sampling.max_tokens`` semantic tokens, or ``cancelled()``."""
+        ``sampling.max_tokens`` semantic tokens (after the global tokens, where
+        the prompt asks for them), or ``cancelled()``."""
         for _, token in self.generate_many([Job(prompt, sampling, cancelled)]):
             if token is not None:
                 yield token
@@ -96,8 +97,20 @@ class SparkLlm:
         mask = encoded.attention_mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generators = [self._generator(jobs[i].sampling.seed) for i in live]
-        # Globals (control mode) plus semantics, with room for stray text tokens.
-        budgets = [jobs[i].sampling.max_tokens + prompts.GLOBAL_TOKENS + 16 for i in live]
+        # A described voice (control mode) must first produce its 32 global tokens;
+        # max_tokens counts only the semantic tokens after them, so even max_tokens=1
+        # yields a complete voice. The budget bounds the whole run: the globals (with
+        # room for an untrained model, which emits them among other tokens), the
+        # semantic tokens, and some stray text tokens.
+        globals_needed = [
+            prompts.GLOBAL_TOKENS if prompts.TASK_CONTROLLABLE in jobs[i].prompt else 0
+            for i in live
+        ]
+        budgets = [
+            jobs[i].sampling.max_tokens + 6 * globals_needed[row] + 16
+            for row, i in enumerate(live)
+        ]
+        globals_seen = [0] * len(live)
         semantic = [0] * len(live)
         active = [True] * len(live)
         cache = None
@@ -124,7 +137,9 @@ class SparkLlm:
                 token = self._audio_tokens.get(token_id)
                 if token is not None:
                     yield i, token
-                    semantic[row] += token.kind == "semantic"
+                    globals_seen[row] += token.kind == "global"
+                    if globals_seen[row] >= globals_needed[row]:
+                        semantic[row] += token.kind == "semantic"
                 if (
                     token_id in self._stop_ids
                     or semantic[row] >= jobs[i].sampling.max_tokens
