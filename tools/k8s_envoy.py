@@ -31,6 +31,7 @@ import json
 import sys
 from pathlib import Path
 
+from services.gateway.edge_limits import EdgeRateLimit
 from services.gateway.edge_security import EdgeJwt, EdgeTls
 from services.gateway.envoy import EdgeConfig, render
 
@@ -66,11 +67,15 @@ JWKS_DIR = Path("/etc/edge-jwks")
 # services of the same issuer are refused. Set JWT_ISSUER to pin the issuer too.
 JWT_AUDIENCE = "voice-pipeline"
 JWT_ISSUER = ""
+# Per token subject, per edge pod: 2 calls a second on average, 20 at once
+# (each call may synthesise many seconds of audio).
+RATE_LIMIT = EdgeRateLimit(per_second=2, burst=20)
 
 K8S_SECURE_EDGE = dataclasses.replace(
     K8S_EDGE,
     tls=EdgeTls(cert=TLS_DIR / "tls.crt", key=TLS_DIR / "tls.key"),
     jwt=EdgeJwt(jwks=JWKS_DIR / "jwks.json", issuer=JWT_ISSUER, audiences=(JWT_AUDIENCE,)),
+    rate_limit=RATE_LIMIT,
 )
 # What each committed file holds.
 COMMITTED_EDGES = {COMMITTED: K8S_EDGE, SECURE_COMMITTED: K8S_SECURE_EDGE}

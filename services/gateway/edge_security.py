@@ -37,6 +37,8 @@ CORS_FILTER = "envoy.filters.http.cors"
 JWT_PROVIDER = "edge"
 # Where jwt_authn records why a token failed (its dynamic metadata, under JWT_FILTER).
 JWT_FAILURE_KEY = "failure"
+# Where it puts a verified token's claims (likewise).
+JWT_PAYLOAD_KEY = "jwt_payload"
 # Open without a token, so that probes and load balancers can ask: REST /health,
 # its gRPC twin, and the standard gRPC health service.
 OPEN_PATHS = ("/health", "/voice.v1.Gateway/GetHealth")
@@ -103,6 +105,9 @@ def jwt_filter(jwt: EdgeJwt, cors: bool = False) -> dict:
         "forward": False,
         "clock_skew_seconds": 30,
         "failed_status_in_metadata": JWT_FAILURE_KEY,
+        # The verified claims, in dynamic metadata only: the per-client rate limit
+        # keys on ``sub`` (services.gateway.edge_limits). Never logged or forwarded.
+        "payload_in_metadata": JWT_PAYLOAD_KEY,
     }
     if jwt.issuer:
         provider["issuer"] = jwt.issuer

@@ -7,7 +7,9 @@ Anything else gets a 404; the admin interface listens on loopback only.
 
 Every error a REST client gets has one JSON shape; services.gateway.edge_errors
 says how. TLS, JWT authentication and CORS are off unless configured;
-services.gateway.edge_security says how each works.
+services.gateway.edge_security says how each works. The limits (body size,
+calls in flight, per-client rate) and the retries that let a gateway drain are
+in services.gateway.edge_limits.
 
 Deadlines: a REST client's ``grpc-timeout`` request header (``grpc-timeout: 500m``)
 passes through the transcoder to the gateway, where it is the call's deadline
@@ -29,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.server import MAX_MESSAGE_BYTES
-from services.gateway import edge_errors, edge_security
+from services.gateway import edge_errors, edge_limits, edge_security
+from services.gateway.edge_limits import EdgeRateLimit
 from services.gateway.edge_security import EdgeJwt, EdgeTls
 
 _T = "type.googleapis.com/envoy.extensions."
@@ -75,11 +78,30 @@ class EdgeConfig:
     tls: EdgeTls | None = None
     jwt: EdgeJwt | None = None
     cors_origins: tuple[str, ...] = ()
+    # Calls in flight to all gateways together, and calls waiting for a connection.
+    max_concurrent_streams: int = 1000
+    max_queue: int = 1000
+    # Per client; off when None.
+    rate_limit: EdgeRateLimit | None = None
+    # Further gateway instances (host, port), balanced over with the first.
+    more_gateways: tuple[tuple[str, int], ...] = ()
 
 
 def _route(prefix: str) -> dict:
-    # timeout 0: streams may run as long as their own deadline allows.
-    return {"match": {"prefix": prefix}, "route": {"cluster": "gateway", "timeout": "0s"}}
+    # timeout 0: streams may run as long as their own deadline allows. Calls that
+    # never reached a gateway (one draining or gone) are retried on another.
+    return {
+        "match": {"prefix": prefix},
+        "route": {
+            "cluster": "gateway",
+            "timeout": "0s",
+            "retry_policy": edge_limits.retry_policy(),
+        },
+    }
+
+
+def _endpoint(host: str, port: int) -> dict:
+    return {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
 
 
 def render(config: EdgeConfig) -> dict:
@@ -150,6 +172,10 @@ def render(config: EdgeConfig) -> dict:
             edge_errors.lua_filter(),
             *([edge_security.jwt_filter(config.jwt, cors=bool(config.cors_origins))]
               if config.jwt else []),
+            # After jwt_authn (a client is its token's subject), before the transcoder
+            # reads a body: a client over its rate costs nothing more.
+            *([edge_limits.rate_limit_filter(config.rate_limit, jwt=config.jwt is not None)]
+              if config.rate_limit else []),
             {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},
             *([edge_security.cors_filter()] if config.cors_origins else []),
             {
@@ -158,6 +184,10 @@ def render(config: EdgeConfig) -> dict:
             },
         ],
     }
+    # Each refusal at a limit names it; the first mapper that matches wins.
+    manager["local_reply_config"]["mappers"][:0] = edge_limits.reply_mappers(
+        config.max_body_bytes, config.max_concurrent_streams, config.max_queue, config.rate_limit
+    )
     if config.jwt:
         manager["local_reply_config"]["mappers"][:0] = edge_security.reply_mappers()
     if config.cors_origins:
@@ -187,20 +217,19 @@ def render(config: EdgeConfig) -> dict:
             "endpoints": [
                 {
                     "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "socket_address": {
-                                        "address": config.gateway_host,
-                                        "port_value": config.gateway_port,
-                                    }
-                                }
-                            }
-                        }
+                        _endpoint(host, port)
+                        for host, port in (
+                            (config.gateway_host, config.gateway_port), *config.more_gateways
+                        )
                     ]
                 }
             ],
         },
+        "circuit_breakers": edge_limits.circuit_breakers(
+            config.max_concurrent_streams, config.max_queue
+        ),
+        "health_checks": edge_limits.health_checks(),
+        "outlier_detection": edge_limits.outlier_detection(),
     }
     return {
         "admin": {

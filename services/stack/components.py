@@ -169,6 +169,10 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
         tls=config.edge_tls(),
         jwt=config.edge_jwt(),
         cors_origins=config.edge_cors_origins,
+        max_body_bytes=config.edge_max_body_bytes,
+        max_concurrent_streams=config.edge_max_concurrent_streams,
+        max_queue=config.edge_max_queue,
+        rate_limit=config.edge_rate_limit(),
     )
     envoy_config = write(edge, run_dir / "envoy.json")
     scheme = "https" if edge.tls else "http"

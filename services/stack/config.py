@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.settings import SettingsError, check_port, env_field, from_env
+from services.gateway.edge_limits import EdgeRateLimit, check_limits
 from services.gateway.edge_security import EdgeJwt, EdgeTls, check_jwks
+from services.gateway.envoy import MAX_BODY_BYTES
 from services.stack.model_repo import parse_instances
 
 PORT_FIELDS = (
@@ -66,6 +68,14 @@ class StackConfig:
     edge_jwt_issuer: str = env_field("EDGE_JWT_ISSUER", "")
     edge_jwt_audience: tuple[str, ...] = env_field("EDGE_JWT_AUDIENCE", ())
     edge_cors_origins: tuple[str, ...] = env_field("EDGE_CORS_ORIGINS", ())
+    # The edge's limits (docs/security.md, services/gateway/edge_limits.py): the
+    # largest REST body; calls in flight to the gateways and calls waiting for a
+    # connection; per-client calls a second (0: off) and burst.
+    edge_max_body_bytes: int = env_field("EDGE_MAX_BODY_BYTES", MAX_BODY_BYTES)
+    edge_max_concurrent_streams: int = env_field("EDGE_MAX_CONCURRENT_STREAMS", 1000)
+    edge_max_queue: int = env_field("EDGE_MAX_QUEUE", 1000)
+    edge_rate_limit_per_second: float = env_field("EDGE_RATE_LIMIT_PER_SECOND", 0.0)
+    edge_rate_limit_burst: int = env_field("EDGE_RATE_LIMIT_BURST", 10)
 
     def validate(self) -> None:
         try:
@@ -86,6 +96,13 @@ class StackConfig:
         if len(set(ports)) != len(ports):
             raise SettingsError(f"the stack's ports must all differ: {ports}")
         self._validate_edge_security()
+        try:
+            check_limits(
+                self.edge_max_body_bytes, self.edge_max_concurrent_streams, self.edge_max_queue,
+                self.edge_rate_limit_per_second, self.edge_rate_limit_burst,
+            )
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
 
     def _validate_edge_security(self) -> None:
         if (self.edge_tls_cert is None) != (self.edge_tls_key is None):
@@ -123,6 +140,11 @@ class StackConfig:
             issuer=self.edge_jwt_issuer,
             audiences=self.edge_jwt_audience,
         )
+
+    def edge_rate_limit(self) -> EdgeRateLimit | None:
+        if not self.edge_rate_limit_per_second:
+            return None
+        return EdgeRateLimit(self.edge_rate_limit_per_second, self.edge_rate_limit_burst)
 
     def cpu_threads(self) -> tuple[int, int]:
         """(Spark TTS, RVC) torch threads on the CPU: the settings, else half the cores each."""

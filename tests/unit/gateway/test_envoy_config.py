@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from services.gateway import edge_limits
 from services.gateway.edge_errors import ERRORS_FILTER, GRPC_CODE_NAMES, HTTP_STATUS_NAMES
 from services.gateway.envoy import MAX_BODY_BYTES, EdgeConfig, render, write
 from services.stack.components import envoy_binary
@@ -79,9 +80,16 @@ def test_code_names_are_grpcs_and_every_status_names_one():
 
 
 def test_local_replies_to_rest_requests_are_in_the_error_shape():
-    manager = _manager(render(EdgeConfig(descriptor=DESCRIPTOR)))
+    config = EdgeConfig(descriptor=DESCRIPTOR)
+    manager = _manager(render(config))
     mappers = manager["local_reply_config"]["mappers"]
     assert "body_format" not in manager["local_reply_config"]  # no format for gRPC requests
+    # First those naming a limit (tests/unit/gateway/test_envoy_limits.py).
+    limits = edge_limits.reply_mappers(
+        config.max_body_bytes, config.max_concurrent_streams, config.max_queue, None
+    )
+    assert mappers[: len(limits)] == limits
+    mappers = mappers[len(limits):]
     named = {}
     for mapper in mappers:
         status, not_grpc = mapper["filter"]["and_filter"]["filters"]

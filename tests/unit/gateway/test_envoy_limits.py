@@ -1,0 +1,238 @@
+"""The edge's limits in the rendered Envoy config: circuit breakers, the
+per-client rate limit, retries of calls no gateway began, more gateways,
+and the settings that feed them."""
+
+import dataclasses
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from services.common.settings import SettingsError
+from services.gateway import edge_limits
+from services.gateway.edge_errors import ERRORS_FILTER
+from services.gateway.edge_limits import RATE_LIMIT_FILTER, EdgeRateLimit
+from services.gateway.edge_security import JWT_FILTER, EdgeJwt
+from services.gateway.envoy import EdgeConfig, render, write
+from services.stack.components import envoy_binary
+from services.stack.config import StackConfig
+from tests import edge_credentials
+
+DESCRIPTOR = Path("gen/voice_v1.pb")
+
+
+def _manager(config: dict) -> dict:
+    listener = config["static_resources"]["listeners"][0]
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def _cluster(config: dict) -> dict:
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "gateway"]
+    return cluster
+
+
+def _filter(config: dict, name: str) -> dict:
+    (found,) = [f["typed_config"] for f in _manager(config)["http_filters"] if f["name"] == name]
+    return found
+
+
+def test_circuit_breakers_bound_calls_in_flight_and_waiting():
+    config = render(EdgeConfig(DESCRIPTOR, max_concurrent_streams=7, max_queue=3))
+    (thresholds,) = _cluster(config)["circuit_breakers"]["thresholds"]
+    assert thresholds["max_requests"] == 7
+    assert thresholds["max_pending_requests"] == 3
+    assert thresholds["max_connections"] == 7
+    assert thresholds["max_retries"] >= 1
+    defaults = _cluster(render(EdgeConfig(DESCRIPTOR)))["circuit_breakers"]["thresholds"][0]
+    assert defaults["max_requests"] == defaults["max_pending_requests"] == 1000
+
+
+def test_rate_limit_is_off_by_default():
+    names = [f["name"] for f in _manager(render(EdgeConfig(DESCRIPTOR)))["http_filters"]]
+    assert RATE_LIMIT_FILTER not in names
+
+
+def test_rate_limit_keeps_a_bucket_per_client_address_and_spares_health():
+    config = render(EdgeConfig(DESCRIPTOR, rate_limit=EdgeRateLimit(per_second=3, burst=5)))
+    names = [f["name"] for f in _manager(config)["http_filters"]]
+    # Before the transcoder, so a client over its rate costs no body transcoding.
+    assert names.index(RATE_LIMIT_FILTER) < names.index("envoy.filters.http.grpc_json_transcoder")
+    limit = _filter(config, RATE_LIMIT_FILTER)
+    assert limit["rate_limited_as_resource_exhausted"] is True
+    assert limit["always_consume_default_token_bucket"] is False
+    (descriptor,) = limit["descriptors"]
+    assert descriptor["token_bucket"] == {"max_tokens": 5, "tokens_per_fill": 3, "fill_interval": "1s"}
+    # The client's entry has no value: each address gets a bucket of its own.
+    assert descriptor["entries"] == [
+        {"key": edge_limits.LIMITED_KEY, "value": "yes"},
+        {"key": edge_limits.ADDRESS_KEY, "value": ""},
+    ]
+    assert limit["max_dynamic_descriptors"] == edge_limits.MAX_CLIENTS
+    (rule,) = limit["rate_limits"]
+    not_health, client = rule["actions"]
+    assert client == {"remote_address": {}}
+    match = not_health["header_value_match"]
+    assert match["expect_match"] is False and match["descriptor_key"] == edge_limits.LIMITED_KEY
+    regex = re.compile(match["headers"][0]["string_match"]["safe_regex"]["regex"])
+    for path in ("/health", "/health?verbose=1", "/voice.v1.Gateway/GetHealth",
+                 "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"):
+        assert regex.fullmatch(path), path
+    for path in ("/v1/voices", "/v1/synthesize", "/healthz", "/voice.v1.Gateway/ListVoices",
+                 "/x/health", "/voice.v1.Gateway/GetHealthX"):
+        assert not regex.fullmatch(path), path
+
+
+def test_with_jwt_the_bucket_is_the_token_subject(tmp_path):
+    credentials = edge_credentials.make(tmp_path)
+    config = render(EdgeConfig(DESCRIPTOR, jwt=EdgeJwt(jwks=credentials.jwks),
+                               rate_limit=EdgeRateLimit(per_second=1, burst=1)))
+    names = [f["name"] for f in _manager(config)["http_filters"]]
+    assert names.index(JWT_FILTER) < names.index(RATE_LIMIT_FILTER)
+    (provider,) = _filter(config, JWT_FILTER)["providers"].values()
+    limit = _filter(config, RATE_LIMIT_FILTER)
+    client = limit["rate_limits"][0]["actions"][1]["metadata"]
+    assert client["metadata_key"] == {
+        "key": JWT_FILTER,
+        "path": [{"key": provider["payload_in_metadata"]}, {"key": "sub"}],
+    }
+    assert client["source"] == "DYNAMIC" and client["default_value"]
+    assert limit["descriptors"][0]["entries"][1] == {"key": client["descriptor_key"], "value": ""}
+
+
+@pytest.mark.parametrize(
+    ("per_second", "bucket", "retry_after"),
+    [(2, {"tokens_per_fill": 2, "fill_interval": "1s"}, 1),
+     (0.5, {"tokens_per_fill": 1, "fill_interval": "2s"}, 2),
+     (0.3, {"tokens_per_fill": 1, "fill_interval": "3.333s"}, 4),
+     (12.5, {"tokens_per_fill": 1, "fill_interval": "0.08s"}, 1)],
+)
+def test_fractional_rates_refill_a_token_at_a_time(per_second, bucket, retry_after):
+    limit = EdgeRateLimit(per_second=per_second, burst=20)
+    config = render(EdgeConfig(DESCRIPTOR, rate_limit=limit))
+    token_bucket = _filter(config, RATE_LIMIT_FILTER)["descriptors"][0]["token_bucket"]
+    assert token_bucket == {"max_tokens": 20, **bucket}
+    assert edge_limits.retry_after_seconds(limit) == retry_after
+
+
+def _mapper_texts(config: dict) -> list[tuple[dict, str]]:
+    mappers = _manager(config)["local_reply_config"]["mappers"]
+    return [(m, m.get("body", {}).get("inline_string", "")) for m in mappers]
+
+
+def test_each_refusal_names_its_limit_with_retry_after():
+    config = render(EdgeConfig(DESCRIPTOR, max_body_bytes=5000, max_concurrent_streams=7,
+                               max_queue=3, rate_limit=EdgeRateLimit(per_second=0.5, burst=4)))
+    texts = _mapper_texts(config)
+    rate = [(m, t) for m, t in texts if "EDGE_RATE_LIMIT_PER_SECOND=0.5" in t]
+    overload = [(m, t) for m, t in texts if "EDGE_MAX_CONCURRENT_STREAMS=7" in t]
+    body = [(m, t) for m, t in texts if "EDGE_MAX_BODY_BYTES=5000" in t]
+    assert len(rate) == len(overload) == len(body) == 2
+    assert all("EDGE_RATE_LIMIT_BURST=4" in t for _, t in rate)
+    assert all("EDGE_MAX_QUEUE=3" in t for _, t in overload)
+    for mapper, _ in rate + overload:
+        headers = {h["header"]["key"]: h["header"]["value"] for h in mapper["headers_to_add"]}
+        assert headers["retry-after"] == ("2" if mapper in [m for m, _ in rate] else "1")
+    # gRPC first (marked by the error filter), plain message; then REST: 429, error shape.
+    for pair in (rate, overload):
+        (grpc, _), (rest, _) = pair
+        assert grpc["filter"]["and_filter"]["filters"][1] == edge_limits.grpc_filter()
+        assert edge_limits.grpc_filter()["metadata_filter"]["matcher"]["filter"] == ERRORS_FILTER
+        assert "body_format_override" not in grpc and "status_code" not in grpc
+        assert rest["status_code"] == 429
+        assert rest["body_format_override"]["json_format"]["error"]["status"] == "RESOURCE_EXHAUSTED"
+    # An overflow is RESOURCE_EXHAUSTED for gRPC too (Envoy would say UNAVAILABLE).
+    grpc_overload = {h["header"]["key"]: h["header"]["value"]
+                     for h in overload[0][0]["headers_to_add"]}
+    assert grpc_overload["grpc-status"] == "8"
+    assert overload[0][0]["filter"]["and_filter"]["filters"][0] == {
+        "response_flag_filter": {"flags": ["UO"]}}
+    # The limit mappers come before the generic ones (the first that matches wins).
+    first_generic = next(i for i, (m, t) in enumerate(texts) if not t)
+    assert all(i < first_generic for i, (m, t) in enumerate(texts) if t)
+
+
+def test_routes_retry_only_calls_no_gateway_began():
+    config = render(EdgeConfig(DESCRIPTOR))
+    routes = _manager(config)["route_config"]["virtual_hosts"][0]["routes"]
+    to_gateway = [r for r in routes if r.get("route", {}).get("cluster") == "gateway"]
+    assert len(to_gateway) == 4
+    for route in to_gateway:
+        policy = route["route"]["retry_policy"]
+        assert set(policy["retry_on"].split(",")) == {
+            "connect-failure", "refused-stream", "reset-before-request"}
+        assert policy["num_retries"] == 2
+        (predicate,) = policy["retry_host_predicate"]
+        assert predicate["name"] == "envoy.retry_host_predicates.previous_hosts"
+        assert route["route"]["timeout"] == "0s"
+
+
+def test_more_gateways_join_the_load_assignment_with_health_checks():
+    config = render(EdgeConfig(DESCRIPTOR, gateway_port=50051,
+                               more_gateways=(("127.0.0.2", 50061), ("127.0.0.3", 50071))))
+    cluster = _cluster(config)
+    (locality,) = cluster["load_assignment"]["endpoints"]
+    addresses = [e["endpoint"]["address"]["socket_address"] for e in locality["lb_endpoints"]]
+    assert [(a["address"], a["port_value"]) for a in addresses] == [
+        ("127.0.0.1", 50051), ("127.0.0.2", 50061), ("127.0.0.3", 50071)]
+    (check,) = cluster["health_checks"]
+    assert check["grpc_health_check"] == {}
+    assert check["unhealthy_threshold"] == 1
+    assert float(check["interval"].rstrip("s")) <= 5
+    assert cluster["outlier_detection"]["split_external_local_origin_errors"] is True
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [({"edge_max_body_bytes": 100}, "EDGE_MAX_BODY_BYTES"),
+     ({"edge_max_concurrent_streams": 0}, "EDGE_MAX_CONCURRENT_STREAMS"),
+     ({"edge_max_queue": 0}, "EDGE_MAX_QUEUE"),
+     ({"edge_rate_limit_per_second": -1.0}, "EDGE_RATE_LIMIT_PER_SECOND"),
+     ({"edge_rate_limit_per_second": float("nan")}, "EDGE_RATE_LIMIT_PER_SECOND"),
+     ({"edge_rate_limit_per_second": 25.5}, "EDGE_RATE_LIMIT_PER_SECOND"),
+     ({"edge_rate_limit_per_second": 5.0, "edge_rate_limit_burst": 4}, "EDGE_RATE_LIMIT_BURST"),
+     ({"edge_rate_limit_per_second": 1.0, "edge_rate_limit_burst": 0}, "EDGE_RATE_LIMIT_BURST")],
+)
+def test_out_of_range_limits_stop_the_stack_naming_the_setting(changes, named):
+    with pytest.raises(SettingsError, match=named):
+        dataclasses.replace(StackConfig(), **changes).validate()
+
+
+def test_limit_settings_reach_the_edge_config():
+    config = dataclasses.replace(
+        StackConfig(), edge_max_body_bytes=4096, edge_max_concurrent_streams=9,
+        edge_max_queue=2, edge_rate_limit_per_second=0.5, edge_rate_limit_burst=3,
+    )
+    config.validate()
+    assert config.edge_rate_limit() == EdgeRateLimit(per_second=0.5, burst=3)
+    assert StackConfig().edge_rate_limit() is None  # 0 (the default) is off
+
+
+def test_limit_settings_are_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("EDGE_MAX_CONCURRENT_STREAMS", "12")
+    monkeypatch.setenv("EDGE_RATE_LIMIT_PER_SECOND", "2.5")
+    monkeypatch.setenv("EDGE_RATE_LIMIT_BURST", "6")
+    config = StackConfig.load()
+    assert config.edge_max_concurrent_streams == 12
+    assert config.edge_rate_limit() == EdgeRateLimit(per_second=2.5, burst=6)
+
+
+@pytest.mark.parametrize("jwt", [False, True])
+def test_envoy_validates_a_config_with_every_limit(tmp_path, jwt):
+    credentials = edge_credentials.make(tmp_path)
+    edge = EdgeConfig(
+        descriptor=DESCRIPTOR.resolve(),
+        max_body_bytes=4096,
+        max_concurrent_streams=2,
+        max_queue=1,
+        rate_limit=EdgeRateLimit(per_second=0.5, burst=2),
+        more_gateways=(("127.0.0.2", 50061),),
+        jwt=EdgeJwt(jwks=credentials.jwks) if jwt else None,
+        cors_origins=("https://app.example",),
+    )
+    path = write(edge, tmp_path / "envoy.json")
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
