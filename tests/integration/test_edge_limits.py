@@ -17,14 +17,16 @@ import grpc
 import jwt as pyjwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from voice.v1 import gateway_pb2, gateway_pb2_grpc
+from voice.v1 import gateway_pb2, gateway_pb2_grpc, tts_pb2
 
 from services.gateway.edge_limits import EdgeRateLimit
 from services.gateway.edge_security import EdgeJwt
 from services.gateway.envoy import EdgeConfig, write
-from services.stack.components import envoy_binary
+from services.stack.components import envoy_binary, service_spec
 from services.stack.config import free_ports
+from services.stack.supervisor import Supervisor
 from tests import edge_credentials
+from tests.integration.conftest import REPO
 from tests.processes import stop
 
 pytestmark = pytest.mark.integration
@@ -76,11 +78,11 @@ class Edge:
             return reply.read().decode()
 
 
-def _start(stack, folder: Path, **limits) -> tuple[Edge, subprocess.Popen]:
+def _start(stack, folder: Path, gateway_port: int = 0, **limits) -> tuple[Edge, subprocess.Popen]:
     port, admin = free_ports(2)
     config = EdgeConfig(
         descriptor=stack.config.descriptor.resolve(),
-        gateway_port=stack.config.gateway_port,
+        gateway_port=gateway_port or stack.config.gateway_port,
         listen_host="127.0.0.1",
         listen_port=port,
         admin_port=admin,
@@ -289,3 +291,68 @@ def test_a_body_over_the_limit_is_413_naming_it(rated):
                        body=json.dumps({"text": "Hi.", "voice": "no-such-voice"}).encode())
     assert small.status not in (413, 429), small.body[:300]
     assert "EDGE_" not in small.body.decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def full_gateway(stack, tmp_path_factory):
+    """A gateway of its own that takes one working call at a time and queues none,
+    behind an Envoy with no limits of its own: the refusals come from the service."""
+    folder = tmp_path_factory.mktemp("full_gateway")
+    gateway, metrics = free_ports(2)
+    gateway_env = next(c.spec.env for c in stack.supervisor.children if c.spec.name == "gateway")
+    spec = service_spec(REPO, "gateway", "GATEWAY", gateway, metrics, {
+        "TTS_TARGET": f"127.0.0.1:{stack.config.tts_port}",
+        "RVC_TARGET": f"127.0.0.1:{stack.config.rvc_port}",
+        "GATEWAY_VOICES_DIR": gateway_env["GATEWAY_VOICES_DIR"],
+        "GATEWAY_MAX_CONCURRENT_STREAMS": "1",
+        "GATEWAY_MAX_QUEUED_STREAMS": "0",
+        "GATEWAY_RETRY_AFTER_SECONDS": "3",
+    })
+    supervisor = Supervisor([spec], folder / "logs")
+    supervisor.start(timeout=120)
+    try:
+        edge, process = _start(stack, folder, gateway_port=gateway)
+        try:
+            yield edge, gateway
+        finally:
+            stop(process)
+    finally:
+        supervisor.stop(timeout=30)
+
+
+def test_a_full_service_refuses_with_429_and_retry_after_through_the_edge(full_gateway):
+    edge, gateway = full_gateway
+    body = json.dumps({"text": LONG_TEXT, "voice": "demo", "skip_rvc": True}).encode()
+    held = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=120)
+    try:
+        held.request("POST", "/v1/synthesize:stream", body=body,
+                     headers={"content-type": "application/json"})
+        stream = held.getresponse()
+        assert stream.status == 200
+        assert stream.read1(1)  # in flight: the gateway's one slot is taken
+
+        refused = edge.call("POST", "/v1/synthesize", body=json.dumps(
+            {"text": "Hi.", "voice": "demo", "skip_rvc": True}).encode())
+        assert refused.status == 429, refused.body[:300]
+        assert refused.headers.get("retry-after") == "3", refused.headers
+        error = refused.error()
+        assert error["status"] == "RESOURCE_EXHAUSTED", error
+        assert "GATEWAY_MAX_CONCURRENT_STREAMS=1" in error["message"], error
+        assert "GATEWAY_MAX_QUEUED_STREAMS=0" in error["message"], error
+        # Straight to the service over gRPC: the same refusal, retry-after in the trailers.
+        with grpc.insecure_channel(f"127.0.0.1:{gateway}") as channel:
+            with pytest.raises(grpc.RpcError) as failed:
+                gateway_pb2_grpc.GatewayStub(channel).Tts(
+                    tts_pb2.SynthesizeSpeechRequest(text="Hi."), timeout=10)
+        assert failed.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert ("retry-after", "3") in tuple(failed.value.trailing_metadata())
+        # Listing and health are never held back.
+        assert edge.call("GET", "/v1/voices").status == 200
+        assert edge.call("GET", "/health").status == 200
+    finally:
+        held.close()  # cancels the synthesis, freeing the slot
+    deadline = time.monotonic() + 30
+    while (reply := edge.call("POST", "/v1/synthesize", body=json.dumps(
+            {"text": "Hi.", "voice": "demo", "skip_rvc": True}).encode())).status != 200:
+        assert reply.status == 429 and time.monotonic() < deadline, reply.body[:300]
+        time.sleep(0.2)
