@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DESCRIPTOR := gen/voice_v1.pb
 PROTOS := $(wildcard protos/voice/v1/*.proto)
 
-.PHONY: help venv protos models run triton lint test test-unit test-integration bench clean images push-images
+.PHONY: help venv protos models run triton lint test test-unit test-integration bench soak clean images push-images
 
 # Container images (docker/*.Dockerfile; see docker/README.md). TORCH_INDEX_URL
 # picks the torch build of rvc and triton: .../whl/cpu for CPU-only images.
@@ -23,6 +23,7 @@ help:
 	@echo "make models  - download Spark-TTS-0.5B and the RVC assets (hubert_base.pt, rmvpe.pt) into models/"
 	@echo "make protos  - generate Python stubs and the Envoy descriptor set from protos/"
 	@echo "make bench   - load the stack per scenario and concurrency, RVC worker scaling, in-process baseline (python -m bench --help)"
+	@echo "make soak    - mixed load for 30 min (SOAK_ARGS, e.g. --minutes 8); fails on growing RSS, open files or threads (python -m bench.soak --help)"
 	@echo "make lint    - ruff over services/ and tests/ (part of make test)"
 	@echo "make images  - build the four container images (REGISTRY, TAG, TORCH_INDEX_URL); push-images pushes them"
 
@@ -64,6 +65,9 @@ lint: $(INSTALLED)
 
 bench: protos
 	$(PY) -m bench $(BENCH_ARGS)
+
+soak: protos
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 test: protos lint
 	$(PY) -m pytest

@@ -108,3 +108,51 @@ class ProcessSampler:
             out[name]["cpu_seconds"] += (ticks - self._first.get(pid, 0)) / TICKS
             out[name]["processes"] += 1
         return out
+
+
+# -- resource snapshots (the soak's samples, bench/soak.py) ----------------
+
+
+def _rss_and_threads(pid: int) -> tuple[int, int] | None:
+    """(VmRSS in KiB, thread count) of a live process; None once it is gone."""
+    try:
+        text = (PROC / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    rss = threads = 0
+    for line in text.splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1])
+        elif line.startswith("Threads:"):
+            threads = int(line.split()[1])
+    return rss, threads
+
+
+def _open_files(pid: int) -> int | None:
+    """Entries of /proc/<pid>/fd (files, sockets, pipes, ...); None if unreadable."""
+    try:
+        return len(os.listdir(PROC / str(pid) / "fd"))
+    except OSError:
+        return None
+
+
+def resources(roots: dict[str, int]) -> dict[str, dict[str, float | int]]:
+    """Per root name, summed over the root and its descendants at this moment:
+    ``rss_mib`` (VmRSS), ``fds`` (open file descriptors), ``threads`` and
+    ``processes`` (how many were counted). A root that is not running counts
+    zero processes. Linux only: elsewhere, empty."""
+    if not PROC.is_dir():
+        return {}
+    owner, _ticks = _tree(roots)
+    out: dict[str, dict[str, float | int]] = {
+        name: {"rss_mib": 0.0, "fds": 0, "threads": 0, "processes": 0} for name in roots}
+    for pid, name in owner.items():
+        status = _rss_and_threads(pid)
+        if status is None:  # exited between the listing and now
+            continue
+        row = out[name]
+        row["rss_mib"] += status[0] / 1024
+        row["threads"] += status[1]
+        row["fds"] += _open_files(pid) or 0
+        row["processes"] += 1
+    return out
