@@ -1,4 +1,5 @@
-"""Graceful drain: one of two gateways, or one of two RVC instances, restarted under load.
+"""Scaled out, two of each: calls balanced over two RVC instances, and graceful drain when one of
+two gateways, or one of two RVC instances, is restarted under load.
 
 Two gateways stand behind one Envoy, and both send conversions to two RVC
 instances (a name resolving to both addresses, as a headless Service does). A
@@ -21,7 +22,7 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
-from voice.v1 import gateway_pb2, gateway_pb2_grpc, rvc_pb2, tts_pb2
+from voice.v1 import gateway_pb2, gateway_pb2_grpc, rvc_pb2, rvc_pb2_grpc, tts_pb2
 
 from services.common.audio import PcmAudio
 from services.common.audio_proto import audio_to_proto
@@ -46,10 +47,12 @@ def _env_of(stack, name: str) -> dict[str, str]:
 
 
 class Fleet:
-    def __init__(self, supervisor: Supervisor, api_port: int, metrics: dict[str, int]) -> None:
+    def __init__(self, supervisor: Supervisor, api_port: int, metrics: dict[str, int],
+                 grpc_ports: dict[str, int]) -> None:
         self.supervisor = supervisor
         self.api_port = api_port
         self.metrics = metrics
+        self.grpc_ports = grpc_ports
 
     def child(self, name: str):
         return next(c for c in self.supervisor.children if c.spec.name == name)
@@ -108,8 +111,9 @@ def fleet(stack, tmp_path_factory):
     try:
         supervisor.start(timeout=300)
         watcher.start()
-        yield Fleet(supervisor, api, {"rvc-a": m_rvc_a, "rvc-b": m_rvc_b,
-                                       "gateway-a": m_gw_a, "gateway-b": m_gw_b})
+        yield Fleet(supervisor, api,
+                    {"rvc-a": m_rvc_a, "rvc-b": m_rvc_b, "gateway-a": m_gw_a, "gateway-b": m_gw_b},
+                    {"rvc-a": rvc_a, "rvc-b": rvc_b, "gateway-a": gw_a, "gateway-b": gw_b})
     finally:
         stop.set()
         watcher.join(timeout=10)
@@ -218,6 +222,37 @@ async def _restart_under_load(fleet: Fleet, name: str, method: str) -> None:
         await load.finish()
     assert load.failures == [], load.failures
     assert load.ok >= 2 * CONCURRENCY
+
+
+async def test_concurrent_conversions_through_one_gateway_reach_both_rvc_instances(fleet):
+    """The gateway's RVC target resolves to both instances; its channel balances calls
+    per instance instead of pinning them all to one connection."""
+    requests = 8
+    done_before = [await _jobs_done(fleet, name) for name in ("rvc-a", "rvc-b")]
+    request = rvc_pb2.ConvertRequest(params=_conversion(), audio=audio_to_proto(_tone()))
+    address = f"127.0.0.1:{fleet.grpc_ports['gateway-b']}"
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        # GetStatus asks RVC over the channel conversions use: it connects to both
+        # instances first, so the burst does not all land on whichever was ready first.
+        for _ in range(4):
+            await stub.GetStatus(gateway_pb2.GetStatusRequest(), timeout=30)
+        replies = await asyncio.gather(*(stub.Rvc(request, timeout=240) for _ in range(requests)))
+    assert all(r.audio.sample_rate == 48_000 for r in replies)
+    done = [await _jobs_done(fleet, name) - before
+            for name, before in zip(("rvc-a", "rvc-b"), done_before, strict=True)]
+    print("conversions per instance:", done)
+    # Every conversion ran once, and each instance took a share of them.
+    assert sum(done) == requests, done
+    assert min(done) >= requests // 4, done
+
+
+async def _jobs_done(fleet: Fleet, name: str) -> int:
+    address = f"127.0.0.1:{fleet.grpc_ports[name]}"
+    async with grpc.aio.insecure_channel(address) as channel:
+        status = await rvc_pb2_grpc.VoiceConversionStub(channel).GetStatus(
+            rvc_pb2.GetRvcStatusRequest(), timeout=30)
+    return sum(w.jobs_done for w in status.workers)
 
 
 async def test_restarting_one_of_two_gateways_under_load_fails_no_request(fleet):
