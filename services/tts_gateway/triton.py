@@ -35,6 +35,22 @@ log = logging.getLogger(__name__)
 # How long a finished stream may take to close before it is cancelled.
 _CLOSE_TIMEOUT = 5.0
 
+# The client's own channel options (message limits, keepalive as tritonclient sets
+# them), and a short reconnect back-off: gRPC's default grows to minutes while Triton
+# is down, so a Triton back after a crash (it takes tens of seconds to load its models)
+# went unnoticed for up to half a minute more.
+CHANNEL_OPTIONS = (
+    ("grpc.max_send_message_length", triton_grpc.MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", triton_grpc.MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.keepalive_time_ms", 2**31 - 1),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+    ("grpc.http2.max_pings_without_data", 2),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+)
+
 
 async def _drain(responses, timeout: float) -> None:
     async def rest() -> None:
@@ -86,7 +102,7 @@ class Triton:
     def __init__(self, url: str, timeout: float = 2.0) -> None:
         self.url = url
         self._timeout = timeout
-        self._client = triton_grpc.InferenceServerClient(url)
+        self._client = triton_grpc.InferenceServerClient(url, channel_args=list(CHANNEL_OPTIONS))
 
     async def ready(self, model: str | None = None) -> bool:
         try:

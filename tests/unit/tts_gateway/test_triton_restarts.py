@@ -1,17 +1,24 @@
 """A restarting Triton is waited for, and a stream it dropped before any audio is resent."""
 
+import asyncio
+import time
+
+import grpc
 import numpy as np
 import pytest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from services.common.audio import PcmAudio
 from services.common.errors import Unavailable
 from services.common.metrics import ServerMetrics
 from services.common.settings import SettingsError, from_env
+from services.stack.config import free_ports
 from services.tts_gateway import synthesis
 from services.tts_gateway.metrics import TtsMetrics
 from services.tts_gateway.request import ReferenceSpeaker, SpeechRequest
 from services.tts_gateway.settings import TtsSettings
 from services.tts_gateway.synthesis import TtsEngine
+from services.tts_gateway.triton import Triton
 
 
 def reply(final: bool) -> dict:
@@ -92,3 +99,43 @@ def test_the_wait_is_a_checked_setting():
     assert from_env(TtsSettings, "TTS", {"TTS_TRITON_WAIT_SECONDS": "5"}).triton_wait_seconds == 5
     with pytest.raises(SettingsError, match="TTS_TRITON_WAIT_SECONDS"):
         from_env(TtsSettings, "TTS", {"TTS_TRITON_WAIT_SECONDS": "-1"})
+
+
+class _ReadyTriton(service_pb2_grpc.GRPCInferenceServiceServicer):
+    async def ServerReady(self, request, context):
+        return service_pb2.ServerReadyResponse(ready=True)
+
+
+async def _poll_until_ready(client: Triton, timeout: float) -> float | None:
+    """When ``client``, asking again and again, first saw Triton ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await client.ready():
+            return time.monotonic()
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def test_a_triton_back_after_a_long_outage_is_seen_within_a_second_or_so():
+    """Triton takes tens of seconds to come back after a crash; gRPC's default reconnect
+    back-off would by then wait seconds more (1 s, 1.6 s, 2.6 s, 4.1 s...) before
+    trying again, and the TTS service would stay NOT_SERVING that long."""
+    port = free_ports(1)[0]
+    client = Triton(f"127.0.0.1:{port}", timeout=0.5)
+    server = None
+    try:
+        down_until = time.monotonic() + 10.0
+        while time.monotonic() < down_until:  # the channel backs off while nobody listens
+            assert not await client.ready()
+            await asyncio.sleep(0.05)
+        server = grpc.aio.server()
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(_ReadyTriton(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        up = time.monotonic()
+        seen = await _poll_until_ready(client, 10)
+        assert seen is not None and seen - up < 2.0, f"seen {None if seen is None else seen - up} s late"
+    finally:
+        await client.close()
+        if server is not None:
+            await server.stop(None)
