@@ -470,11 +470,13 @@ def test_a_stalled_triton_fails_requests_by_their_deadline_and_recovers(faults):
     once in several runs; not code of ours): the supervisor then restarts it, and the
     test, saying so, holds the recovery to Triton's restart bound instead."""
     load_spec = {"synthesize": (2, STALL_DEADLINE), "convert": (1, STALL_DEADLINE)}
-    triton = faults.pid("triton")
-    starts = faults.child("triton").starts
     with faults.watch() as watch, Load(faults.gateway, load_spec) as load:
         assert wait_for(faults.healthy, 60, 0.5) is not None, "the stack is not serving"
         warm(faults, load, {"synthesize", "convert"})
+        # Read only now: the Triton that just served (the one before may have been
+        # restarted by the supervisor after an earlier scenario).
+        triton = faults.pid("triton")
+        starts = faults.child("triton").starts
         before = faults.processes()
         stalled = time.monotonic()
         os.killpg(triton, signal.SIGSTOP)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc 
 
 def test_a_process_counts_its_memory_files_and_threads():
     me = procstats.resources({"me": os.getpid()})["me"]
-    assert me["processes"] == 1
+    assert me["processes"] >= 1  # with whatever children this test process has
     assert me["rss_mib"] > 1 and me["threads"] >= 1 and me["fds"] >= 3
 
 
