@@ -17,9 +17,7 @@ from pathlib import Path
 _INSTANCE_GROUP = re.compile(r"instance_group\s*\[[^\]]*\]")
 _CONCURRENCY = re.compile(r'(key: "spark_tts_max_concurrency" value: \{ string_value: ")\d+(")')
 # Requests spark_tts serves at once on a GPU, where the llm batches them. On the
-# CPU the repository's 2 stands: more gains nothing on a few cores, and every
-# extra concurrent BLS stream raises the odds of the Python backend crash seen
-# under load (docs/performance.md).
+# CPU the repository's 2 stands: more gains nothing on a few cores.
 GPU_CONCURRENCY = 8
 
 

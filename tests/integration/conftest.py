@@ -4,6 +4,7 @@ and Envoy, started by the same supervisor as `make run`, on free loopback ports.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from pathlib import Path
 
@@ -50,9 +51,18 @@ def stack(tmp_path_factory) -> RunningStack:
         descriptor=REPO / "gen" / "voice_v1.pb",
     ).with_free_ports()
     supervisor = Supervisor(components.build(config, REPO), run_dir / "logs")
+    # As under `make run`, a process that dies is restarted: one crash (tritonserver's
+    # Python backend can crash; see docs/reliability.md) fails the tests it hits, not
+    # every test after it.
+    stop = threading.Event()
+    watcher = threading.Thread(target=lambda: supervisor.watch(stop), daemon=True)
     try:
         # Generous: a loaded machine takes longer to bring Triton up; readiness ends the wait.
         supervisor.start(timeout=300)
+        watcher.start()
         yield RunningStack(config, supervisor)
     finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join(timeout=15)
         supervisor.stop(timeout=30)

@@ -7,6 +7,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from spark_serving.cancellation import CancelFlags
+from spark_serving.counters import Counter
 from spark_serving.errors import ModelError, triton_error
 from spark_serving.speaker_cache import Speaker, SpeakerCache, speaker_id
 from spark_serving.tensors import optional, parameter, required, tensor, text
@@ -42,8 +43,9 @@ class TritonPythonModel:
             description="Reference clips looked up in the speaker cache, by result.",
             kind=pb_utils.MetricFamily.COUNTER,
         )
-        self.hits = lookups.Metric(labels={"result": "hit"})
-        self.misses = lookups.Metric(labels={"result": "miss"})
+        # Counted from the pool's threads: see spark_serving.counters.
+        self.hits = Counter(lookups.Metric(labels={"result": "hit"}))
+        self.misses = Counter(lookups.Metric(labels={"result": "miss"}))
 
     def execute(self, requests):
         # Requests run side by side; each answers through its own sender.
