@@ -54,7 +54,7 @@ def full_size(root: Path, seed: int = 0) -> ModelDirs:
         RVC_ASSETS_DIR,
         SPARK_DIR,
         VOICES_DIR,
-        write_demo_profile,
+        write_demo_profiles,
     )
     from spark_tts import tiny_models as spark_models
 
@@ -71,5 +71,5 @@ def full_size(root: Path, seed: int = 0) -> ModelDirs:
     # The stack's layout: models/rvc (voices), models/rvc-assets, models/voices.
     _link(root / "rvc", rvc / "voices")
     _link(root / RVC_ASSETS_DIR, rvc / "assets")
-    write_demo_profile(root / VOICES_DIR, DEMO_RVC_MODEL)
+    write_demo_profiles(root / VOICES_DIR, DEMO_RVC_MODEL, engine="spark")
     return ModelDirs(root, spark, root / "rvc", root / RVC_ASSETS_DIR)

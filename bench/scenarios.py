@@ -21,10 +21,11 @@ from voice.v1 import audio_pb2, gateway_pb2, gateway_pb2_grpc, rvc_pb2, tts_pb2
 
 from bench.rvc_workers import speech_like
 from bench.samples import Sample
-from services.common.audio import PcmAudio
+from piper_serving.speech import PackagedSpeaker
+from services.common.audio import PcmAudio, resample
 from services.common.audio_proto import audio_to_proto
 
-TEXTS = Path(__file__).resolve().parent / "texts" / "v1.json"
+TEXTS = Path(__file__).resolve().parent / "texts" / "v2.json"
 DEADLINE_S = 600.0
 _HTTP_THREADS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="bench-http")
 _WIDTH = {audio_pb2.SAMPLE_FORMAT_PCM_S16LE: 2, audio_pb2.SAMPLE_FORMAT_PCM_F32LE: 4}
@@ -32,7 +33,7 @@ _WIDTH = {audio_pb2.SAMPLE_FORMAT_PCM_S16LE: 2, audio_pb2.SAMPLE_FORMAT_PCM_F32L
 
 @dataclass(frozen=True)
 class Inputs:
-    """The fixed, versioned inputs (texts/v1.json) with their clips generated."""
+    """The fixed, versioned inputs (texts/v*.json) with their clips made."""
 
     version: str
     seed: int
@@ -53,7 +54,12 @@ def load_inputs(path: Path = TEXTS) -> Inputs:
 
     def clip(part: dict) -> PcmAudio:
         rate = int(part["sample_rate"])
-        return PcmAudio(speech_like(float(part["seconds"]), rate), rate)
+        if part["generator"] == "piper":  # real speech, by Piper's packaged voice
+            samples, spoken_rate = PackagedSpeaker().speak(part["text"])
+            return resample(PcmAudio(samples, spoken_rate), rate)
+        if part["generator"] == "bench.rvc_workers.speech_like":
+            return PcmAudio(speech_like(float(part["seconds"]), rate), rate)
+        raise ValueError(f"{path}: unknown clip generator {part['generator']!r}")
 
     return Inputs(
         version=spec["version"], seed=int(spec["seed"]), short=spec["short"],

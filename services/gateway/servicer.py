@@ -137,6 +137,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             timing=timing,
             rvc_applied=result.rvc is not None,
             rvc_skipped_reason=result.rvc_skipped_reason,
+            engine=result.tts.engine,
+            notes=result.tts.notes,
         )
 
     async def SynthesizeStream(self, request, context):
@@ -163,7 +165,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                     total_seconds=time.perf_counter() - start,
                 )
                 _timing_trailers(context, timing)
-            yield gateway_pb2.SynthesizeStreamResponse(
+            reply = gateway_pb2.SynthesizeStreamResponse(
                 chunk=audio_pb2.AudioChunk(
                     audio=audio_to_proto(piece.audio), sequence=piece.index, final=last
                 ),
@@ -171,6 +173,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 rvc_applied=piece.rvc is not None,
                 timing=timing,
             )
+            if piece.index == 0:
+                reply.engine = piece.tts.engine
+                reply.notes.extend(piece.tts.notes)
+            yield reply
 
     async def LegacySynthesize(self, request, context):
         form = legacy.parse_form(request.content_type, request.data)
@@ -217,9 +223,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         form = legacy.parse_form(request.content_type, request.data)
         fmt = legacy.response_format(form)
         job = legacy.job(form, self._voices)
-        result = await self._pipeline.tts.synthesize(tts_pb2.SynthesizeSpeechRequest(
-            text=job.text, speaker=job.speaker, sampling=job.sampling
-        ))
+        result = await self._pipeline.tts.synthesize(job.tts_request(job.text))
         return await _legacy_audio(context, result, fmt, job.sample_rate)
 
     async def LegacyRvc(self, request, context):
@@ -261,6 +265,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             audio=audio_to_proto(result.audio),
             timing=_stage_timing(result),
             speaker_id=result.extra,
+            engine=result.engine,
+            notes=result.notes,
         )
 
     async def Rvc(self, request, context):

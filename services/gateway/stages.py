@@ -24,6 +24,8 @@ class StageResult:
     seconds: float
     first_audio_seconds: float
     extra: str = ""  # the speaker id a TTS run cached, if any
+    engine: int = 0  # the TTS engine that spoke (a voice.v1.Engine value)
+    notes: tuple[str, ...] = ()  # what the TTS engine ignored
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,11 @@ class TtsStage:
         first = None
         pieces: list[PcmAudio] = []
         speaker_id = ""
+        engine, notes = 0, ()
         async for reply in self.stub.Synthesize(request):
             if first is None:
                 first = time.perf_counter() - start
+                engine, notes = reply.engine, tuple(reply.notes)
             speaker_id = speaker_id or reply.speaker_id
             if reply.HasField("chunk"):
                 pieces.append(audio_from_proto(reply.chunk.audio, "tts chunk"))
@@ -57,7 +61,7 @@ class TtsStage:
             raise FailedPrecondition("the TTS service returned no audio")
         audio = join(pieces)
         elapsed = time.perf_counter() - start
-        return StageResult(audio, elapsed, first or elapsed, speaker_id)
+        return StageResult(audio, elapsed, first or elapsed, speaker_id, engine, notes)
 
     async def health(self, timeout: float) -> Dependency:
         status, detail = await check_health(self._channel, timeout=timeout)

@@ -13,7 +13,10 @@ ConfigMap is); a reference clip is a sibling file named in the JSON::
 
 Instead of ``reference_audio`` (+ optional ``reference_text``) a profile may
 describe a voice: ``"control": {"gender": "female", "pitch": "moderate",
-"speed": "high"}``. Everything but the speaker is optional; unknown keys are
+"speed": "high"}``. A profile may name its TTS engine: ``"engine": "spark"``
+(the default when it gives a speaker) or ``"piper"``, with Piper's choices in
+``"piper": {"voice": "en_US-joe-medium", "speaker": 0, "length_scale": 1.0}``;
+a Piper profile needs no speaker. Everything else is optional; unknown keys are
 errors. A profile that fails to load is listed with its problem and refused
 by ``get``; the others keep working.
 """
@@ -28,9 +31,9 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from voice.v1 import gateway_pb2, rvc_pb2, tts_pb2
 
@@ -61,8 +64,10 @@ _LEVELS = {
     "high": tts_pb2.LEVEL_HIGH,
     "very_high": tts_pb2.LEVEL_VERY_HIGH,
 }
+_ENGINES = {"spark": tts_pb2.ENGINE_SPARK, "piper": tts_pb2.ENGINE_PIPER}
 _TOP_KEYS = {"description", "reference_audio", "reference_text", "control", "rvc_model",
-             "skip_rvc", "rvc", "sampling"}
+             "skip_rvc", "rvc", "sampling", "engine", "piper"}
+_PIPER_VOICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def _is_int(value: Any) -> bool:
@@ -93,6 +98,11 @@ _SAMPLING_RULES: dict[str, _Rule] = {
     "max_tokens": ("an integer >= 1", lambda v: _is_int(v) and 1 <= v < 2**32),
     "seed": ("an integer in 0..2^64-1", lambda v: _is_int(v) and 0 <= v < 2**64),
 }
+_PIPER_RULES: dict[str, _Rule] = {
+    "voice": ("a Piper voice name", lambda v: isinstance(v, str) and bool(_PIPER_VOICE.fullmatch(v))),
+    "speaker": ("an integer in 0..9999", lambda v: _is_int(v) and 0 <= v < 10_000),
+    "length_scale": ("a number in 0.1..10", lambda v: _is_number(v) and 0.1 <= v <= 10),
+}
 _CONTROL_RULES: dict[str, _Rule] = {
     "gender": ("one of female, male", lambda v: isinstance(v, str) and v in _GENDERS),
     "pitch": (f"one of {', '.join(_LEVELS)}", lambda v: isinstance(v, str) and v in _LEVELS),
@@ -110,6 +120,19 @@ class VoiceProfile:
     sampling: tts_pb2.SamplingParams
     conversion: rvc_pb2.ConversionParams
     skip_rvc: bool
+    engine: int = tts_pb2.ENGINE_UNSPECIFIED
+    piper: tts_pb2.PiperOptions = field(default_factory=tts_pb2.PiperOptions)
+
+
+class Resolved(NamedTuple):
+    """A request's TTS and RVC fields laid over a profile's."""
+
+    speaker: tts_pb2.SpeakerPrompt
+    sampling: tts_pb2.SamplingParams
+    conversion: rvc_pb2.ConversionParams
+    skip_rvc: bool
+    engine: int = tts_pb2.ENGINE_UNSPECIFIED
+    piper: tts_pb2.PiperOptions = tts_pb2.PiperOptions()
 
 
 def _read_capped(path: Path, limit: int, what: str) -> bytes:
@@ -184,11 +207,26 @@ def _parse(path: Path) -> VoiceProfile:
     if unknown:
         known = ", ".join(sorted(_TOP_KEYS))
         raise InvalidArgument(f"{unknown[0]} is not a known field: use {known}")
-    if ("reference_audio" in data) == ("control" in data):
+    engine = data.get("engine", "spark")
+    if engine not in _ENGINES:
+        raise InvalidArgument(f"engine must be one of {', '.join(_ENGINES)}, "
+                              f"got {json.dumps(engine)[:40]}")
+    piper = _section("piper", data.get("piper", {}), _PIPER_RULES)
+    if piper and engine != "piper":
+        raise InvalidArgument('piper options go with "engine": "piper"')
+    if "reference_audio" in data and "control" in data:
         raise InvalidArgument("give exactly one of reference_audio and control")
     if "reference_text" in data and "control" in data:
         raise InvalidArgument("reference_text goes with reference_audio, not control")
-    speaker = _control(data) if "control" in data else _reference(path.parent, data)
+    if "reference_audio" in data:
+        speaker = _reference(path.parent, data)
+    elif "control" in data:
+        speaker = _control(data)
+    elif engine == "piper":
+        speaker = tts_pb2.SpeakerPrompt()  # Piper speaks in its own voices
+    else:
+        raise InvalidArgument("give exactly one of reference_audio and control "
+                              '(or "engine": "piper", which needs neither)')
 
     skip_rvc = data.get("skip_rvc", False)
     if not isinstance(skip_rvc, bool):
@@ -204,6 +242,8 @@ def _parse(path: Path) -> VoiceProfile:
         sampling=tts_pb2.SamplingParams(**sampling),
         conversion=rvc_pb2.ConversionParams(model=_string(data, "rvc_model"), **rvc),
         skip_rvc=skip_rvc,
+        engine=_ENGINES[engine] if "engine" in data else tts_pb2.ENGINE_UNSPECIFIED,
+        piper=tts_pb2.PiperOptions(**piper),
     )
 
 
@@ -293,6 +333,11 @@ class VoiceBook:
                     self._entries = self._load(signature)
             return self._entries
 
+    @property
+    def default(self) -> str:
+        """The profile of requests that name no voice and give no speaker ("" if none)."""
+        return self._default
+
     def profiles(self) -> list[gateway_pb2.Voice]:
         """Every profile, by name; broken ones carry their problem."""
         voices = []
@@ -303,8 +348,9 @@ class VoiceBook:
             else:
                 voice.rvc_model = entry.conversion.model
                 voice.description = entry.description
-                voice.speaker = entry.speaker.WhichOneof("source")
+                voice.speaker = entry.speaker.WhichOneof("source") or ""
                 voice.skip_rvc = entry.skip_rvc
+                voice.engine = entry.engine
             voices.append(voice)
         return voices
 
@@ -340,22 +386,35 @@ class VoiceBook:
         sampling: tts_pb2.SamplingParams,
         conversion: rvc_pb2.ConversionParams,
         skip_rvc: bool,
-    ) -> tuple[tts_pb2.SpeakerPrompt, tts_pb2.SamplingParams, rvc_pb2.ConversionParams, bool]:
+        engine: int = tts_pb2.ENGINE_UNSPECIFIED,
+        piper: tts_pb2.PiperOptions | None = None,
+    ) -> Resolved:
         """The request's fields laid over the profile's (new protos; inputs untouched).
 
         With no name, the default profile applies only to a request without a
         speaker; otherwise (or with no default) the request is returned as is.
+        A request's engine wins over the profile's; a request for Piper takes no
+        speaker from the profile (Piper would ignore it).
         """
+        piper = piper or tts_pb2.PiperOptions()
         has_speaker = speaker.WhichOneof("source") is not None
         if not name and (has_speaker or not self._default):
-            return speaker, sampling, conversion, skip_rvc
+            return Resolved(speaker, sampling, conversion, skip_rvc, engine, piper)
         profile = self.get(name)
+        engine = engine or profile.engine
+        merged_piper = tts_pb2.PiperOptions()
+        merged_piper.CopyFrom(profile.piper)
+        merged_piper.MergeFrom(piper)
         merged_speaker = tts_pb2.SpeakerPrompt()
-        merged_speaker.CopyFrom(speaker if has_speaker else profile.speaker)
+        if has_speaker:
+            merged_speaker.CopyFrom(speaker)
+        elif engine != tts_pb2.ENGINE_PIPER:
+            merged_speaker.CopyFrom(profile.speaker)
         merged_sampling = tts_pb2.SamplingParams()
         merged_sampling.CopyFrom(profile.sampling)
         merged_sampling.MergeFrom(sampling)
         merged_conversion = rvc_pb2.ConversionParams()
         merged_conversion.CopyFrom(profile.conversion)
         merged_conversion.MergeFrom(conversion)
-        return merged_speaker, merged_sampling, merged_conversion, skip_rvc or profile.skip_rvc
+        return Resolved(merged_speaker, merged_sampling, merged_conversion,
+                        skip_rvc or profile.skip_rvc, engine, merged_piper)

@@ -32,8 +32,8 @@ def banner(specs: list[components.ProcessSpec], config: StackConfig) -> str:
         f"  curl {base}/health",
         f"  curl {base}/v1/status",
         f"  curl {base}/v1/voices",
-        f"  curl -X POST {base}/v1/synthesize -H 'content-type: application/json' \\",
-        "       -d '{\"text\": \"Hello there.\", \"speaker\": {\"control\": {\"gender\": \"GENDER_FEMALE\"}}}'",
+        f"  curl -X POST {base}/synthesize -F text='Hello there.' -o hello.wav"
+        "   # the default profile, demo",
         f"  grpcurl -plaintext 127.0.0.1:{config.api_port} list",
         "",
         "Ctrl-C stops everything.",

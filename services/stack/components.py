@@ -95,8 +95,10 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
     rvc_voices, rvc_assets = models.rvc_model_dirs(
         config.models_dir, run_dir, _python_env(repo, {})
     )
-    voices_dir = models.voices_dir(
-        config.models_dir, run_dir, generated_rvc=rvc_voices.parent.name == models.TINY_RVC_DIR
+    engine = models.tts_engine(config.tts_engine, config.models_dir)
+    voices_dir, demo_voices = models.voices_dir(
+        config.models_dir, run_dir, generated_rvc=rvc_voices.parent.name == models.TINY_RVC_DIR,
+        engine=engine,
     )
     (run_dir / "cancel").mkdir(exist_ok=True)
     # Triton's Python models import spark_tts; they run in the run directory so
@@ -106,6 +108,7 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
         "SPARK_TTS_MODEL_DIR": str(spark_dir),
         "SPARK_TTS_CANCEL_DIR": str(run_dir / "cancel"),
         "SPARK_TTS_DEVICE": config.spark_tts_device,
+        "PIPER_VOICES_DIR": str(models.piper_voices_dir(config.models_dir)),
         # torch in the Python models' stubs takes its CPU thread count from here.
         "OMP_NUM_THREADS": str(tts_threads),
     }))
@@ -143,7 +146,8 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
         ),
         service_spec(
             repo, "tts_gateway", "TTS", config.tts_port, config.tts_metrics_port,
-            {"TRITON_GRPC_URL": f"{LOOPBACK}:{config.triton_grpc_port}"},
+            {"TRITON_GRPC_URL": f"{LOOPBACK}:{config.triton_grpc_port}",
+             "TTS_DEFAULT_ENGINE": engine},
         ),
         service_spec(
             repo, "rvc", "RVC", config.rvc_port, config.rvc_metrics_port,
@@ -156,6 +160,9 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
                 "TTS_TARGET": f"{LOOPBACK}:{config.tts_port}",
                 "RVC_TARGET": f"{LOOPBACK}:{config.rvc_port}",
                 "GATEWAY_VOICES_DIR": str(voices_dir),
+                # With the generated profiles, a request naming no voice and giving no
+                # speaker gets the demo (so text alone speaks).
+                **({"GATEWAY_DEFAULT_VOICE": models.DEMO_VOICE} if demo_voices else {}),
             },
         ),
     ]

@@ -49,6 +49,9 @@ class StackConfig:
     triton_instances: str = env_field("TRITON_INSTANCES", "")
     # auto: CUDA when a GPU is visible, else CPU; or cpu, cuda, cuda:N.
     spark_tts_device: str = env_field("SPARK_TTS_DEVICE", "auto")
+    # The TTS engine of requests that name none: spark, piper, or auto (Spark TTS
+    # when its weights are installed, else Piper, which speaks real words on any CPU).
+    tts_engine: str = env_field("STACK_TTS_ENGINE", "auto")
     # Torch threads of Spark TTS (Triton's Python models) and of the RVC workers when
     # they run on the CPU; 0: half the cores each. They run at once (sentence k is
     # converted while k+1 is synthesised): threads beyond the cores spin and slow both.
@@ -78,6 +81,9 @@ class StackConfig:
     edge_rate_limit_burst: int = env_field("EDGE_RATE_LIMIT_BURST", 10)
 
     def validate(self) -> None:
+        if self.tts_engine not in ("auto", "spark", "piper"):
+            raise SettingsError(
+                f"STACK_TTS_ENGINE={self.tts_engine!r}: expected auto, spark or piper")
         try:
             parse_instances(self.triton_instances)
         except ValueError as exc:

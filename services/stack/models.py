@@ -18,15 +18,36 @@ TINY_SPARK_DIR = "Spark-TTS-tiny"
 TINY_RVC_DIR = "rvc-untrained"
 RVC_ASSETS_DIR = "rvc-assets"
 VOICES_DIR = "voices"
+PIPER_DIR = "piper"
 DEMO_VOICE = "demo"
 # The untrained voice the demo profile converts into, when the generated voices are served.
 DEMO_RVC_MODEL = "untrained-v2-f0-48k"
 
 
+def has_spark_weights(models_dir: Path) -> bool:
+    return (models_dir / SPARK_DIR / "config.yaml").is_file()
+
+
+def tts_engine(choice: str, models_dir: Path) -> str:
+    """``auto``: Spark TTS on real weights, else Piper, said out loud."""
+    if choice != "auto":
+        return choice
+    if has_spark_weights(models_dir):
+        return "spark"
+    log.warning("TTS: requests that name no engine go to PIPER (the packaged English "
+                "voice speaks real words); Spark TTS runs on generated tiny weights")
+    return "piper"
+
+
+def piper_voices_dir(models_dir: Path) -> Path:
+    """Extra Piper voices (``<name>.onnx`` + ``<name>.onnx.json``); the packaged one is built in."""
+    return (models_dir / PIPER_DIR).resolve()
+
+
 def spark_model_dir(models_dir: Path, run_dir: Path, env: dict[str, str]) -> Path:
     """The real checkpoint when installed, else generated tiny random weights."""
     real = models_dir / SPARK_DIR
-    if (real / "config.yaml").is_file():
+    if has_spark_weights(models_dir):
         log.info("Spark TTS: using the weights in %s", real)
         return real.resolve()
     tiny = _generated("spark_tts.tiny_models", run_dir / "models" / TINY_SPARK_DIR, env)
@@ -83,32 +104,53 @@ def rvc_model_dirs(models_dir: Path, run_dir: Path, env: dict[str, str]) -> tupl
     )
 
 
-def voices_dir(models_dir: Path, run_dir: Path, generated_rvc: bool) -> Path:
-    """The voice profiles: ``<models_dir>/voices`` when it has any, else a generated demo."""
+def voices_dir(models_dir: Path, run_dir: Path, generated_rvc: bool,
+               engine: str = "spark") -> tuple[Path, bool]:
+    """The voice profiles, and whether they are the generated demos: ``<models_dir>/voices``
+    when it has any, else ``demo`` (on ``engine``), ``demo-spark`` and ``demo-piper``."""
     own = models_dir / VOICES_DIR
     if own.is_dir() and any(own.glob("*.json")):
         log.info("voices: profiles in %s", own)
-        return own.resolve()
-    demo = write_demo_profile(run_dir / VOICES_DIR, DEMO_RVC_MODEL if generated_rvc else "")
-    log.warning("NO VOICE PROFILES under %s: serving the generated profile %r from %s",
-                own, DEMO_VOICE, demo)
-    return demo
+        return own.resolve(), False
+    demo = write_demo_profiles(run_dir / VOICES_DIR, DEMO_RVC_MODEL if generated_rvc else "",
+                               engine)
+    log.warning("NO VOICE PROFILES under %s: serving the generated profiles %s from %s "
+                "(%r, the default, speaks with %s)", own, ", ".join(DEMO_VOICES), demo,
+                DEMO_VOICE, engine)
+    return demo, True
 
 
-def write_demo_profile(folder: Path, rvc_model: str = "") -> Path:
-    """``folder`` with the ``demo`` profile: a synthetic reference clip, converted into
-    ``rvc_model`` (with pm, for untrained voices) when one is named."""
+DEMO_VOICES = (DEMO_VOICE, f"{DEMO_VOICE}-spark", f"{DEMO_VOICE}-piper")
+
+
+def write_demo_profiles(folder: Path, rvc_model: str = "", engine: str = "spark") -> Path:
+    """``folder`` with the generated profiles: ``demo-spark`` clones a synthetic reference
+    clip, ``demo-piper`` speaks with Piper's default voice, and ``demo`` is the one of
+    ``engine``. Each converts into ``rvc_model`` (with pm, for untrained voices) when
+    one is named."""
     folder.mkdir(parents=True, exist_ok=True)
     soundfile.write(folder / f"{DEMO_VOICE}.wav", demo_reference(), 16_000, subtype="PCM_16")
-    profile = {
-        "description": "generated demo: a synthetic reference clip (no real voice)",
-        "reference_audio": f"{DEMO_VOICE}.wav",
-        "reference_text": "",
+    conversion = {
         "rvc_model": rvc_model,
         # pm: the quickest pitch estimator, for untrained voices that only show the flow.
         "rvc": {"f0_method": "pm"} if rvc_model else {},
     }
-    (folder / f"{DEMO_VOICE}.json").write_text(json.dumps(profile, indent=2) + "\n")
+    spark = {
+        "description": "generated demo: Spark TTS cloning a synthetic reference clip (no real voice)",
+        "engine": "spark",
+        "reference_audio": f"{DEMO_VOICE}.wav",
+        "reference_text": "",
+        **conversion,
+    }
+    piper = {
+        "description": "generated demo: Piper's packaged English voice",
+        "engine": "piper",
+        **conversion,
+    }
+    profiles = {f"{DEMO_VOICE}-spark": spark, f"{DEMO_VOICE}-piper": piper,
+                DEMO_VOICE: piper if engine == "piper" else spark}
+    for name, profile in profiles.items():
+        (folder / f"{name}.json").write_text(json.dumps(profile, indent=2) + "\n")
     return folder.resolve()
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
 
 from services.common.audio import PcmAudio
 from services.common.errors import InvalidArgument
+
+
+class Engine(Enum):
+    SPARK = "spark"
+    PIPER = "piper"
 
 
 class Gender(Enum):
@@ -65,6 +71,34 @@ class Sampling:
             raise InvalidArgument(f"sampling.max_tokens {self.max_tokens} is outside 1..10000")
 
 
+# Piper voice names as the piper model accepts them (never a path).
+_PIPER_VOICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True)
+class PiperChoice:
+    """Piper's voice, speaker and pace; empty voice means Piper's default."""
+
+    voice: str = ""
+    speaker: int | None = None
+    length_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.voice and not _PIPER_VOICE.fullmatch(self.voice):
+            raise InvalidArgument(
+                f"piper.voice {self.voice[:64]!r} is malformed: it must match {_PIPER_VOICE.pattern}")
+        if self.speaker is not None and not 0 <= self.speaker < 10_000:
+            raise InvalidArgument(f"piper.speaker {self.speaker} is outside 0..9999")
+        if self.length_scale is not None and not (
+            math.isfinite(self.length_scale) and 0.1 <= self.length_scale <= 10.0
+        ):
+            raise InvalidArgument(f"piper.length_scale {self.length_scale:g} is outside 0.1..10")
+
+    @property
+    def is_set(self) -> bool:
+        return self != PiperChoice()
+
+
 # wav2vec2's feature encoder needs 400 samples (25 ms); a voice needs more.
 MIN_REFERENCE_SECONDS = 0.1
 # The model's own control tokens; in user text they would rewrite the prompt.
@@ -87,17 +121,51 @@ def _check_text(name: str, value: str, limit: int) -> None:
         )
 
 
+_SPEAKER_NAMES = {
+    ReferenceSpeaker: "a reference clip",
+    CachedSpeaker: "a speaker_id",
+    ControlledSpeaker: "a voice description (control)",
+}
+
+
 @dataclass(frozen=True)
 class SpeechRequest:
     text: str
-    speaker: Speaker
+    speaker: Speaker | None = None
     sampling: Sampling = field(default_factory=Sampling)
+    engine: Engine | None = None  # None: the service's default
+    piper: PiperChoice = field(default_factory=PiperChoice)
 
-    def check(self, max_text_chars: int, max_reference_seconds: float) -> None:
-        """Limits that depend on the service's settings."""
+    def plan(self, default: Engine) -> tuple[Engine, tuple[str, ...]]:
+        """The engine that speaks, and a note for each part of the request it ignores.
+
+        A request naming no engine goes to Spark when it gives a speaker (only
+        Spark can clone or follow one), else to ``default``.
+        """
+        engine = self.engine or (Engine.SPARK if self.speaker is not None else default)
+        notes = []
+        if engine is Engine.PIPER:
+            if self.speaker is not None:
+                what = _SPEAKER_NAMES[type(self.speaker)]
+                notes.append(f"piper ignores the speaker: {what} was given, "
+                             "but Piper speaks in its own trained voices (see piper.voice)")
+            if self.sampling != Sampling():
+                notes.append("piper ignores sampling: its output depends on the text and voice only")
+        elif self.piper.is_set:
+            notes.append("spark ignores the piper options")
+        return engine, tuple(notes)
+
+    def check(self, max_text_chars: int, max_reference_seconds: float,
+              engine: Engine = Engine.SPARK) -> None:
+        """Limits that depend on the service's settings and the engine that speaks."""
         if not self.text.strip():
             raise InvalidArgument("text is empty")
         _check_text("text", self.text, max_text_chars)
+        if engine is Engine.PIPER:
+            return  # Piper uses neither the speaker nor its clip
+        if self.speaker is None:
+            raise InvalidArgument(
+                "speaker is required by the spark engine: set reference, speaker_id or control")
         if isinstance(self.speaker, ReferenceSpeaker):
             _check_text("speaker.reference.transcript", self.speaker.transcript, max_text_chars)
             seconds = self.speaker.audio.duration

@@ -11,8 +11,10 @@ from services.common.errors import InvalidArgument
 from services.tts_gateway.request import (
     CachedSpeaker,
     ControlledSpeaker,
+    Engine,
     Gender,
     Level,
+    PiperChoice,
     ReferenceSpeaker,
     Sampling,
     Speaker,
@@ -20,6 +22,8 @@ from services.tts_gateway.request import (
 )
 from services.tts_gateway.synthesis import TtsEngine
 
+_ENGINES = {tts_pb2.ENGINE_SPARK: Engine.SPARK, tts_pb2.ENGINE_PIPER: Engine.PIPER}
+ENGINE_PROTOS = {engine: value for value, engine in _ENGINES.items()}
 _GENDERS = {tts_pb2.GENDER_FEMALE: Gender.FEMALE, tts_pb2.GENDER_MALE: Gender.MALE}
 _LEVELS = {
     tts_pb2.LEVEL_UNSPECIFIED: Level.MODERATE,
@@ -37,7 +41,7 @@ def _level(value: int, what: str) -> Level:
     return _LEVELS[value]
 
 
-def speaker_from_proto(prompt: tts_pb2.SpeakerPrompt) -> Speaker:
+def speaker_from_proto(prompt: tts_pb2.SpeakerPrompt) -> Speaker | None:
     source = prompt.WhichOneof("source")
     if source == "reference":
         audio = audio_from_proto(prompt.reference.audio, "speaker.reference.audio")
@@ -53,7 +57,7 @@ def speaker_from_proto(prompt: tts_pb2.SpeakerPrompt) -> Speaker:
             _level(prompt.control.pitch, "speaker.control.pitch"),
             _level(prompt.control.speed, "speaker.control.speed"),
         )
-    raise InvalidArgument("speaker is required: set reference, speaker_id or control")
+    return None  # whether one is needed depends on the engine
 
 
 def sampling_from_proto(params: tts_pb2.SamplingParams) -> Sampling:
@@ -69,11 +73,29 @@ def sampling_from_proto(params: tts_pb2.SamplingParams) -> Sampling:
     )
 
 
+def engine_from_proto(value: int) -> Engine | None:
+    if value == tts_pb2.ENGINE_UNSPECIFIED:
+        return None
+    if value not in _ENGINES:
+        raise InvalidArgument(f"engine {value} is not a known engine")
+    return _ENGINES[value]
+
+
+def piper_from_proto(options: tts_pb2.PiperOptions) -> PiperChoice:
+    return PiperChoice(
+        voice=options.voice,
+        speaker=options.speaker if options.HasField("speaker") else None,
+        length_scale=options.length_scale if options.HasField("length_scale") else None,
+    )
+
+
 def speech_request_from_proto(request: tts_pb2.SynthesizeSpeechRequest) -> SpeechRequest:
     return SpeechRequest(
         text=request.text,
         speaker=speaker_from_proto(request.speaker),
         sampling=sampling_from_proto(request.sampling),
+        engine=engine_from_proto(request.engine),
+        piper=piper_from_proto(request.piper),
     )
 
 
@@ -98,17 +120,22 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                     first_audio_seconds=first,
                     audio_seconds=audio_seconds,
                 )
-            yield tts_pb2.SynthesizeSpeechResponse(
+            reply = tts_pb2.SynthesizeSpeechResponse(
                 chunk=audio_pb2.AudioChunk(
                     audio=audio_to_proto(chunk.audio), sequence=sequence, final=chunk.final
                 ),
                 speaker_id=chunk.speaker_id,
                 timing=timing,
             )
+            if sequence == 0:
+                reply.engine = ENGINE_PROTOS[chunk.engine]
+                reply.notes.extend(chunk.notes)
+            yield reply
             sequence += 1
 
     async def GetStatus(self, request, context):
         state = await self._engine.triton.state()
+        engines = await self._engine.engines(state)
         return tts_pb2.TtsStatus(
             triton_ready=state.ready,
             triton_address=state.address,
@@ -117,4 +144,10 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                 for m in state.models
             ],
             in_flight=self._engine.in_flight,
+            default_engine=ENGINE_PROTOS[self._engine.default_engine],
+            engines=[
+                tts_pb2.EngineStatus(engine=ENGINE_PROTOS[e.engine], ready=e.ready,
+                                     voices=e.voices, default_voice=e.default_voice)
+                for e in engines
+            ],
         )

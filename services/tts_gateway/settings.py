@@ -26,8 +26,15 @@ class TtsSettings:
     # How long a request waits for a restarting Triton before UNAVAILABLE (at most
     # half its deadline); 0 refuses at once.
     triton_wait_seconds: float = 30.0
+    # The engine of requests that name none and give no speaker (one that gives a
+    # speaker goes to Spark): spark or piper (the local stack picks piper when it
+    # has no Spark TTS weights).
+    default_engine: str = "spark"
 
     def validate(self) -> None:
+        if self.default_engine not in ("spark", "piper"):
+            raise SettingsError(
+                f"TTS_DEFAULT_ENGINE={self.default_engine!r}: expected spark or piper")
         if not 0 <= self.triton_wait_seconds <= 3600:
             raise SettingsError(
                 f"TTS_TRITON_WAIT_SECONDS={self.triton_wait_seconds}: expected 0..3600")

@@ -85,7 +85,7 @@ def model_error(message: str) -> ServiceError:
     if error is not None:
         return error(detail)
     if status == "INTERNAL":
-        log.error("Spark TTS failed in Triton: %s", detail)
+        log.error("a TTS model failed in Triton: %s", detail)
         return ServiceError("speech synthesis failed inside the model server")
     if "Deadline" in message or "timeout" in message.lower():
         return DeadlineExceeded(f"Triton: {message}")

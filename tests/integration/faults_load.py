@@ -25,7 +25,7 @@ from services.common.audio_proto import audio_to_proto
 
 RVC_VOICE = "untrained-v2-f0-48k"
 # The generated demo profile clones a reference clip and converts into RVC_VOICE.
-PROFILE = "demo"
+PROFILE = "demo-spark"
 # Ways a request may take longer than its deadline on the client side: the
 # client's own timer, thread scheduling on a loaded machine.
 SLACK = 2.0

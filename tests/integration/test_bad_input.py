@@ -36,7 +36,7 @@ from voice.v1 import (
 pytestmark = pytest.mark.integration
 
 MODEL = "untrained-v1-nof0-32k"  # an installed generated voice: no pitch estimation, quick
-VOICE = "demo"  # the stack's generated voice profile
+VOICE = "demo-spark"  # the stack's generated Spark TTS profile
 TIMEOUT = 60
 F32 = audio_pb2.SAMPLE_FORMAT_PCM_F32LE
 S16 = audio_pb2.SAMPLE_FORMAT_PCM_S16LE
@@ -453,8 +453,8 @@ RPC_CASES = [
     Rpc("top-k-20000", ("tts",), tts(say(top_k=20_000)), BAD,
         "sampling.top_k 20000 is above 10000"),
     Rpc("max-tokens-0", ("tts",), tts(say(max_tokens=0)), BAD, "sampling.max_tokens 0"),
-    Rpc("no-speaker", ("tts",), tts(tts_pb2.SynthesizeSpeechRequest(text="Hi.")), BAD,
-        "speaker is required"),
+    Rpc("no-speaker", ("tts",), tts(tts_pb2.SynthesizeSpeechRequest(
+        text="Hi.", engine=tts_pb2.ENGINE_SPARK)), BAD, "speaker is required by the spark engine"),
     Rpc("reference-9-channels", ("tts",), tts(tts_pb2.SynthesizeSpeechRequest(
         text="Hi.", speaker=tts_pb2.SpeakerPrompt(reference=tts_pb2.ReferenceAudio(
             audio=pcm(np.zeros(9 * 1600), channels=9))))), BAD, "channels 9 is outside 1..8"),

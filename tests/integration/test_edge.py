@@ -37,20 +37,27 @@ def test_status_shows_every_stage(stack):
     assert call("GET", f"{stack.api}/status").json()["version"] == body["version"]
 
 
-def test_without_profiles_the_generated_demo_voice_is_listed(stack):
+def test_without_profiles_the_generated_demo_voices_are_listed(stack):
     reply = call("GET", f"{stack.api}/v1/voices")
     assert reply.status == 200
-    [demo] = reply.json()["voices"]
-    assert (demo["name"], demo["speaker"], demo["problem"]) == ("demo", "reference", "")
-    # It converts into one of the generated untrained RVC voices.
-    assert demo["rvc_model"].startswith("untrained-")
-    assert not demo["is_default"]
+    voices = {v["name"]: v for v in reply.json()["voices"]}
+    assert sorted(voices) == ["demo", "demo-piper", "demo-spark"]
+    # Without Spark TTS weights the default demo speaks with Piper.
+    summary = {name: (v.get("engine"), v.get("speaker", ""), v.get("problem", ""),
+                      v.get("is_default", False)) for name, v in voices.items()}
+    assert summary == {
+        "demo": ("ENGINE_PIPER", "", "", True),
+        "demo-piper": ("ENGINE_PIPER", "", "", False),
+        "demo-spark": ("ENGINE_SPARK", "reference", "", False),
+    }
+    # Each converts into one of the generated untrained RVC voices.
+    assert all(v["rvc_model"].startswith("untrained-") for v in voices.values())
 
 
 @pytest.mark.parametrize(
     "path, payload, fragment",
     [
-        ("/v1/synthesize", {"text": "Hi."}, "no speaker"),
+        ("/v1/synthesize", {"text": "Hi.", "engine": "ENGINE_SPARK"}, "no speaker"),
         ("/v1/synthesize", {"text": "Hi.", "voice": "demo", "sample_rate": 1}, "8000..48000"),
         ("/v1/tts", {"text": "", "speaker": CONTROL}, "text is empty"),
         ("/v1/rvc", {"params": {"model": "../../etc"}, "audio": {"sample_rate": 16000}},

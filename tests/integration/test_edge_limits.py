@@ -24,6 +24,7 @@ from services.gateway.edge_security import EdgeJwt
 from services.gateway.envoy import EdgeConfig, write
 from services.stack.components import envoy_binary, service_spec
 from services.stack.config import free_ports
+from services.stack.models import DEMO_VOICES
 from services.stack.supervisor import Supervisor
 from tests import edge_credentials
 from tests.integration.conftest import REPO
@@ -163,7 +164,7 @@ def test_rest_over_its_rate_gets_429_with_retry_after_and_then_is_served(rated):
     time.sleep(wait)  # the bucket refills within Retry-After
     reply = rated.call("GET", "/v1/voices", source="127.0.0.2")
     assert reply.status == 200, reply.body[:300]
-    assert [v["name"] for v in json.loads(reply.body)["voices"]] == ["demo"]
+    assert [v["name"] for v in json.loads(reply.body)["voices"]] == sorted(DEMO_VOICES)
 
 
 def test_each_client_address_has_a_bucket_of_its_own(rated):
@@ -249,7 +250,7 @@ def test_with_jwt_each_token_subject_has_a_bucket_of_its_own(stack, tmp_path):
 
 
 def test_a_call_over_the_concurrency_limit_is_refused_while_one_is_in_flight(narrow):
-    body = json.dumps({"text": LONG_TEXT, "voice": "demo", "skip_rvc": True}).encode()
+    body = json.dumps({"text": LONG_TEXT, "voice": "demo-spark", "skip_rvc": True}).encode()
     held = http.client.HTTPConnection("127.0.0.1", narrow.port, timeout=120)
     try:
         held.request("POST", "/v1/synthesize:stream", body=body,
@@ -322,7 +323,7 @@ def full_gateway(stack, tmp_path_factory):
 
 def test_a_full_service_refuses_with_429_and_retry_after_through_the_edge(full_gateway):
     edge, gateway = full_gateway
-    body = json.dumps({"text": LONG_TEXT, "voice": "demo", "skip_rvc": True}).encode()
+    body = json.dumps({"text": LONG_TEXT, "voice": "demo-spark", "skip_rvc": True}).encode()
     held = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=120)
     try:
         held.request("POST", "/v1/synthesize:stream", body=body,
@@ -332,7 +333,7 @@ def test_a_full_service_refuses_with_429_and_retry_after_through_the_edge(full_g
         assert stream.read1(1)  # in flight: the gateway's one slot is taken
 
         refused = edge.call("POST", "/v1/synthesize", body=json.dumps(
-            {"text": "Hi.", "voice": "demo", "skip_rvc": True}).encode())
+            {"text": "Hi.", "voice": "demo-spark", "skip_rvc": True}).encode())
         assert refused.status == 429, refused.body[:300]
         assert refused.headers.get("retry-after") == "3", refused.headers
         error = refused.error()
@@ -353,6 +354,6 @@ def test_a_full_service_refuses_with_429_and_retry_after_through_the_edge(full_g
         held.close()  # cancels the synthesis, freeing the slot
     deadline = time.monotonic() + 30
     while (reply := edge.call("POST", "/v1/synthesize", body=json.dumps(
-            {"text": "Hi.", "voice": "demo", "skip_rvc": True}).encode())).status != 200:
+            {"text": "Hi.", "voice": "demo-spark", "skip_rvc": True}).encode())).status != 200:
         assert reply.status == 429 and time.monotonic() < deadline, reply.body[:300]
         time.sleep(0.2)

@@ -118,7 +118,7 @@ def test_the_stream_as_multipart_mixed_has_one_wav_per_sentence(stack):
 @pytest.mark.parametrize(
     "data, files, status, fragment",
     [
-        ({"text": "Hi."}, {}, 400, "reference_audio is required"),
+        ({"text": "Hi.", "voice": "ghost"}, {}, 404, "voice 'ghost' is not defined"),
         ({"text": "Hi.", "f0_method": "magic"}, None, 400, "f0_method 'magic' is unknown"),
         ({"text": "Hi.", "pitch_shift": "high"}, None, 400, "pitch_shift 'high' is not a int"),
         ({"text": "Hi.", "model": "ghost"}, None, 404, "ghost"),

@@ -34,9 +34,9 @@ def exported(stack) -> dict[str, set[str]]:
     """Sample names per process, after a request that converts and one that fails,
     so that series created on first use exist."""
     ok = call("POST", f"{stack.api}/v1/synthesize",
-              {"text": "Hi.", "voice": "demo", "skip_rvc": False})
+              {"text": "Hi.", "voice": "demo-spark", "skip_rvc": False})
     assert ok.status == 200, ok.body[:300]
-    bad = call("POST", f"{stack.api}/v1/synthesize", {"text": "", "voice": "demo"})
+    bad = call("POST", f"{stack.api}/v1/synthesize", {"text": "", "voice": "demo-spark"})
     assert bad.status == 400
     config = stack.config
     endpoints = {

@@ -22,6 +22,7 @@ from services.common.audio_proto import audio_from_proto, audio_to_proto
 from services.rvc.tiny_models import VARIANTS, voice_name, write_tiny_models
 from services.stack.config import free_ports
 from tests.processes import descendants, running, wait_until_gone
+from tests.real_speech import real_speech
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -164,14 +165,16 @@ async def test_every_variant_converts_at_its_rate_keeping_the_duration(
     ["F0_METHOD_RMVPE", "F0_METHOD_CREPE", "F0_METHOD_CREPE_TINY", "F0_METHOD_HARVEST",
      "F0_METHOD_DIO", "F0_METHOD_PM"],
 )
-async def test_every_f0_method_converts(stub, method):
-    # Input at 22.05 kHz: the service resamples it for the models.
+async def test_every_f0_method_converts_real_speech(stub, method):
+    # Piper's speech at its own 22.05 kHz: the service resamples it for the models.
+    speech = real_speech(rate=22_050)
     out = await convert(
-        stub, speech_like(1.0, rate=22_050), 22_050, model=voice_name("v2", True, 48_000),
+        stub, speech.samples, 22_050, model=voice_name("v2", True, 48_000),
         f0_method=getattr(rvc_pb2, method), pitch_shift=5,
     )
     assert out.sample_rate == 48_000
-    assert abs(out.frames - 48_000) <= 480
+    assert abs(out.frames - speech.duration * 48_000) <= 480
+    assert np.isfinite(out.samples).all() and np.abs(out.samples).max() > 0
 
 
 async def test_index_rate_matters_only_when_the_voice_has_an_index(stub):

@@ -142,7 +142,7 @@ class Load:
 
     async def _stream(self) -> None:
         request = gateway_pb2.SynthesizeRequest(
-            text="One. Two.", voice="demo", conversion=_conversion(),
+            text="One. Two.", voice="demo-spark", conversion=_conversion(),
             sampling=tts_pb2.SamplingParams(seed=7, max_tokens=150),
         )
         pieces = 0

@@ -50,7 +50,8 @@ def test_full_size_is_a_models_folder_the_stack_serves(tmp_path, writers):
     assert stack_models.spark_model_dir(dirs.models_dir, run_dir, {}) == dirs.spark.resolve()
     voices, assets = stack_models.rvc_model_dirs(dirs.models_dir, run_dir, {})
     assert voices == dirs.rvc_voices.resolve() and assets == dirs.rvc_assets.resolve()
-    profiles = stack_models.voices_dir(dirs.models_dir, run_dir, generated_rvc=False)
+    profiles, generated = stack_models.voices_dir(dirs.models_dir, run_dir, generated_rvc=False)
+    assert not generated  # the bench folder's own profiles
     demo = json.loads((profiles / "demo.json").read_text())
     assert demo["rvc_model"] == stack_models.DEMO_RVC_MODEL
     assert (profiles / demo["reference_audio"]).is_file()

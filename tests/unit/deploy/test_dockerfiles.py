@@ -667,7 +667,7 @@ def test_triton_entrypoint_renders_cpu_instances(triton, tmp_path):
     assert args[0] == f"--model-repository={rendered}"
     assert args[1:] == triton.final.last("CMD").exec_form()
     kinds = _kinds(rendered)
-    assert set(kinds) == {"audio_tokenizer", "llm", "spark_tts", "vocoder"}
+    assert set(kinds) == {"audio_tokenizer", "llm", "piper", "spark_tts", "vocoder"}
     assert all("KIND_CPU count: 1" in k for k in kinds.values())
 
 

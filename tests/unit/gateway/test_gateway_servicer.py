@@ -53,7 +53,8 @@ class ScriptedTts(tts_pb2_grpc.TextToSpeechServicer):
         self.seen.append({
             "request_id": current_request_id(), "remaining": time_remaining(),
             "text": request.text, "speaker": request.speaker.WhichOneof("source"),
-            "seed": request.sampling.seed,
+            "seed": request.sampling.seed, "engine": request.engine,
+            "piper_voice": request.piper.voice,
         })
         self.changed.set()
         if request.text == "explode":
@@ -62,14 +63,20 @@ class ScriptedTts(tts_pb2_grpc.TextToSpeechServicer):
             self.forget -= 1
             await context.abort(grpc.StatusCode.NOT_FOUND, "speaker 'spk-1' is not cached (any more)")
         tone = np.sin(np.arange(RATE // 4) * 2 * np.pi * 200 / RATE).astype(np.float32) * 0.3
+        piper = request.engine == tts_pb2.ENGINE_PIPER
         for sequence in range(2):
-            yield tts_pb2.SynthesizeSpeechResponse(
+            reply = tts_pb2.SynthesizeSpeechResponse(
                 chunk=audio_pb2.AudioChunk(
                     audio=audio_to_proto(PcmAudio(tone, RATE)), sequence=sequence,
                     final=sequence == 1,
                 ),
-                speaker_id="spk-1",
+                speaker_id="" if piper else "spk-1",
             )
+            if sequence == 0:  # as the TTS service does: engine and notes come first
+                reply.engine = request.engine or tts_pb2.ENGINE_SPARK
+                if piper and request.speaker.WhichOneof("source"):
+                    reply.notes.append("piper ignores the speaker")
+            yield reply
 
 
 def servicer(impl, module, name):
@@ -460,3 +467,28 @@ async def test_the_callers_deadline_ends_a_held_conversion(stack):
     # The gateway still serves the next request.
     stack["pool"].gate.set()
     assert (await stack["stub"].Synthesize(request())).rvc_applied
+
+
+async def test_a_piper_request_needs_no_speaker_and_says_which_engine_spoke(stack):
+    reply = await stack["stub"].Synthesize(gateway_pb2.SynthesizeRequest(
+        text="Hi. There.", engine=tts_pb2.ENGINE_PIPER, piper=tts_pb2.PiperOptions(voice="joe"),
+        skip_rvc=True,
+    ))
+    seen = stack["tts"].seen
+    assert [(s["engine"], s["piper_voice"], s["speaker"], s["seed"]) for s in seen] == [
+        (tts_pb2.ENGINE_PIPER, "joe", None, 0)] * 2  # per sentence; no seed made up for Piper
+    assert (reply.engine, list(reply.notes)) == (tts_pb2.ENGINE_PIPER, [])
+
+
+async def test_what_the_tts_engine_ignored_reaches_the_caller_once(stack):
+    write_profile(stack, "joe", engine="piper")
+    reply = await stack["stub"].Synthesize(request(text="One. Two.", voice="joe", skip_rvc=True))
+    assert reply.engine == tts_pb2.ENGINE_PIPER
+    assert list(reply.notes) == ["piper ignores the speaker"]  # two sentences, one note
+    replies = [r async for r in stack["stub"].SynthesizeStream(
+        request(text="One. Two.", voice="joe", skip_rvc=True))]
+    assert [(r.engine, list(r.notes)) for r in replies] == [
+        (tts_pb2.ENGINE_PIPER, ["piper ignores the speaker"]), (tts_pb2.ENGINE_UNSPECIFIED, [])]
+    tts = await stack["stub"].Tts(tts_pb2.SynthesizeSpeechRequest(
+        text="Hi.", engine=tts_pb2.ENGINE_PIPER))
+    assert (tts.engine, list(tts.notes)) == (tts_pb2.ENGINE_PIPER, [])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 from urllib3 import encode_multipart_formdata
-from voice.v1 import rvc_pb2
+from voice.v1 import rvc_pb2, tts_pb2
 
 from services.common.errors import InvalidArgument
 from services.gateway.legacy_http import (
@@ -110,6 +110,13 @@ def test_flags_and_files_are_checked():
         {"audio": base64.b64encode(b"not a wav").decode()}).encode())
     with pytest.raises(InvalidArgument, match="^audio: "):
         form.audio("audio")
+
+
+def test_with_a_default_profile_text_alone_is_enough(tmp_path):
+    (tmp_path / "demo.json").write_text(json.dumps({"engine": "piper", "rvc_model": "bob"}))
+    spoken = job(parse_form("application/json", b'{"text": "Hi."}'), VoiceBook(tmp_path, "demo"))
+    assert (spoken.engine, spoken.conversion.model) == (tts_pb2.ENGINE_PIPER, "bob")
+    assert not spoken.speaker.WhichOneof("source")
 
 
 def test_absent_fields_stay_unset_so_a_profile_can_fill_them(tmp_path):

@@ -115,7 +115,7 @@ def test_the_profile_fills_what_the_request_leaves_unset(tmp_path):
                       rvc={"pitch_shift": 12, "f0_method": "harvest", "protect": 0.2},
                       sampling={"seed": 7, "temperature": 0.5})
     book = VoiceBook(tmp_path)
-    speaker, sampling, conversion, skip = book.resolve("narrator", *request(), skip_rvc=False)
+    speaker, sampling, conversion, skip, *_ = book.resolve("narrator", *request(), skip_rvc=False)
     assert speaker.reference.transcript == "What the clip says."
     assert conversion == rvc_pb2.ConversionParams(
         model="alice-v2", pitch_shift=12, f0_method=rvc_pb2.F0_METHOD_HARVEST, protect=0.2
@@ -129,7 +129,7 @@ def test_whatever_the_request_sets_overrides_the_profile(tmp_path):
                       rvc={"pitch_shift": 12, "f0_method": "harvest"}, sampling={"seed": 7})
     book = VoiceBook(tmp_path)
     own = tts_pb2.SpeakerPrompt(speaker_id="cached-1")
-    speaker, sampling, conversion, skip = book.resolve(
+    speaker, sampling, conversion, skip, *_ = book.resolve(
         "narrator",
         *request(own, tts_pb2.SamplingParams(seed=0, top_k=5),
                  rvc_pb2.ConversionParams(model="bob", pitch_shift=0,
@@ -168,7 +168,7 @@ def test_resolving_mutates_neither_the_request_nor_the_stored_profile(tmp_path):
 def test_without_a_name_the_default_applies_only_to_requests_without_a_speaker(tmp_path):
     control_profile(tmp_path, rvc_model="alice")
     book = VoiceBook(tmp_path, default="robot")
-    speaker, _, conversion, _ = book.resolve("", *request(), skip_rvc=False)
+    speaker, _, conversion, *_ = book.resolve("", *request(), skip_rvc=False)
     assert speaker.WhichOneof("source") == "control" and conversion.model == "alice"
     own = request(tts_pb2.SpeakerPrompt(speaker_id="s"), None, rvc_pb2.ConversionParams())
     resolved = book.resolve("", *own, skip_rvc=False)
@@ -220,6 +220,15 @@ BAD_PROFILES = {
     "transcript without clip": ({"control": {"gender": "male"}, "reference_text": "hi"},
                                 "reference_text goes with reference_audio"),
     "no gender": ({"control": {"pitch": "low"}}, "control.gender is required"),
+    "unknown engine": ({"engine": "kokoro"}, 'engine must be one of spark, piper, got "kokoro"'),
+    "piper options for spark": ({"control": {"gender": "male"}, "piper": {"voice": "v"}},
+                                'piper options go with "engine": "piper"'),
+    "spark without speaker": ({"engine": "spark"}, "exactly one of reference_audio and control"),
+    "piper voice as a path": ({"engine": "piper", "piper": {"voice": "../v"}},
+                              "piper.voice must be a Piper voice name"),
+    "piper length scale": ({"engine": "piper", "piper": {"length_scale": 0}},
+                           "piper.length_scale must be a number in 0.1..10"),
+    "piper unknown key": ({"engine": "piper", "piper": {"noise": 1}}, "piper.noise is not a known"),
     "pitch shift too high": ({"control": {"gender": "male"}, "rvc": {"pitch_shift": 25}},
                              "rvc.pitch_shift must be an integer in -24..24, got 25"),
     "pitch shift not an integer": ({"control": {"gender": "male"}, "rvc": {"pitch_shift": 1.5}},
@@ -416,3 +425,39 @@ def test_a_configmap_layout_of_symlinks_is_followed(tmp_path):
     os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
     clock.now += 1.0
     assert book.get("robot").conversion.model == "two"
+
+
+def test_a_piper_profile_needs_no_speaker_and_keeps_its_options(tmp_path):
+    write_profile(tmp_path, "joe", engine="piper", rvc_model="alice-v2",
+                  piper={"voice": "en_US-joe-medium", "length_scale": 1.2})
+    book = VoiceBook(tmp_path)
+    (voice,) = book.profiles()
+    assert (voice.engine, voice.speaker, voice.problem) == (tts_pb2.ENGINE_PIPER, "", "")
+    resolved = book.resolve("joe", *request(), skip_rvc=False)
+    assert resolved.engine == tts_pb2.ENGINE_PIPER
+    assert not resolved.speaker.WhichOneof("source")
+    assert (resolved.piper.voice, resolved.piper.length_scale) == ("en_US-joe-medium",
+                                                                  pytest.approx(1.2))
+    assert resolved.conversion.model == "alice-v2"
+
+
+def test_the_request_engine_and_piper_options_win_over_the_profile(tmp_path):
+    write_profile(tmp_path, "joe", engine="piper", piper={"voice": "a", "length_scale": 1.2})
+    reference_profile(tmp_path)
+    book = VoiceBook(tmp_path)
+    resolved = book.resolve("joe", *request(), skip_rvc=False,
+                            piper=tts_pb2.PiperOptions(voice="b"))
+    assert (resolved.piper.voice, resolved.piper.length_scale) == ("b", pytest.approx(1.2))
+    # A request for Piper takes no speaker from a cloning profile (Piper would ignore it) ...
+    resolved = book.resolve("narrator", *request(), skip_rvc=False, engine=tts_pb2.ENGINE_PIPER)
+    assert resolved.engine == tts_pb2.ENGINE_PIPER
+    assert not resolved.speaker.WhichOneof("source")
+    # ... and a request for Spark gets the profile's speaker, whatever its engine.
+    resolved = book.resolve("narrator", *request(), skip_rvc=False, engine=tts_pb2.ENGINE_SPARK)
+    assert resolved.speaker.HasField("reference")
+
+
+def test_a_profile_without_engine_leaves_it_to_the_tts_service(tmp_path):
+    control_profile(tmp_path)
+    resolved = VoiceBook(tmp_path).resolve("robot", *request(), skip_rvc=False)
+    assert resolved.engine == tts_pb2.ENGINE_UNSPECIFIED

@@ -12,7 +12,7 @@ SOURCE = Path(__file__).resolve().parents[3] / "triton" / "model_repo"
 def test_defaults_keep_one_cpu_instance_per_model(tmp_path):
     out = render(SOURCE, tmp_path / "repo", {}, gpu=False)
     configs = sorted(p.parent.name for p in out.glob("*/config.pbtxt"))
-    assert configs == ["audio_tokenizer", "llm", "spark_tts", "vocoder"]
+    assert configs == ["audio_tokenizer", "llm", "piper", "spark_tts", "vocoder"]
     for config in out.glob("*/config.pbtxt"):
         assert "instance_group [ { kind: KIND_CPU count: 1 } ]" in config.read_text()
     assert (out / "llm" / "1" / "model.py").read_text() == (

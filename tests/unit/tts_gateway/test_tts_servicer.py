@@ -118,6 +118,28 @@ def reference(seconds, rate=16_000):
             ),
             "not a whole number",
         ),
+        (tts_pb2.SynthesizeSpeechRequest(text="hi", engine=9), "engine 9 is not a known engine"),
+        (
+            tts_pb2.SynthesizeSpeechRequest(
+                text="hi", engine=tts_pb2.ENGINE_PIPER, piper=tts_pb2.PiperOptions(voice="../x")),
+            "piper.voice '../x' is malformed",
+        ),
+        (
+            tts_pb2.SynthesizeSpeechRequest(
+                text="hi", engine=tts_pb2.ENGINE_PIPER,
+                piper=tts_pb2.PiperOptions(length_scale=0.0)),
+            "piper.length_scale 0 is outside 0.1..10",
+        ),
+        (
+            tts_pb2.SynthesizeSpeechRequest(
+                text="hi", engine=tts_pb2.ENGINE_PIPER, piper=tts_pb2.PiperOptions(speaker=10_000)),
+            "piper.speaker 10000 is outside",
+        ),
+        (tts_pb2.SynthesizeSpeechRequest(text=" ", engine=tts_pb2.ENGINE_PIPER), "text is empty"),
+        (
+            tts_pb2.SynthesizeSpeechRequest(text="hi", engine=tts_pb2.ENGINE_SPARK),
+            "speaker is required by the spark engine",
+        ),
     ],
 )
 async def test_bad_requests_are_invalid_arguments(tts, request_, fragment):
@@ -138,3 +160,18 @@ async def test_status_reports_triton_down(tts):
     status = await tts.GetStatus(tts_pb2.GetTtsStatusRequest())
     assert not status.triton_ready
     assert status.in_flight == 0
+
+
+async def test_a_piper_request_needs_no_speaker_and_waits_for_the_piper_model(tts):
+    code, details = await status_of(
+        tts.Synthesize(tts_pb2.SynthesizeSpeechRequest(text="hi", engine=tts_pb2.ENGINE_PIPER))
+    )
+    assert code is grpc.StatusCode.UNAVAILABLE
+    assert "no ready piper model" in details
+
+
+async def test_status_reports_the_default_engine_and_both_engines_down(tts):
+    status = await tts.GetStatus(tts_pb2.GetTtsStatusRequest())
+    assert status.default_engine == tts_pb2.ENGINE_SPARK
+    assert [(e.engine, e.ready, list(e.voices)) for e in status.engines] == [
+        (tts_pb2.ENGINE_SPARK, False, []), (tts_pb2.ENGINE_PIPER, False, [])]
