@@ -48,6 +48,19 @@ def _health_to_proto(health: Health) -> gateway_pb2.GetHealthResponse:
     )
 
 
+_ENGINE_NAMES = {tts_pb2.ENGINE_SPARK: "spark", tts_pb2.ENGINE_PIPER: "piper"}
+
+
+def _engine_headers(result: StageResult) -> tuple[tuple[str, str], ...]:
+    """X-TTS-Engine, and X-TTS-Notes (what the engine ignored), for a TTS result."""
+    if result.engine not in _ENGINE_NAMES:
+        return ()
+    headers = (("x-tts-engine", _ENGINE_NAMES[result.engine]),)
+    if result.notes:
+        headers += (("x-tts-notes", "; ".join(result.notes)),)
+    return headers
+
+
 async def _legacy_audio(context, result: StageResult, fmt: str, sample_rate: int):
     """One stage's audio as the old API answered it: a file and X-* headers."""
     formats.check_sample_rate(sample_rate)
@@ -56,6 +69,7 @@ async def _legacy_audio(context, result: StageResult, fmt: str, sample_rate: int
         ("x-processing-time", f"{result.seconds:.3f}"),
         ("x-audio-duration", f"{audio.duration:.3f}"),
         ("x-sample-rate", str(formats.encoded_rate(fmt, audio.sample_rate))),
+        *_engine_headers(result),
     ))
     return httpbody_pb2.HttpBody(
         content_type=formats.content_type(fmt), data=formats.encode(audio, fmt)
@@ -77,7 +91,7 @@ async def _encoded_stream(
                 if encoder is None:
                     encoder = formats.StreamEncoder(fmt, piece.audio.sample_rate)
                     await context.send_initial_metadata(
-                        (("x-sample-rate", str(encoder.sample_rate)),)
+                        (("x-sample-rate", str(encoder.sample_rate)), *_engine_headers(piece.tts))
                     )
                 data = encoder.write(piece.audio)
                 if data:
@@ -189,6 +203,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             ("x-rvc-time", _rvc_seconds(result.rvc)),
             ("x-rvc-applied", "true" if result.rvc else "false"),
             ("x-sample-rate", str(formats.encoded_rate(fmt, result.audio.sample_rate))),
+            *_engine_headers(result.tts),
         ))
         return httpbody_pb2.HttpBody(
             content_type=formats.content_type(fmt), data=formats.encode(result.audio, fmt)

@@ -167,6 +167,7 @@ def test_the_old_api_speaks_text_alone(stack):
     reply = requests.post(f"{stack.api}/synthesize", data=text, timeout=120)
     assert reply.status_code == 200, reply.text[:300]
     assert reply.headers["X-RVC-Applied"] == "true"
+    assert reply.headers["X-TTS-Engine"] == "piper" and "X-TTS-Notes" not in reply.headers
     samples, rate = soundfile.read(io.BytesIO(reply.content), dtype="float32")
     assert samples.size / rate > 1.0
     tts = requests.post(f"{stack.api}/tts", data=text, timeout=120)
@@ -174,3 +175,16 @@ def test_the_old_api_speaks_text_alone(stack):
     speech, rate = soundfile.read(io.BytesIO(tts.content), dtype="float32")
     assert rate == 22_050  # Piper's, unconverted
     assert_speech_like(PcmAudio(speech, rate))
+
+
+def test_the_old_api_says_when_piper_ignored_the_clip(stack):
+    """An old client's reference clip sent with a Piper profile: spoken anyway, and said."""
+    clip = io.BytesIO()
+    soundfile.write(clip, np.zeros(16_000, np.float32) + 0.01, 16_000, format="WAV")
+    reply = requests.post(
+        f"{stack.api}/tts", data={"text": "Hello.", "voice": "demo-piper"},
+        files={"reference_audio": ("ref.wav", clip.getvalue(), "audio/wav")}, timeout=120)
+    assert reply.status_code == 200, reply.text[:300]
+    assert reply.headers["X-TTS-Engine"] == "piper"
+    assert reply.headers["X-TTS-Notes"].startswith(
+        "piper ignores the speaker: a reference clip was given")

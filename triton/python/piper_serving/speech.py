@@ -26,9 +26,16 @@ class PackagedSpeaker:
             return self._voice
 
     def speak(self, text: str) -> tuple[np.ndarray, int]:
-        """(float32 mono samples, sample rate) of ``text``, its sentences joined."""
+        """(float32 mono samples, sample rate) of ``text``, its sentences joined.
+
+        Without Piper's sampling noise, so the same text always gives the same
+        samples (tests and benchmarks need fixed inputs).
+        """
+        from piper import SynthesisConfig
+
         voice = self._loaded()
-        pieces = [chunk.audio_float_array for chunk in voice.synthesize(text)]
+        fixed = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+        pieces = [chunk.audio_float_array for chunk in voice.synthesize(text, fixed)]
         if not pieces:
             raise ValueError(f"Piper found nothing to speak in {text[:40]!r}")
         return np.concatenate(pieces).astype(np.float32), int(voice.config.sample_rate)
