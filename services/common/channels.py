@@ -12,8 +12,8 @@ import json
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import server
 from services.common.interceptors import client_interceptors
-from services.common.server import GRPC_OPTIONS
 
 _ROUND_ROBIN = {"loadBalancingConfig": [{"round_robin": {}}]}
 # healthCheckConfig: the channel watches each peer's grpc.health.v1 status and
@@ -32,10 +32,10 @@ def open_channel(target: str, skip_not_serving: bool = False) -> grpc.aio.Channe
     """
     config = _HEALTH_CHECKED if skip_not_serving else _ROUND_ROBIN
     options = (
-        *GRPC_OPTIONS,
+        *server.GRPC_OPTIONS,
         ("grpc.service_config", json.dumps(config)),
         ("grpc.enable_retries", 1),
-        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_time_ms", server.KEEPALIVE_MS),
         # A peer that restarts (a pod rolled, a process respawned) is back in
         # well under a second; do not sit out gRPC's default 1-120 s back-off.
         ("grpc.initial_reconnect_backoff_ms", 100),

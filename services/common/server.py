@@ -37,6 +37,21 @@ GRPC_OPTIONS = (
 # gRPC servers share ports by default; a second copy of a service must fail
 # to start instead of silently taking half of the first one's traffic.
 SERVER_OPTIONS = (*GRPC_OPTIONS, ("grpc.so_reuseport", 0))
+# Our channels (channels.py) ping a connection this often while a call is open, and
+# our servers accept pings twice as often. gRPC's default server policy allows one
+# ping in 5 minutes without data and answers the third early one with GOAWAY
+# "too_many_pings", which ended every call on the connection once a quiet call (the
+# channel's own health Watch) had been open a minute or so.
+KEEPALIVE_MS = 30_000
+
+
+def server_options(max_message_bytes: int) -> tuple[tuple[str, object], ...]:
+    sized = {"grpc.max_receive_message_length": max_message_bytes,
+             "grpc.max_send_message_length": max_message_bytes}
+    return (
+        *((key, sized.get(key, value)) for key, value in SERVER_OPTIONS),
+        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_MS // 2),
+    )
 
 ReadinessProbe = Callable[[], Awaitable[bool]]
 
@@ -92,10 +107,8 @@ class ServiceHost:
             self.metrics, self.admission,
             self.settings.default_deadline_seconds, self.settings.max_deadline_seconds,
         )
-        size = self.settings.max_message_bytes
-        sized = {"grpc.max_receive_message_length": size, "grpc.max_send_message_length": size}
-        options = tuple((key, sized.get(key, value)) for key, value in SERVER_OPTIONS)
-        server = grpc.aio.server(interceptors=[ServerInterceptor(policy)], options=options)
+        server = grpc.aio.server(interceptors=[ServerInterceptor(policy)],
+                                 options=server_options(self.settings.max_message_bytes))
         for servicer in self._servicers:
             servicer.add_to_server(servicer.impl, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -1,9 +1,14 @@
 """Client channels spread calls over every address a target resolves to."""
 
+import asyncio
+import contextlib
 from collections import Counter
 
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from voice.v1 import rvc_pb2, rvc_pb2_grpc
 
+from services.common import server
 from services.common.channels import open_channel
 from services.common.server import Servicer
 from tests.grpc_hosts import hosted
@@ -79,3 +84,51 @@ async def test_a_peer_that_is_not_serving_gets_no_calls_until_it_serves_again():
             assert seen == {1, 2}
         finally:
             await channel.close()
+
+
+async def _after_quiet_pings(host_factory, monkeypatch) -> str:
+    """A client pinging every 200 ms holds a quiet call open for 3 s (as the gateway's
+    health Watch on its RVC channel is), then sends a call: what that call got."""
+    monkeypatch.setattr(server, "KEEPALIVE_MS", 200)
+    async with host_factory() as port:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[
+            ("grpc.keepalive_time_ms", server.KEEPALIVE_MS), ("grpc.keepalive_timeout_ms", 1000)])
+        health_stub = health_pb2_grpc.HealthStub(channel)
+        quiet = health_stub.Watch(health_pb2.HealthCheckRequest())
+        try:
+            await quiet.read()
+            await asyncio.sleep(3)  # the time under test: pings on a quiet connection
+            try:
+                await health_stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                return "OK"
+            except grpc.aio.AioRpcError as exc:
+                return f"{exc.code().name}: {exc.details()}"
+        finally:
+            quiet.cancel()
+            await channel.close()
+
+
+async def test_our_servers_accept_keepalive_pings_on_a_quiet_connection(monkeypatch):
+    @contextlib.asynccontextmanager
+    async def ours():
+        async with hosted([numbered(1)]) as host:
+            yield host.grpc_port
+
+    assert await _after_quiet_pings(ours, monkeypatch) == "OK"
+
+
+async def test_a_default_grpc_server_would_close_the_connection(monkeypatch):
+    """The control: gRPC's default ping policy (the cause of a CI failure, 503 "Too many
+    pings" on the old API, when our servers used it)."""
+    @contextlib.asynccontextmanager
+    async def default_server():
+        plain = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), plain)
+        port = plain.add_insecure_port("127.0.0.1:0")
+        await plain.start()
+        try:
+            yield port
+        finally:
+            await plain.stop(0)
+
+    assert await _after_quiet_pings(default_server, monkeypatch) == "UNAVAILABLE: Too many pings"
