@@ -14,8 +14,10 @@ TEST_SERVER = ServerSettings(host="127.0.0.1", grpc_port=0, metrics_port=0, drai
 
 
 @contextlib.asynccontextmanager
-async def hosted(servicers: Sequence[Servicer], **kwargs) -> AsyncIterator[ServiceHost]:
-    host = ServiceHost(TEST_SERVER, servicers, **kwargs)
+async def hosted(
+    servicers: Sequence[Servicer], settings: ServerSettings = TEST_SERVER, **kwargs
+) -> AsyncIterator[ServiceHost]:
+    host = ServiceHost(settings, servicers, **kwargs)
     await host.start()
     try:
         yield host

@@ -14,6 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import server
 from services.common.interceptors import client_interceptors
+from services.common.internal_tls import channel_credentials
+from services.common.settings import InternalTls
 
 _ROUND_ROBIN = {"loadBalancingConfig": [{"round_robin": {}}]}
 # healthCheckConfig: the channel watches each peer's grpc.health.v1 status and
@@ -22,13 +24,16 @@ _ROUND_ROBIN = {"loadBalancingConfig": [{"round_robin": {}}]}
 _HEALTH_CHECKED = {**_ROUND_ROBIN, "healthCheckConfig": {"serviceName": ""}}
 
 
-def open_channel(target: str, skip_not_serving: bool = False) -> grpc.aio.Channel:
+def open_channel(
+    target: str, skip_not_serving: bool = False, tls: InternalTls = InternalTls()
+) -> grpc.aio.Channel:
     """A channel balancing calls over every address of ``target``.
 
     ``skip_not_serving``: leave out peers whose health is NOT_SERVING. Right where
     several interchangeable peers stand behind the target; with a single peer it
     turns "not ready yet" into an immediate UNAVAILABLE, and the channel's own
     health checks then never reach a peer that is not serving.
+    ``tls``: internal mTLS (internal_tls.py), when it is on.
     """
     config = _HEALTH_CHECKED if skip_not_serving else _ROUND_ROBIN
     options = (
@@ -42,6 +47,9 @@ def open_channel(target: str, skip_not_serving: bool = False) -> grpc.aio.Channe
         ("grpc.min_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     )
+    if tls.enabled:
+        return grpc.aio.secure_channel(target, channel_credentials(tls), options=options,
+                                       interceptors=client_interceptors())
     return grpc.aio.insecure_channel(target, options=options, interceptors=client_interceptors())
 
 

@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.common.admission import Admission, Limits
 from services.common.interceptors import Policy, ServerInterceptor
+from services.common.internal_tls import server_credentials
 from services.common.logs import configure_logging
 from services.common.metrics import ServerMetrics
 from services.common.settings import ServerSettings, SettingsError
@@ -116,7 +117,11 @@ class ServiceHost:
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
         try:
-            self.grpc_port = server.add_insecure_port(self.settings.grpc_address)
+            tls = self.settings.internal_tls
+            self.grpc_port = (
+                server.add_secure_port(self.settings.grpc_address, server_credentials(tls))
+                if tls.enabled else server.add_insecure_port(self.settings.grpc_address)
+            )
         except RuntimeError:
             self.grpc_port = 0
         if self.grpc_port == 0:

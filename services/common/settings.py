@@ -106,6 +106,37 @@ def check_port(name: str, port: int) -> None:
         raise SettingsError(f"{name}={port}: not a TCP port")
 
 
+TLS_VARIABLES = ("INTERNAL_TLS_CERT", "INTERNAL_TLS_KEY", "INTERNAL_TLS_CA")
+
+
+@dataclasses.dataclass(frozen=True)
+class InternalTls:
+    """Mutual TLS between the internal services: on when all three PEM files are
+    given, off when none is (services/common/internal_tls.py builds the credentials)."""
+
+    cert: Path | None = env_field("INTERNAL_TLS_CERT", None)
+    key: Path | None = env_field("INTERNAL_TLS_KEY", None)
+    ca: Path | None = env_field("INTERNAL_TLS_CA", None)
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+    def validate(self) -> None:
+        paths = dict(zip(TLS_VARIABLES, (self.cert, self.key, self.ca), strict=True))
+        missing = [var for var, path in paths.items() if path is None]
+        if missing and len(missing) != len(TLS_VARIABLES):
+            raise SettingsError(f"internal mTLS needs all of {', '.join(TLS_VARIABLES)}: "
+                                f"{', '.join(missing)} unset")
+        for var, path in paths.items():
+            if path is None:
+                continue
+            if not path.is_file():
+                raise SettingsError(f"{var}={path}: no such file")
+            if b"-----BEGIN" not in path.read_bytes():
+                raise SettingsError(f"{var}={path}: not a PEM file")
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerSettings:
     """What every gRPC service needs to listen, report and stop."""
@@ -128,6 +159,8 @@ class ServerSettings:
     max_message_bytes: int = 64 * 1024 * 1024
     log_level: str = env_field("LOG_LEVEL", "INFO")
     log_format: str = env_field("LOG_FORMAT", "json")
+    # Off unless INTERNAL_TLS_CERT, _KEY and _CA are set (the same for every service).
+    internal_tls: InternalTls = dataclasses.field(default_factory=InternalTls)
 
     def validate(self) -> None:
         check_port("grpc_port", self.grpc_port)

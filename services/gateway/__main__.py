@@ -15,7 +15,8 @@ from services.gateway.voices import VoiceBook
 
 
 async def build(settings: GatewaySettings) -> ServiceHost:
-    tts, rvc = TtsStage(settings.tts_target), RvcStage(settings.rvc_target)
+    tls = settings.server.internal_tls
+    tts, rvc = TtsStage(settings.tts_target, tls), RvcStage(settings.rvc_target, tls)
     voices = VoiceBook(settings.voices_dir, settings.default_voice)
     metrics = ServerMetrics()
     pipeline = Pipeline(

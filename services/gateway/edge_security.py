@@ -25,10 +25,13 @@ Each piece is off unless its settings are given (services.gateway.envoy.EdgeConf
 
 from __future__ import annotations
 
+import ipaddress
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.settings import InternalTls
 from services.gateway import edge_errors
 
 _T = "type.googleapis.com/envoy.extensions."
@@ -93,6 +96,44 @@ def transport_socket(tls: EdgeTls) -> dict:
                 ],
             },
         },
+    }
+
+
+def upstream_transport_socket(tls: InternalTls, hosts: Sequence[str]) -> dict:
+    """The edge's connections to the gateways under internal mTLS: Envoy shows the
+    certificate it is given and accepts a gateway only with a certificate the
+    internal CA signed that names one of ``hosts`` (a DNS name or an IP address)."""
+    if tls.cert is None or tls.key is None or tls.ca is None:
+        raise ValueError("internal mTLS is off")
+    names = []
+    for host in dict.fromkeys(hosts):
+        try:
+            ipaddress.ip_address(host)
+            names.append({"san_type": "IP_ADDRESS", "matcher": {"exact": host}})
+        except ValueError:
+            names.append({"san_type": "DNS", "matcher": {"exact": host}})
+    context: dict = {
+        "common_tls_context": {
+            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+            "alpn_protocols": ["h2"],
+            "tls_certificates": [
+                {
+                    "certificate_chain": {"filename": str(tls.cert.resolve())},
+                    "private_key": {"filename": str(tls.key.resolve())},
+                }
+            ],
+            "validation_context": {
+                "trusted_ca": {"filename": str(tls.ca.resolve())},
+                "match_typed_subject_alt_names": names,
+            },
+        },
+    }
+    dns = [name["matcher"]["exact"] for name in names if name["san_type"] == "DNS"]
+    if dns:
+        context["sni"] = dns[0]
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {"@type": _T + "transport_sockets.tls.v3.UpstreamTlsContext", **context},
     }
 
 

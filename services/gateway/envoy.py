@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.server import MAX_MESSAGE_BYTES
+from services.common.settings import InternalTls
 from services.gateway import edge_errors, edge_limits, edge_security
 from services.gateway.edge_limits import EdgeRateLimit
 from services.gateway.edge_security import EdgeJwt, EdgeTls
@@ -85,6 +86,8 @@ class EdgeConfig:
     rate_limit: EdgeRateLimit | None = None
     # Further gateway instances (host, port), balanced over with the first.
     more_gateways: tuple[tuple[str, int], ...] = ()
+    # Internal mTLS to the gateways (services/common/internal_tls.py); plain when None.
+    upstream_tls: InternalTls | None = None
 
 
 def _route(prefix: str) -> dict:
@@ -231,6 +234,10 @@ def render(config: EdgeConfig) -> dict:
         "health_checks": edge_limits.health_checks(),
         "outlier_detection": edge_limits.outlier_detection(),
     }
+    if config.upstream_tls is not None:
+        hosts = [config.gateway_host, *(host for host, _ in config.more_gateways)]
+        cluster["transport_socket"] = edge_security.upstream_transport_socket(
+            config.upstream_tls, hosts)
     return {
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": config.admin_port}}

@@ -16,6 +16,7 @@ from services.common.audio import PcmAudio
 from services.common.audio_proto import audio_from_proto, audio_to_proto
 from services.common.channels import check_health, open_channel
 from services.common.errors import FailedPrecondition
+from services.common.settings import InternalTls
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,9 @@ class Dependency:
 class TtsStage:
     name = "tts"
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, tls: InternalTls = InternalTls()) -> None:
         self.target = target
-        self._channel = open_channel(target)
+        self._channel = open_channel(target, tls=tls)
         self.stub = tts_pb2_grpc.TextToSpeechStub(self._channel)
 
     async def synthesize(self, request: tts_pb2.SynthesizeSpeechRequest) -> StageResult:
@@ -74,12 +75,12 @@ class TtsStage:
 class RvcStage:
     name = "rvc"
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, tls: InternalTls = InternalTls()) -> None:
         self.target = target
         # RVC instances scale out (one per GPU) and roll one at a time: conversions
         # go only to those serving; health is asked over a channel that reaches all.
-        self._channel = open_channel(target, skip_not_serving=True)
-        self._probe_channel = open_channel(target)
+        self._channel = open_channel(target, skip_not_serving=True, tls=tls)
+        self._probe_channel = open_channel(target, tls=tls)
         self.stub = rvc_pb2_grpc.VoiceConversionStub(self._channel)
 
     async def convert(self, params: rvc_pb2.ConversionParams, audio: PcmAudio) -> StageResult:

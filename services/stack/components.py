@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.settings import TLS_VARIABLES, InternalTls
 from services.gateway.envoy import EdgeConfig, write
 from services.stack import model_repo, models, triton_dist
 from services.stack.config import StackConfig
@@ -42,8 +43,30 @@ def _python_env(repo: Path, extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def tls_env(tls: InternalTls) -> dict[str, str]:
+    """The internal mTLS variables for a child process (none when it is off)."""
+    if tls.cert is None or tls.key is None or tls.ca is None:
+        return {}
+    paths = (tls.cert, tls.key, tls.ca)
+    return {var: str(path.resolve()) for var, path in zip(TLS_VARIABLES, paths, strict=True)}
+
+
+def triton_tls_args(tls: InternalTls) -> list[str]:
+    """tritonserver's gRPC endpoint with mutual TLS (its HTTP endpoint, which the
+    probes use, stays plain on loopback)."""
+    if tls.cert is None or tls.key is None or tls.ca is None:
+        return []
+    return [
+        "--grpc-use-ssl=true", "--grpc-use-ssl-mutual=true",
+        f"--grpc-server-cert={tls.cert.resolve()}",
+        f"--grpc-server-key={tls.key.resolve()}",
+        f"--grpc-root-cert={tls.ca.resolve()}",
+    ]
+
+
 def service_spec(
-    repo: Path, name: str, prefix: str, port: int, metrics: int, extra: dict
+    repo: Path, name: str, prefix: str, port: int, metrics: int, extra: dict,
+    tls: InternalTls = InternalTls(),
 ) -> ProcessSpec:
     """One of our gRPC services as a supervised process on loopback."""
     env = _python_env(
@@ -52,6 +75,7 @@ def service_spec(
             f"{prefix}_HOST": LOOPBACK,
             f"{prefix}_GRPC_PORT": str(port),
             f"{prefix}_METRICS_PORT": str(metrics),
+            **tls_env(tls),
             **extra,
         },
     )
@@ -59,7 +83,7 @@ def service_spec(
         name=name,
         argv=[sys.executable, "-m", f"services.{name}"],
         env=env,
-        probe=grpc_serving(f"{LOOPBACK}:{port}"),
+        probe=grpc_serving(f"{LOOPBACK}:{port}", tls=tls),
         endpoints=[
             ("gRPC", f"{LOOPBACK}:{port}"),
             ("metrics", f"http://{LOOPBACK}:{metrics}/metrics"),
@@ -133,6 +157,7 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
                 f"--metrics-port={config.triton_metrics_port}",
                 "--exit-timeout-secs=10",
                 "--log-warning=true",
+                *triton_tls_args(config.internal_tls),
             ],
             env=triton_env,
             cwd=run_dir,
@@ -148,11 +173,13 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
             repo, "tts_gateway", "TTS", config.tts_port, config.tts_metrics_port,
             {"TRITON_GRPC_URL": f"{LOOPBACK}:{config.triton_grpc_port}",
              "TTS_DEFAULT_ENGINE": engine},
+            config.internal_tls,
         ),
         service_spec(
             repo, "rvc", "RVC", config.rvc_port, config.rvc_metrics_port,
             {"RVC_MODELS_DIR": str(rvc_voices), "RVC_ASSETS_DIR": str(rvc_assets),
              "RVC_CPU_THREADS": str(rvc_threads)},
+            config.internal_tls,
         ),
         service_spec(
             repo, "gateway", "GATEWAY", config.gateway_port, config.gateway_metrics_port,
@@ -164,6 +191,7 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
                 # speaker gets the demo (so text alone speaks).
                 **({"GATEWAY_DEFAULT_VOICE": models.DEMO_VOICE} if demo_voices else {}),
             },
+            config.internal_tls,
         ),
     ]
     edge = EdgeConfig(
@@ -180,6 +208,7 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
         max_concurrent_streams=config.edge_max_concurrent_streams,
         max_queue=config.edge_max_queue,
         rate_limit=config.edge_rate_limit(),
+        upstream_tls=config.internal_tls if config.internal_tls.enabled else None,
     )
     envoy_config = write(edge, run_dir / "envoy.json")
     scheme = "https" if edge.tls else "http"

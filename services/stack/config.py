@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.settings import SettingsError, check_port, env_field, from_env
+from services.common.settings import InternalTls, SettingsError, check_port, env_field, from_env
 from services.gateway.edge_limits import EdgeRateLimit, check_limits
 from services.gateway.edge_security import EdgeJwt, EdgeTls, check_jwks
 from services.gateway.envoy import MAX_BODY_BYTES
@@ -79,6 +79,9 @@ class StackConfig:
     edge_max_queue: int = env_field("EDGE_MAX_QUEUE", 1000)
     edge_rate_limit_per_second: float = env_field("EDGE_RATE_LIMIT_PER_SECOND", 0.0)
     edge_rate_limit_burst: int = env_field("EDGE_RATE_LIMIT_BURST", 10)
+    # Mutual TLS between every internal hop (edge -> gateway -> TTS / RVC, TTS ->
+    # Triton's gRPC): off unless INTERNAL_TLS_CERT, _KEY and _CA are set.
+    internal_tls: InternalTls = dataclasses.field(default_factory=InternalTls)
 
     def validate(self) -> None:
         if self.tts_engine not in ("auto", "spark", "piper"):

@@ -11,6 +11,9 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.internal_tls import channel_credentials
+from services.common.settings import InternalTls
+
 Probe = Callable[[], bool]
 
 
@@ -44,9 +47,13 @@ def http_ok(
     return probe
 
 
-def grpc_serving(address: str, timeout: float = 1.0) -> Probe:
+def grpc_serving(address: str, timeout: float = 1.0, tls: InternalTls = InternalTls()) -> Probe:
+    """SERVING from the gRPC health service at ``address`` (over mTLS when ``tls`` is on)."""
+    credentials = channel_credentials(tls) if tls.enabled else None
+
     def probe() -> bool:
-        with grpc.insecure_channel(address) as channel:
+        with (grpc.secure_channel(address, credentials) if credentials
+              else grpc.insecure_channel(address)) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=timeout

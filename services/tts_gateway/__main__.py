@@ -14,7 +14,7 @@ from services.tts_gateway.triton import Triton
 
 
 async def build(settings: TtsSettings) -> ServiceHost:
-    triton = Triton(settings.triton_url)
+    triton = Triton(settings.triton_url, tls=settings.server.internal_tls)
     metrics = ServerMetrics()
     engine = TtsEngine(settings, triton, TtsMetrics(metrics.registry))
     servicer = Servicer(

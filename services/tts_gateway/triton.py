@@ -20,6 +20,8 @@ from services.common.errors import (
     ServiceError,
     Unavailable,
 )
+from services.common.internal_tls import channel_credentials
+from services.common.settings import InternalTls
 
 # Models prefix their error messages with a status name (Triton's streaming
 # API carries no code); anything else means Triton itself is in trouble.
@@ -99,10 +101,14 @@ def infer_input(name: str, value: np.ndarray) -> InferInput:
 
 
 class Triton:
-    def __init__(self, url: str, timeout: float = 2.0) -> None:
+    def __init__(self, url: str, timeout: float = 2.0, tls: InternalTls = InternalTls()) -> None:
         self.url = url
         self._timeout = timeout
-        self._client = triton_grpc.InferenceServerClient(url, channel_args=list(CHANNEL_OPTIONS))
+        # With internal mTLS on, Triton runs with --grpc-use-ssl-mutual (tritonclient's
+        # aio client builds a secure channel from credentials alone).
+        creds = channel_credentials(tls) if tls.enabled else None
+        self._client = triton_grpc.InferenceServerClient(
+            url, creds=creds, channel_args=list(CHANNEL_OPTIONS))
 
     async def ready(self, model: str | None = None) -> bool:
         try:

@@ -6,15 +6,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from services.stack import components
 from services.stack.config import StackConfig
 from services.stack.supervisor import Supervisor
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.stacks import REPO, stack_config
 
 
 @dataclasses.dataclass
@@ -43,13 +41,7 @@ class RunningStack:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> RunningStack:
     run_dir = tmp_path_factory.mktemp("stack")
-    config = dataclasses.replace(
-        StackConfig(),
-        run_dir=run_dir,
-        models_dir=run_dir / "models",
-        model_repo=REPO / "triton" / "model_repo",
-        descriptor=REPO / "gen" / "voice_v1.pb",
-    ).with_free_ports()
+    config = stack_config(run_dir)
     supervisor = Supervisor(components.build(config, REPO), run_dir / "logs")
     # As under `make run`, a process that dies is restarted: one crash (tritonserver's
     # Python backend can crash; see docs/reliability.md) fails the tests it hits, not

@@ -27,7 +27,7 @@ from services.stack.config import free_ports
 from services.stack.models import DEMO_VOICES
 from services.stack.supervisor import Supervisor
 from tests import edge_credentials
-from tests.integration.conftest import REPO
+from tests.integration.stacks import REPO
 from tests.processes import stop
 
 pytestmark = pytest.mark.integration

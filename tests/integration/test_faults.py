@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import shutil
 import signal
 import threading
 import time
@@ -38,9 +37,7 @@ from voice.v1 import rvc_pb2, rvc_pb2_grpc, tts_pb2, tts_pb2_grpc
 
 from services.stack import components
 from services.stack.config import StackConfig
-from services.stack.models import TINY_RVC_DIR, TINY_SPARK_DIR
 from services.stack.supervisor import Supervisor
-from tests.integration.conftest import REPO
 from tests.integration.faults_load import (
     SLACK,
     HealthWatch,
@@ -50,6 +47,7 @@ from tests.integration.faults_load import (
     grpc_health,
     http_status,
 )
+from tests.integration.stacks import REPO, reuse_models, stack_config
 from tests.processes import descendants, running, wait_until_gone
 
 pytestmark = pytest.mark.integration
@@ -186,28 +184,13 @@ class FaultStack:
             self._stop_watching()
 
 
-def _reuse_models(tmp_path_factory, run_dir: Path) -> None:
-    """Copy the tiny models the session's stack generated, if it ran already: saves
-    generating them again (half a minute on two CPUs)."""
-    for earlier in sorted(tmp_path_factory.getbasetemp().glob("stack*/models")):
-        if (earlier / TINY_SPARK_DIR).is_dir() and (earlier / TINY_RVC_DIR).is_dir():
-            shutil.copytree(earlier, run_dir / "models")
-            return
-
-
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory) -> FaultStack:
     run_dir = tmp_path_factory.mktemp("faults")
-    _reuse_models(tmp_path_factory, run_dir)
+    reuse_models(tmp_path_factory, run_dir)
     tmpdir = run_dir / "tmp"
     tmpdir.mkdir()
-    config = dataclasses.replace(
-        StackConfig(),
-        run_dir=run_dir,
-        models_dir=run_dir / "models",
-        model_repo=REPO / "triton" / "model_repo",
-        descriptor=REPO / "gen" / "voice_v1.pb",
-    ).with_free_ports()
+    config = stack_config(run_dir)
     specs = components.build(config, REPO)
     for spec in specs:
         spec.env["TMPDIR"] = str(tmpdir)

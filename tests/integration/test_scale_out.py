@@ -31,7 +31,7 @@ from services.stack import components
 from services.stack.config import free_ports
 from services.stack.probes import http_ok
 from services.stack.supervisor import Supervisor
-from tests.integration.conftest import REPO
+from tests.integration.stacks import REPO
 
 pytestmark = pytest.mark.integration
 
