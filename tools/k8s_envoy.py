@@ -1,5 +1,6 @@
-"""The edge's Envoy configurations for Kubernetes: k8s/base/edge/envoy.json, and
-k8s/overlays/gpu/envoy.json, the same with TLS and JWT authentication.
+"""The edge's Envoy configurations for Kubernetes: k8s/base/edge/envoy.json,
+k8s/overlays/gpu/envoy.json, the same with TLS and JWT authentication, and
+k8s/overlays/gpu-mtls/envoy.json, the gpu edge speaking mTLS to the gateways.
 
 The edge pods run Envoy alone; the gateway pods sit behind the headless
 Service ``gateway``, which Envoy resolves with STRICT_DNS (the short name, in
@@ -14,7 +15,10 @@ Envoy drains), and answers 404 to anything else.
 The gpu overlay's edge terminates TLS with the certificate of the Secret
 ``edge-tls`` (type kubernetes.io/tls) and checks bearer tokens against the
 JWKS in the Secret ``edge-jwks`` (key ``jwks.json``); the overlay mounts both
-at TLS_DIR and JWKS_DIR (docs/security.md says how to create them).
+at TLS_DIR and JWKS_DIR (docs/security.md says how to create them). The gpu-mtls
+overlay's edge also shows the certificate of the Secret ``internal-tls-edge``
+(mounted at INTERNAL_TLS_DIR) to the gateways and checks theirs against its CA
+and the gateway Service's name.
 
     python -m tools.k8s_envoy            rewrite both files
     python -m tools.k8s_envoy --check    exit 1 when a committed file is stale
@@ -31,6 +35,7 @@ import json
 import sys
 from pathlib import Path
 
+from services.common.settings import InternalTls
 from services.gateway.edge_limits import EdgeRateLimit
 from services.gateway.edge_security import EdgeJwt, EdgeTls
 from services.gateway.envoy import EdgeConfig, render
@@ -38,6 +43,7 @@ from services.gateway.envoy import EdgeConfig, render
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "k8s" / "base" / "edge" / "envoy.json"
 SECURE_COMMITTED = REPO / "k8s" / "overlays" / "gpu" / "envoy.json"
+MTLS_COMMITTED = REPO / "k8s" / "overlays" / "gpu-mtls" / "envoy.json"
 
 # Where the gateway image puts the descriptor set (`make protos` output).
 DESCRIPTOR = Path("/app/gen/voice_v1.pb")
@@ -77,8 +83,17 @@ K8S_SECURE_EDGE = dataclasses.replace(
     jwt=EdgeJwt(jwks=JWKS_DIR / "jwks.json", issuer=JWT_ISSUER, audiences=(JWT_AUDIENCE,)),
     rate_limit=RATE_LIMIT,
 )
+# Where the gpu-mtls overlay mounts each pod's Secret internal-tls-<name>
+# (cert-manager's layout: tls.crt, tls.key, ca.crt).
+INTERNAL_TLS_DIR = Path("/etc/internal-tls")
+K8S_MTLS_EDGE = dataclasses.replace(
+    K8S_SECURE_EDGE,
+    upstream_tls=InternalTls(cert=INTERNAL_TLS_DIR / "tls.crt", key=INTERNAL_TLS_DIR / "tls.key",
+                             ca=INTERNAL_TLS_DIR / "ca.crt"),
+)
 # What each committed file holds.
-COMMITTED_EDGES = {COMMITTED: K8S_EDGE, SECURE_COMMITTED: K8S_SECURE_EDGE}
+COMMITTED_EDGES = {COMMITTED: K8S_EDGE, SECURE_COMMITTED: K8S_SECURE_EDGE,
+                   MTLS_COMMITTED: K8S_MTLS_EDGE}
 
 _T = "type.googleapis.com/envoy.extensions."
 

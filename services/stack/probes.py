@@ -8,10 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from services.common.internal_tls import channel_credentials
+from services.common.health_probe import health_status
 from services.common.settings import InternalTls
 
 Probe = Callable[[], bool]
@@ -49,17 +46,4 @@ def http_ok(
 
 def grpc_serving(address: str, timeout: float = 1.0, tls: InternalTls = InternalTls()) -> Probe:
     """SERVING from the gRPC health service at ``address`` (over mTLS when ``tls`` is on)."""
-    credentials = channel_credentials(tls) if tls.enabled else None
-
-    def probe() -> bool:
-        with (grpc.secure_channel(address, credentials) if credentials
-              else grpc.insecure_channel(address)) as channel:
-            try:
-                reply = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=timeout
-                )
-            except grpc.RpcError:
-                return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
-
-    return probe
+    return lambda: health_status(address, tls, timeout) == "SERVING"

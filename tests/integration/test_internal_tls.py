@@ -13,6 +13,7 @@ import tritonclient.grpc as triton_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from services.common.health_probe import health_status
 from services.common.internal_tls import channel_credentials
 from services.stack import components
 from services.stack.supervisor import Supervisor
@@ -44,17 +45,6 @@ def mtls(tmp_path_factory):
         supervisor.stop(timeout=30)
 
 
-def _health(address: str, credentials: grpc.ChannelCredentials | None) -> str:
-    with (grpc.secure_channel(address, credentials) if credentials
-          else grpc.insecure_channel(address)) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=5)
-        except grpc.RpcError as exc:
-            return exc.code().name
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-
-
 def _ports(config) -> dict[str, int]:
     return {"gateway": config.gateway_port, "tts": config.tts_port, "rvc": config.rvc_port}
 
@@ -77,13 +67,17 @@ def test_our_services_admit_only_certificates_from_the_internal_ca(mtls, tmp_pat
         root_certificates=tls.ca.read_bytes(), private_key=stranger.key.read_bytes(),
         certificate_chain=stranger.cert.read_bytes())
     anonymous = grpc.ssl_channel_credentials(root_certificates=tls.ca.read_bytes())
-    colleague = channel_credentials(authority.issue(tmp_path / "colleague", "colleague"))
+    colleague = authority.issue(tmp_path / "colleague", "colleague")
     for name, port in _ports(config).items():
         address = f"127.0.0.1:{port}"
-        assert _health(address, None) == "UNAVAILABLE", f"{name} served plaintext"
-        assert _health(address, anonymous) == "UNAVAILABLE", f"{name} served without a cert"
-        assert _health(address, with_stranger) == "UNAVAILABLE", f"{name} took a stranger"
-        assert _health(address, colleague) == "SERVING", name
+        assert health_status(address) == "UNAVAILABLE", f"{name} served plaintext"
+        for credentials, who in ((anonymous, "no certificate"), (with_stranger, "a stranger")):
+            with grpc.secure_channel(address, credentials) as channel:
+                with pytest.raises(grpc.RpcError) as refused:
+                    health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, (name, who)
+        assert health_status(address, colleague) == "SERVING", name
 
 
 def test_triton_grpc_admits_only_certificates_from_the_internal_ca(mtls):

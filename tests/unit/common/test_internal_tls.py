@@ -1,14 +1,22 @@
 """Internal mTLS: the settings, and a real gRPC service that admits only clients
 with a certificate from the internal CA (services/common/internal_tls.py)."""
 
+import asyncio
 import dataclasses
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import health_probe
 from services.common.channels import open_channel
-from services.common.settings import InternalTls, ServerSettings, SettingsError, from_env
+from services.common.settings import (
+    TLS_VARIABLES,
+    InternalTls,
+    ServerSettings,
+    SettingsError,
+    from_env,
+)
 from services.gateway.edge_security import upstream_transport_socket
 from tests.grpc_hosts import TEST_SERVER, hosted
 from tests.internal_credentials import Authority
@@ -104,6 +112,17 @@ async def test_a_server_from_another_ca_is_not_trusted(client_tls, tmp_path):
     async with hosted([], dataclasses.replace(TEST_SERVER, internal_tls=impostor)) as host:
         channel = open_channel(f"127.0.0.1:{host.grpc_port}", tls=client_tls)
         assert await _check(channel) == "UNAVAILABLE"
+
+
+async def test_the_probe_command_speaks_mtls(secure_port, client_tls, monkeypatch):
+    """python -m services.common.health_probe: what the pods' exec probes run."""
+    port = secure_port.rsplit(":", 1)[1]
+    probe = [port, "--host", "127.0.0.1"]
+    assert await asyncio.to_thread(health_probe.main, probe) == 1  # plaintext: refused
+    for var, path in zip(TLS_VARIABLES, (client_tls.cert, client_tls.key, client_tls.ca),
+                         strict=True):
+        monkeypatch.setenv(var, str(path))
+    assert await asyncio.to_thread(health_probe.main, probe) == 0
 
 
 def test_the_edge_checks_the_gateways_certificate_names(client_tls):

@@ -380,8 +380,8 @@ def _setting_variables(cls, prefix: str) -> set[str]:
 
 
 @pytest.mark.parametrize("deployment", sorted(SERVICES))
-def test_service_env_is_what_the_code_reads(overlay, deployment):
-    from services.common.settings import from_env
+def test_service_env_is_what_the_code_reads(overlay, deployment, tmp_path):
+    from services.common.settings import TLS_VARIABLES, from_env
 
     container_name, settings_path, prefix = SERVICES[deployment]
     workload = of_kind(overlay, "Deployment")[deployment]
@@ -393,16 +393,36 @@ def test_service_env_is_what_the_code_reads(overlay, deployment):
     }
     unknown = set(env) - _setting_variables(cls, prefix) - PROCESS_ENV
     assert not unknown, f"{deployment}: variables no setting reads: {sorted(unknown)}"
+    # Internal mTLS (gpu-mtls): the files come from the pod's Secret; the settings
+    # then read stand-ins (they check that each file exists and is PEM).
+    secrets = _secret_mounts(workload, c)
+    for var in set(TLS_VARIABLES) & set(env):
+        path = Path(env[var])
+        assert path.parent in secrets, f"{deployment}: {var}={path} is not in a Secret's mount"
+        env[var] = str(tmp_path / path.name)
+        (tmp_path / path.name).write_text("-----BEGIN STAND-IN-----\n")
     settings = from_env(cls, prefix, env)  # raises on a bad value
     server = settings.server
     assert server.host == "0.0.0.0", "pods must listen on every interface"
     assert server.grpc_port == _port(workload, container_name, "grpc")
     assert server.metrics_port == _port(workload, container_name, "metrics")
+    # gRPC health (by the kubelet, or under mTLS by services.common.health_probe in
+    # the pod, which shows the pod's certificate) or a TCP connection.
+    probe_command = ["python", "-m", "services.common.health_probe", str(server.grpc_port)]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         action = c[probe]
+        if "exec" in action:
+            assert server.internal_tls.enabled, (deployment, probe)
+            assert action["exec"]["command"] == probe_command, (deployment, probe)
+            assert action["timeoutSeconds"] >= 5, "a Python process starts in the probe"
+            continue
         port = action.get("grpc", action.get("tcpSocket", {})).get("port")
         assert port == server.grpc_port, (deployment, probe)
-    assert c["readinessProbe"]["grpc"]["port"] == server.grpc_port
+    readiness = c["readinessProbe"]
+    if server.internal_tls.enabled:
+        assert readiness["exec"]["command"] == probe_command
+    else:
+        assert readiness["grpc"]["port"] == server.grpc_port
     annotations = workload["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == server.metrics_port
@@ -492,6 +512,16 @@ def _writable_mounts(workload: dict, c: dict) -> dict[str, dict]:
     return {
         m["mountPath"]: volumes[m["name"]]
         for m in c.get("volumeMounts", []) if not m.get("readOnly")
+    }
+
+
+def _secret_mounts(workload: dict, c: dict) -> dict[Path, str]:
+    """Read-only mounts of Secrets: mount path -> Secret name."""
+    volumes = {v["name"]: v for v in pod_spec(workload).get("volumes", [])}
+    return {
+        Path(m["mountPath"]): volumes[m["name"]]["secret"]["secretName"]
+        for m in c.get("volumeMounts", [])
+        if m.get("readOnly") and "secret" in volumes[m["name"]]
     }
 
 
@@ -698,7 +728,8 @@ def test_committed_envoy_configs_are_what_the_code_renders():
 
     k8s_envoy = _k8s_envoy()
     assert set(k8s_envoy.COMMITTED_EDGES) == {
-        K8S / "base" / "edge" / "envoy.json", K8S / "overlays" / "gpu" / "envoy.json"}
+        K8S / "base" / "edge" / "envoy.json", K8S / "overlays" / "gpu" / "envoy.json",
+        K8S / "overlays" / "gpu-mtls" / "envoy.json"}
     for path, edge in k8s_envoy.COMMITTED_EDGES.items():
         committed = path.read_text()
         assert committed == k8s_envoy.dumps(k8s_envoy.render_k8s(edge)), \
@@ -716,8 +747,10 @@ def test_committed_envoy_configs_are_what_the_code_renders():
 def test_envoy_config_matches_the_manifests(name):
     overlay = render(f"overlays/{name}")
     k8s_envoy = _k8s_envoy()
-    # The gpu overlay's edge adds TLS and JWT authentication (its own envoy.json).
-    edge = {"gpu": k8s_envoy.K8S_SECURE_EDGE}.get(name, k8s_envoy.K8S_EDGE)
+    # The gpu overlay's edge adds TLS and JWT authentication (its own envoy.json),
+    # gpu-mtls mTLS to the gateways.
+    edge = {"gpu": k8s_envoy.K8S_SECURE_EDGE, "gpu-mtls": k8s_envoy.K8S_MTLS_EDGE}.get(
+        name, k8s_envoy.K8S_EDGE)
     assert edge.discovery == "STRICT_DNS"
     service = of_kind(overlay, "Service")[edge.gateway_host]
     assert service["spec"]["clusterIP"] == "None"
