@@ -1,16 +1,14 @@
 """Triton model: Piper TTS (VITS voices in ONNX), one streamed response per sentence."""
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from piper_serving.voices import PiperVoices, UnknownVoice, piper_loader, synthesis_config
-from spark_serving.errors import ModelError, triton_error
+from spark_serving.errors import ModelError
+from spark_serving.side_by_side import SideBySide
 from spark_serving.tensors import optional, parameter, required, scalar, tensor, text
-
-FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
 def use_cuda(args) -> bool:
@@ -46,7 +44,7 @@ def names(values) -> np.ndarray:
     return np.array([v.encode() for v in values], dtype=np.object_)
 
 
-class TritonPythonModel:
+class TritonPythonModel(SideBySide):
     def initialize(self, args):
         cuda = use_cuda(args)
         self.voices = PiperVoices(
@@ -56,28 +54,14 @@ class TritonPythonModel:
         )
         # The default voice is loaded now: a broken one fails the model, not a request.
         self.voices.get("")
-        self.pool = ThreadPoolExecutor(int(parameter(args, "piper_max_concurrency", "2")))
+        self.start_pool(int(parameter(args, "piper_max_concurrency", "2")))
 
-    def execute(self, requests):
-        # Requests run side by side; each answers through its own sender.
-        for request in requests:
-            self.pool.submit(self._serve, request)
-        return None
-
-    def finalize(self):
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def _serve(self, request):
-        sender = request.get_response_sender()
-        try:
-            listing = optional(request, "list_voices")
-            if listing is not None and listing.size and bool(listing.reshape(-1)[0]):
-                self._list(sender)
-            else:
-                self._synthesize(request, sender)
-            sender.send(flags=FINAL)
-        except Exception as exc:  # every failure goes back to the caller, typed
-            sender.send(pb_utils.InferenceResponse(error=triton_error(exc)), flags=FINAL)
+    def answer(self, request, sender):
+        listing = optional(request, "list_voices")
+        if listing is not None and listing.size and bool(listing.reshape(-1)[0]):
+            self._list(sender)
+        else:
+            self._synthesize(request, sender)
 
     def _list(self, sender):
         sender.send(pb_utils.InferenceResponse([

@@ -1,20 +1,19 @@
 """Triton model: Spark TTS orchestration (BLS) over audio_tokenizer, llm and vocoder."""
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from spark_serving.cancellation import CancelFlags
 from spark_serving.counters import Counter
-from spark_serving.errors import ModelError, triton_error
+from spark_serving.errors import ModelError
+from spark_serving.side_by_side import SideBySide
 from spark_serving.speaker_cache import Speaker, SpeakerCache, speaker_id
 from spark_serving.tensors import optional, parameter, required, tensor, text
 from spark_tts import prompts
 from spark_tts.streaming import StreamJoiner
 
-FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 SAMPLE_RATE = 16_000
 SAMPLING_INPUTS = ("temperature", "top_k", "top_p", "max_tokens", "seed")
 
@@ -29,9 +28,9 @@ def call(model, inputs, outputs):
     return [pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs]
 
 
-class TritonPythonModel:
+class TritonPythonModel(SideBySide):
     def initialize(self, args):
-        self.pool = ThreadPoolExecutor(int(parameter(args, "spark_tts_max_concurrency", "8")))
+        self.start_pool(int(parameter(args, "spark_tts_max_concurrency", "8")))
         self.cache = SpeakerCache(int(parameter(args, "spark_tts_speaker_cache_size", "256")))
         self.cancel_flags = CancelFlags(parameter(args, "spark_tts_cancel_dir"))
         # Tokens per llm response. The chunk plan's boundaries (20, 40, 80, 160, ...
@@ -47,22 +46,8 @@ class TritonPythonModel:
         self.hits = Counter(lookups.Metric(labels={"result": "hit"}))
         self.misses = Counter(lookups.Metric(labels={"result": "miss"}))
 
-    def execute(self, requests):
-        # Requests run side by side; each answers through its own sender.
-        for request in requests:
-            self.pool.submit(self._serve, request)
-        return None
-
-    def finalize(self):
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def _serve(self, request):
-        sender = request.get_response_sender()
-        try:
-            self._synthesize(request, sender)
-            sender.send(flags=FINAL)
-        except Exception as exc:  # every failure goes back to the caller, typed
-            sender.send(pb_utils.InferenceResponse(error=triton_error(exc)), flags=FINAL)
+    def answer(self, request, sender):
+        self._synthesize(request, sender)
 
     def _speaker(self, request):
         """(prompt builder, fixed global tokens or None, speaker id) for this request."""
