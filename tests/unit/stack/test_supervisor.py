@@ -119,9 +119,10 @@ def test_children_die_with_a_killed_supervisor(tmp_path):
         """
     )
     outer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    grandchild = None
     try:
         assert outer.stdout.readline().strip() == "ready"
-        child, _grandchild = pids(spec_marker)
+        child, grandchild = pids(spec_marker)
         assert running(child)
         outer.kill()
         outer.wait()
@@ -129,3 +130,8 @@ def test_children_die_with_a_killed_supervisor(tmp_path):
     finally:
         outer.kill()
         outer.wait()
+        outer.stdout.close()
+        # The child died with the supervisor before it could stop its own child,
+        # which would otherwise sleep on for ten minutes after the test.
+        if grandchild is not None and running(grandchild):
+            os.kill(grandchild, signal.SIGKILL)
