@@ -21,9 +21,15 @@ from services.common.internal_tls import channel_credentials
 from services.common.settings import InternalTls, SettingsError, from_env
 
 
-def health_status(address: str, tls: InternalTls = InternalTls(), timeout: float = 1.0) -> str:
+def credentials_for(tls: InternalTls) -> grpc.ChannelCredentials | None:
+    """The client credentials of internal mTLS; None (plaintext) when it is off."""
+    return channel_credentials(tls) if tls.enabled else None
+
+
+def health_status(
+    address: str, credentials: grpc.ChannelCredentials | None = None, timeout: float = 1.0
+) -> str:
     """SERVING, NOT_SERVING, ... or the gRPC error code of the health check."""
-    credentials = channel_credentials(tls) if tls.enabled else None
     with (grpc.secure_channel(address, credentials) if credentials
           else grpc.insecure_channel(address)) as channel:
         try:
@@ -45,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 1
-    status = health_status(f"{args.host}:{args.port}", tls, args.timeout)
+    status = health_status(f"{args.host}:{args.port}", credentials_for(tls), args.timeout)
     if status != "SERVING":
         print(f"{args.host}:{args.port}: {status}", file=sys.stderr)
         return 1

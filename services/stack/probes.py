@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from services.common.health_probe import health_status
+from services.common.health_probe import credentials_for, health_status
 from services.common.settings import InternalTls
 
 Probe = Callable[[], bool]
@@ -46,4 +46,5 @@ def http_ok(
 
 def grpc_serving(address: str, timeout: float = 1.0, tls: InternalTls = InternalTls()) -> Probe:
     """SERVING from the gRPC health service at ``address`` (over mTLS when ``tls`` is on)."""
-    return lambda: health_status(address, tls, timeout) == "SERVING"
+    credentials = credentials_for(tls)  # read once: the probe runs every few seconds
+    return lambda: health_status(address, credentials, timeout) == "SERVING"

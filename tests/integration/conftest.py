@@ -4,15 +4,13 @@ and Envoy, started by the same supervisor as `make run`, on free loopback ports.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 
 import pytest
 
-from services.stack import components
 from services.stack.config import StackConfig
 from services.stack.supervisor import Supervisor
-from tests.integration.stacks import REPO, stack_config
+from tests.integration.stacks import stack_config, supervised
 
 
 @dataclasses.dataclass
@@ -42,19 +40,5 @@ class RunningStack:
 def stack(tmp_path_factory) -> RunningStack:
     run_dir = tmp_path_factory.mktemp("stack")
     config = stack_config(run_dir)
-    supervisor = Supervisor(components.build(config, REPO), run_dir / "logs")
-    # As under `make run`, a process that dies is restarted: one crash (tritonserver's
-    # Python backend can crash; see docs/reliability.md) fails the tests it hits, not
-    # every test after it.
-    stop = threading.Event()
-    watcher = threading.Thread(target=lambda: supervisor.watch(stop), daemon=True)
-    try:
-        # Generous: a loaded machine takes longer to bring Triton up; readiness ends the wait.
-        supervisor.start(timeout=300)
-        watcher.start()
+    with supervised(config) as supervisor:
         yield RunningStack(config, supervisor)
-    finally:
-        stop.set()
-        if watcher.is_alive():
-            watcher.join(timeout=15)
-        supervisor.stop(timeout=30)

@@ -3,12 +3,17 @@ the tiny models an earlier stack of the session already generated."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+from services.stack import components
 from services.stack.config import StackConfig
 from services.stack.models import TINY_RVC_DIR, TINY_SPARK_DIR
+from services.stack.supervisor import Supervisor
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,3 +37,25 @@ def reuse_models(tmp_path_factory, run_dir: Path) -> None:
         if (earlier / TINY_SPARK_DIR).is_dir() and (earlier / TINY_RVC_DIR).is_dir():
             shutil.copytree(earlier, run_dir / "models")
             return
+
+
+@contextlib.contextmanager
+def supervised(config: StackConfig) -> Iterator[Supervisor]:
+    """The whole stack of ``config``, started, ready, and stopped on leaving.
+
+    As under `make run`, a process that dies is restarted: one crash fails the tests
+    it hits, not every test after it.
+    """
+    supervisor = Supervisor(components.build(config, REPO), config.run_dir / "logs")
+    stop = threading.Event()
+    watcher = threading.Thread(target=lambda: supervisor.watch(stop), daemon=True)
+    try:
+        # Generous: a loaded machine takes longer to bring Triton up; readiness ends the wait.
+        supervisor.start(timeout=300)
+        watcher.start()
+        yield supervisor
+    finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join(timeout=15)
+        supervisor.stop(timeout=30)

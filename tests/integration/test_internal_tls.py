@@ -4,8 +4,6 @@ end, and no internal port serves a client without a certificate from that CA."""
 
 from __future__ import annotations
 
-import threading
-
 import grpc
 import pytest
 import requests
@@ -15,9 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 from services.common.health_probe import health_status
 from services.common.internal_tls import channel_credentials
-from services.stack import components
-from services.stack.supervisor import Supervisor
-from tests.integration.stacks import REPO, reuse_models, stack_config
+from tests.integration.stacks import reuse_models, stack_config, supervised
 from tests.internal_credentials import Authority
 
 pytestmark = pytest.mark.integration
@@ -30,19 +26,9 @@ def mtls(tmp_path_factory):
     authority = Authority.create("voice-internal-ca")
     tls = authority.issue(run_dir / "tls", "internal")
     config = stack_config(run_dir, internal_tls=tls)
-    supervisor = Supervisor(components.build(config, REPO), run_dir / "logs")
-    stop = threading.Event()
-    watcher = threading.Thread(target=lambda: supervisor.watch(stop), daemon=True)
-    try:
-        # Ready means the edge's /health saw every service serving: each hop's TLS works.
-        supervisor.start(timeout=300)
-        watcher.start()
+    # Ready means the edge's /health saw every service serving: each hop's TLS works.
+    with supervised(config):
         yield config, tls, authority
-    finally:
-        stop.set()
-        if watcher.is_alive():
-            watcher.join(timeout=15)
-        supervisor.stop(timeout=30)
 
 
 def _ports(config) -> dict[str, int]:
@@ -77,7 +63,7 @@ def test_our_services_admit_only_certificates_from_the_internal_ca(mtls, tmp_pat
                     health_pb2_grpc.HealthStub(channel).Check(
                         health_pb2.HealthCheckRequest(), timeout=5)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, (name, who)
-        assert health_status(address, colleague) == "SERVING", name
+        assert health_status(address, channel_credentials(colleague)) == "SERVING", name
 
 
 def test_triton_grpc_admits_only_certificates_from_the_internal_ca(mtls):
