@@ -6,6 +6,7 @@ import pytest
 from spark_tts import prompts
 from spark_tts.audio_tokenizer import AudioTokenizer
 from spark_tts.layout import SAMPLES_PER_TOKEN
+from spark_tts.reference_audio import normalize_volume, reference_segment
 from spark_tts.tiny_models import write_tiny_model
 from spark_tts.vocoder import Vocoder
 
@@ -72,6 +73,38 @@ def test_volume_is_normalised_before_tokenizing(tokenizer):
     """Loudness is normalised, so a clip and a quieter copy give the same tokens."""
     audio = clip(1.0, seed=6)
     assert tokenizer.tokenize(audio * 0.5) == tokenizer.tokenize(audio)
+
+
+def test_volume_is_normalised_in_float64_and_rounded_where_spark_rounds(tokenizer, monkeypatch):
+    """Spark reads the WAV as float64 and normalises it in float64; wav2vec2's
+    feature extractor gets that float64 clip (and rounds it to float32
+    itself), the speaker encoder its float32 rounding (``.float()``)."""
+    audio = 0.05 * clip(1.0, seed=8) / np.max(np.abs(clip(1.0, seed=8)))  # quiet: lifted first
+    audio = (np.round(audio * 32767) / 32768).astype(np.float32)  # 16-bit PCM, as decoded
+    seen = {}
+    processor, bicodec_tokenize = tokenizer.processor, tokenizer.bicodec.tokenize
+
+    def record_features(wav, **kwargs):
+        seen["features"] = wav.copy()
+        return processor(wav, **kwargs)
+
+    def record_reference(features, ref_wav):
+        seen["reference"] = ref_wav.cpu().numpy().reshape(-1)
+        return bicodec_tokenize(features, ref_wav)
+
+    monkeypatch.setattr(tokenizer, "processor", record_features)
+    monkeypatch.setattr(tokenizer.bicodec, "tokenize", record_reference)
+    tokenizer.tokenize(audio)
+
+    expected = normalize_volume(audio.astype(np.float64))
+    assert seen["features"].dtype == np.float64
+    np.testing.assert_array_equal(seen["features"], expected)
+    assert seen["reference"].dtype == np.float32
+    reference = reference_segment(expected, tokenizer.config.ref_segment_samples)
+    np.testing.assert_array_equal(seen["reference"], reference.astype(np.float32))
+    # Not what float32 arithmetic gives: the check above tells them apart.
+    in_float32 = reference_segment(normalize_volume(audio), tokenizer.config.ref_segment_samples)
+    assert np.any(seen["reference"] != in_float32)
 
 
 def test_vocoder_turns_tokens_back_into_audio(model_dir, tokenizer):
