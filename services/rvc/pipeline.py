@@ -1,8 +1,9 @@
-"""Converting one clip the way the RVC WebUI does, on models already loaded.
+"""Converting one clip the way the RVC WebUI (main branch, ``infer/vc/pipeline.py``) does.
 
 16 kHz audio in, audio at the voice's rate (or ``resample_sr``) out: high-pass,
 reflect padding, long inputs split at their quietest points, content features,
-pitch, index retrieval, ``protect``, synthesis, then the loudness envelope.
+pitch (unvoiced frames filled in), index retrieval, ``protect``, synthesis, then
+the loudness envelope on the joined pieces, and last the length fit.
 """
 
 from __future__ import annotations
@@ -59,8 +60,12 @@ def split_points(audio: np.ndarray, segmenting: Segmenting) -> list[int]:
     if audio.shape[0] + WINDOW <= segmenting.longest * RATE:
         return []
     query, center = int(segmenting.query * RATE), int(segmenting.center * RATE)
-    padded = np.pad(np.abs(audio), (WINDOW // 2, WINDOW // 2), mode="reflect")
-    loudness = np.convolve(padded, np.ones(WINDOW), mode="valid")[: audio.shape[0]]
+    padded = np.abs(np.pad(audio, (WINDOW // 2, WINDOW // 2), mode="reflect"))
+    # A running 10 ms sum, added up one offset at a time as the WebUI does: another
+    # summation order rounds differently and can pick another sample on a near tie.
+    loudness = np.zeros(audio.shape[0], dtype=padded.dtype)
+    for offset in range(WINDOW):
+        loudness += padded[offset : offset + audio.shape[0]]
     points = []
     for t in range(center, audio.shape[0], center):
         low = max(t - query, 0)
@@ -69,24 +74,41 @@ def split_points(audio: np.ndarray, segmenting: Segmenting) -> list[int]:
     return points
 
 
+def rms_frames(x: np.ndarray, frame: int, hop: int) -> np.ndarray:
+    """RMS of ``frame``-sample windows every ``hop`` samples, centred, zero-padded, in float32.
+
+    Bit for bit what ``librosa.feature.rms(y=x, frame_length=frame, hop_length=hop)[0]``
+    returns (the WebUI's envelope), without importing librosa, which would load numba
+    into every worker.
+    """
+    padded = np.pad(x, (frame // 2, frame // 2))
+    # The same strided view librosa's frame() builds: [sample in window, window].
+    windows = np.lib.stride_tricks.sliding_window_view(padded, frame)[::hop].T
+    return np.sqrt(np.mean(np.square(windows, dtype=np.float32), axis=0))
+
+
 def mix_loudness(source: np.ndarray, converted: np.ndarray, out_rate: int, rate: float) -> np.ndarray:
-    """Blend the converted audio's loudness envelope with the source's (``rms_mix_rate``)."""
+    """Blend the converted audio's loudness envelope with the source's (``rms_mix_rate``).
+
+    ``source`` is the high-passed 16 kHz input and ``converted`` the joined pieces before
+    any length fit: both envelopes are stretched over ``converted``'s own length.
+    """
     if rate >= 1.0:
         return converted
 
     def envelope(x: np.ndarray, sr: int) -> torch.Tensor:
-        frame, hop = sr // 2 * 2, sr // 2
-        padded = np.pad(x, (frame // 2, frame // 2))
-        count = 1 + (padded.shape[0] - frame) // hop
-        frames = np.lib.stride_tricks.sliding_window_view(padded, frame)[::hop][:count]
-        rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
-        curve = torch.from_numpy(rms)[None, None]
-        return F.interpolate(curve, size=converted.shape[0], mode="linear")[0, 0]
+        # RMS over 1 s windows every 0.5 s, stretched linearly to one value per sample.
+        rms = torch.from_numpy(rms_frames(x, sr // 2 * 2, sr // 2))
+        return F.interpolate(rms[None, None], size=converted.shape[0], mode="linear")[0, 0]
 
     source_rms = envelope(source, RATE)
-    converted_rms = envelope(converted, out_rate).clamp_min(1e-6)
-    gain = source_rms ** (1 - rate) * converted_rms ** (rate - 1)
-    return (converted * gain.numpy()).astype(np.float32)
+    converted_rms = torch.clamp(envelope(converted, out_rate), min=1e-6)
+    # Tensor exponents, as the WebUI passes them: a float exponent of 0.5 would take torch's
+    # sqrt shortcut, which can round differently.
+    gain = torch.pow(source_rms, torch.tensor(1 - rate)) * torch.pow(
+        converted_rms, torch.tensor(rate - 1)
+    )
+    return (np.asarray(converted, dtype=np.float32) * gain.numpy()).astype(np.float32)
 
 
 class ConversionPipeline:
@@ -117,10 +139,13 @@ class ConversionPipeline:
     ) -> np.ndarray:
         """``audio``: mono float32 at 16 kHz. Returns float32 at the output rate, same duration."""
         info = voice.info
+        audio = np.asarray(audio, dtype=np.float32)
         peak = float(np.abs(audio).max(initial=0.0)) / 0.95
         if peak > 1:
             audio = audio / peak
-        audio = signal.filtfilt(*_HIGH_PASS, audio).astype(np.float32)
+        # float64 from here on, as filtfilt returns it: pitch, cut points and the loudness
+        # envelope all read these samples; the content encoder gets them as float32.
+        audio = signal.filtfilt(*_HIGH_PASS, audio)
         segmenting = self.segmenting
         if pad_seconds is not None:
             segmenting = replace(segmenting, pad=pad_seconds)
@@ -133,24 +158,26 @@ class ConversionPipeline:
         coarse = hz = None
         if info.pitch_guided:
             with torch.inference_mode():
-                found = pitch.estimate_f0(
-                    padded, params.f0_method.value, frames,
+                bins, track = pitch.track_pitch(
+                    padded, params.f0_method.value, frames, params.pitch_shift,
                     filter_radius=params.filter_radius, rmvpe=self._rmvpe_for(params),
                     device=str(self.device),
                 )
-            shifted = pitch.shift_pitch(found, params.pitch_shift).astype(np.float32)
-            coarse = torch.from_numpy(pitch.coarse_pitch(shifted)[:frames]).long()
-            hz = torch.from_numpy(shifted[:frames])
+            coarse = torch.from_numpy(bins).long()
+            hz = torch.from_numpy(track)
 
+        # One noise stream for the whole clip, piece after piece, as the WebUI draws every
+        # piece's noise from torch's global generator after a single seed.
+        generator = torch.Generator(device=self.device).manual_seed(seed)
         pieces = []
         start = 0
-        for number, point in enumerate([*split_points(audio, segmenting), None]):
+        for point in [*split_points(audio, segmenting), None]:
             end = padded.shape[0] if point is None else point // WINDOW * WINDOW + 2 * pad + WINDOW
             window = slice(start // WINDOW, None if point is None else (end - WINDOW) // WINDOW)
             out = self._convert_piece(
                 voice, padded[start:end], params,
                 None if coarse is None else coarse[window], None if hz is None else hz[window],
-                seed + number,
+                generator,
             )
             out = out[pad_out : out.shape[0] - pad_out]
             if point is not None:
@@ -159,8 +186,9 @@ class ConversionPipeline:
                 out = out[: (next_start - start) // WINDOW * info.hop_length]
                 start = next_start
             pieces.append(out)
+        # As in the WebUI: loudness, resampling and the peak limit act on the joined pieces as
+        # they are; only then is the result fitted to the input's duration.
         converted = np.concatenate(pieces)
-        converted = _fit(converted, round(audio.shape[0] * info.sample_rate / RATE))
         converted = mix_loudness(audio, converted, info.sample_rate, params.rms_mix_rate)
         out_rate = params.resample_sr or info.sample_rate
         if out_rate != info.sample_rate:
@@ -168,6 +196,7 @@ class ConversionPipeline:
         loudest = float(np.abs(converted).max(initial=0.0)) / 0.99
         if loudest > 1:
             converted = converted / loudest
+        converted = _fit(converted, round(audio.shape[0] * out_rate / RATE))
         return converted.astype(np.float32, copy=False)
 
     def _rmvpe_for(self, params: ConversionParams) -> Rmvpe | None:
@@ -181,7 +210,7 @@ class ConversionPipeline:
         params: ConversionParams,
         coarse: torch.Tensor | None,
         hz: torch.Tensor | None,
-        seed: int,
+        generator: torch.Generator,
     ) -> np.ndarray:
         dtype = torch.float16 if self.half else torch.float32
         wav = torch.from_numpy(np.ascontiguousarray(audio)).to(self.device, dtype)[None]
@@ -204,14 +233,14 @@ class ConversionPipeline:
             hz = hz[:frames][None].to(self.device)
             if original is not None:
                 original = F.interpolate(original.transpose(1, 2), scale_factor=2).transpose(1, 2)
-                # Unvoiced frames keep more of the raw features so consonants stay crisp.
-                keep = torch.where(hz > 0, 1.0, params.protect).to(dtype)[..., None]
+                # Frames under 1 Hz keep more of the raw features so consonants stay crisp.
+                # The unvoiced fill leaves none such unless nothing at all was voiced.
+                keep = torch.where(hz < 1, params.protect, 1.0).to(dtype)[..., None]
                 feats = feats * keep + original[:, :frames] * (1 - keep)
             # Hz stays float32: fp16 would round the pitch by about a cent.
             coarse_in, hz_in = coarse, hz
         else:
             coarse_in = hz_in = None
-        generator = torch.Generator(device=self.device).manual_seed(seed)
         out = voice.synthesizer.infer(feats, coarse_in, hz_in, speaker=0, generator=generator)
         return out.float().cpu().numpy().reshape(-1)
 

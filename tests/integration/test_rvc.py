@@ -219,10 +219,14 @@ async def test_streamed_chunks_join_without_seams_and_follow_the_whole_clip(stub
     assert abs(streamed.shape[0] - whole.frames) <= 400  # within 10 ms
     # Loudness follows the same contour as the whole-clip conversion. (Untrained weights
     # attend over the whole input, so even the WebUI's own splitting of a long clip moves
-    # their output this much: converting the first 2 s alone correlates about 0.7.)
+    # their output this much: converting the first 2 s alone correlates about 0.7. Since we
+    # follow the WebUI main branch, unvoiced frames take the pitch interpolated from the
+    # voiced ones around them, which a stream window sees only in part, and the loudness
+    # mix works on each window's own envelope: in-process this pair correlates 0.54, where
+    # the older behaviour gave 0.80.)
     a, b = envelope(streamed, 40_000), envelope(whole.samples, 40_000)
     n = min(a.shape[0], b.shape[0])
-    assert np.corrcoef(a[:n], b[:n])[0, 1] > 0.6
+    assert np.corrcoef(a[:n], b[:n])[0, 1] > 0.45
     # No clicks: steps at the borders between chunks are like the steps elsewhere.
     steps = np.abs(np.diff(streamed))
     borders = np.cumsum([p.shape[0] for p in pieces])[:-1]

@@ -1,4 +1,4 @@
-"""F0 estimation with the RVC WebUI's methods, plus its pitch shift and coarse quantisation."""
+"""F0 estimation with the RVC WebUI's methods, and its post-processing (fill, shift, coarse)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,46 @@ def frame_count(samples: int) -> int:
 
 def estimate_f0(audio16k: np.ndarray, method: str, frames: int, *, filter_radius: int = 3,
                 rmvpe: Rmvpe | None = None, device: str = "cpu") -> np.ndarray:
-    """Hz per 10 ms frame, exactly `frames` long, 0 where unvoiced."""
+    """Hz per 10 ms frame as the estimator found it, exactly `frames` long, 0 where unvoiced."""
+    f0 = _estimate(audio16k, method, frames, filter_radius, rmvpe, device)
+    return _fit(f0.astype(np.float32), frames)
+
+
+def track_pitch(audio16k: np.ndarray, method: str, frames: int, semitones: float = 0.0, *,
+                filter_radius: int = 3, rmvpe: Rmvpe | None = None,
+                device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """The synthesizer's pitch inputs, made the way the WebUI main branch's ``get_f0`` does.
+
+    Every unvoiced frame of the estimate is filled in from the voiced frames around it
+    (``fill_unvoiced``), the result is shifted by `semitones` and quantised
+    (``coarse_pitch``). Returns (coarse bins as int64, Hz as float32), both `frames` long.
+    """
+    f0 = _estimate(audio16k, method, frames, filter_radius, rmvpe, device)
+    if f0.shape[0] < frames:
+        # Frames the estimator did not cover count as unvoiced: the fill extends the last value.
+        f0 = np.pad(f0, (0, frames - f0.shape[0]))
+    # Filled before trimming, as in the WebUI: a frame past `frames` may be the nearest voiced one.
+    hz = shift_pitch(fill_unvoiced(f0), semitones)
+    return coarse_pitch(hz)[:frames], hz[:frames].astype(np.float32)
+
+
+def fill_unvoiced(f0: np.ndarray) -> np.ndarray:
+    """Unvoiced (0 Hz) frames take the straight line between the nearest voiced frames.
+
+    Frames before the first or after the last voiced frame take that frame's value; with no
+    voiced frame at all, nothing changes. Returns a float64 copy.
+    """
+    hz = np.array(f0, dtype=np.float64).reshape(-1)
+    unvoiced = hz == 0
+    voiced_at = np.flatnonzero(~unvoiced)
+    if voiced_at.size and unvoiced.any():
+        hz[unvoiced] = np.interp(np.flatnonzero(unvoiced), voiced_at, hz[voiced_at])
+    return hz
+
+
+def _estimate(audio16k: np.ndarray, method: str, frames: int, filter_radius: int,
+              rmvpe: Rmvpe | None, device: str) -> np.ndarray:
+    """The estimator's own frames in float64 (pm's already centred on `frames`), untrimmed."""
     if method not in METHODS:
         raise ValueError(f"unknown F0 method {method!r}; expected one of {', '.join(METHODS)}")
     if method == "rmvpe" and rmvpe is None:
@@ -48,12 +87,13 @@ def estimate_f0(audio16k: np.ndarray, method: str, frames: int, *, filter_radius
     x = np.asarray(audio16k, dtype=np.float64).reshape(-1)
     if x.shape[0] < HOP:
         # Shorter than one frame: some estimators fail outright, none can find a period.
-        return np.zeros(frames, dtype=np.float32)
+        return np.zeros(frames)
     if method == "pm":
         f0 = _pm(x, frames)
     elif method == "harvest":
         f0 = _world(x, "harvest")
-        # The WebUI's only use of filter_radius: a fixed 3-tap median, for harvest alone.
+        # The WebUI's only use of filter_radius, from the releases that had harvest: a fixed
+        # 3-tap median on the raw estimate, before the unvoiced fill and the shift.
         if filter_radius > 2:
             from scipy.signal import medfilt
 
@@ -67,7 +107,7 @@ def estimate_f0(audio16k: np.ndarray, method: str, frames: int, *, filter_radius
     else:
         assert rmvpe is not None
         f0 = rmvpe.f0(x.astype(np.float32), threshold=_RMVPE_THRESHOLD)
-    return _fit(np.asarray(f0, dtype=np.float32), frames)
+    return np.asarray(f0, dtype=np.float64).reshape(-1)
 
 
 def shift_pitch(f0: np.ndarray, semitones: float) -> np.ndarray:
@@ -77,7 +117,8 @@ def shift_pitch(f0: np.ndarray, semitones: float) -> np.ndarray:
 
 def coarse_pitch(f0: np.ndarray) -> np.ndarray:
     """The WebUI's mel-scale pitch bins: int64 in 1..255, 1 = unvoiced or <= F0_MIN."""
-    mel = 1127.0 * np.log1p(np.asarray(f0, dtype=np.float64) / 700.0)
+    # log(1 + x) rather than log1p: they can differ in the last bit, enough to cross a bin edge.
+    mel = 1127.0 * np.log(1.0 + np.asarray(f0, dtype=np.float64) / 700.0)
     voiced = mel > 0
     mel[voiced] = (mel[voiced] - _MEL_MIN) * 254.0 / (_MEL_MAX - _MEL_MIN) + 1.0
     return np.rint(np.clip(mel, 1.0, 255.0)).astype(np.int64)

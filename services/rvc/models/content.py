@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import HubertConfig, HubertModel
 
@@ -243,7 +242,7 @@ def _fairseq_config(ckpt: dict, sd: dict[str, torch.Tensor], path: Path) -> Hube
     return config
 
 
-def _read_transformers_dir(path: Path) -> tuple[HubertConfig, dict[str, torch.Tensor], bool]:
+def _read_transformers_dir(path: Path) -> tuple[HubertConfig, dict[str, torch.Tensor]]:
     try:
         config = HubertConfig.from_dict(json.loads((path / "config.json").read_text()))
     except Exception as exc:  # I/O, JSON, or HubertConfig's own validation
@@ -274,35 +273,32 @@ def _read_transformers_dir(path: Path) -> tuple[HubertConfig, dict[str, torch.Te
             "pos_conv_embed.conv.weight_v", "pos_conv_embed.conv.parametrizations.weight.original1"
         )
         sd[name if name.startswith("final_proj.") else "hubert." + name] = tensor
-    normalize = False
-    pre = path / "preprocessor_config.json"
-    if pre.is_file():
-        try:
-            normalize = bool(json.loads(pre.read_text()).get("do_normalize", False))
-        except (OSError, ValueError, AttributeError) as exc:
-            raise ContentFormatError(
-                f"{path}: unreadable preprocessor_config.json ({exc})"
-            ) from exc
-    return config, sd, normalize
+    # preprocessor_config.json is not read: its do_normalize (true in the WebUI's converted
+    # hubert_base/) is ignored by the WebUI too, whose extract_hubert_features feeds the
+    # waveform as it is.
+    return config, sd
 
 
-def _read_fairseq(path: Path) -> tuple[HubertConfig, dict[str, torch.Tensor], bool]:
+def _read_fairseq(path: Path) -> tuple[HubertConfig, dict[str, torch.Tensor]]:
     ckpt = _safe_torch_load(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise ContentFormatError(f"{path}: expected a fairseq checkpoint with a 'model' dict")
     sd = _rename_fairseq(ckpt["model"], path)
-    return _fairseq_config(ckpt, sd, path), sd, bool(_meta(ckpt, "normalize", False))
+    # The task's `normalize` flag is ignored, as the WebUI main branch ignores it.
+    return _fairseq_config(ckpt, sd, path), sd
 
 
 class ContentEncoder(nn.Module):
-    """HuBERT-base / ContentVec with final_proj: 20 ms content frames for RVC v1/v2."""
+    """HuBERT-base / ContentVec with final_proj: 20 ms content frames for RVC v1/v2.
 
-    def __init__(self, config: HubertConfig, normalize: bool = False) -> None:
+    The waveform goes in as it is, never standardised, as in the WebUI main branch's
+    ``extract_hubert_features``, whatever the checkpoint's metadata says.
+    """
+
+    def __init__(self, config: HubertConfig) -> None:
         super().__init__()
         self.hubert = HubertModel(config)
         self.final_proj = nn.Linear(config.hidden_size, config.classifier_proj_size)
-        # Whether the checkpoint was trained on per-utterance standardised audio.
-        self.normalize = normalize
 
     @classmethod
     def load(
@@ -311,9 +307,9 @@ class ContentEncoder(nn.Module):
         """Load a transformers-format directory or a fairseq hubert_base.pt, strictly."""
         path = Path(path)
         if path.is_dir():
-            config, sd, normalize = _read_transformers_dir(path)
+            config, sd = _read_transformers_dir(path)
         elif path.is_file():
-            config, sd, normalize = _read_fairseq(path)
+            config, sd = _read_fairseq(path)
         else:
             raise ContentFormatError(f"{path}: no such file or directory")
         if config.do_stable_layer_norm:
@@ -321,7 +317,7 @@ class ContentEncoder(nn.Module):
         # Inference only: no SpecAugment embedding, no layer drop.
         config.mask_time_prob = config.mask_feature_prob = config.layerdrop = 0.0
         with torch.device("meta"):
-            model = cls(config, normalize)
+            model = cls(config)
         _check_keys(model, sd, path)
         sd = {k: v.to(torch.float32) for k, v in sd.items()}
         try:
@@ -379,10 +375,7 @@ class ContentEncoder(nn.Module):
             )
         if self.num_frames(wav16k.shape[-1]) < 1:
             raise ValueError(f"{wav16k.shape[-1]} samples are too short for one content frame")
-        wav = wav16k.float()
-        if self.normalize:
-            wav = F.layer_norm(wav, wav.shape[-1:])
-        wav = wav.to(self.final_proj.weight.dtype)
+        wav = wav16k.to(self.final_proj.weight.dtype)
         feats = self._hidden(wav, _VERSION_LAYER[version])
         return self.final_proj(feats) if version == "v1" else feats
 

@@ -50,7 +50,11 @@ def htk_mel_filterbank(
 
 
 def decode_salience(salience: np.ndarray, threshold: float = 0.03) -> np.ndarray:
-    """(frames, 360) salience -> Hz per frame; weighted mean of 9 bins around the peak, 0 if weak."""
+    """(frames, 360) salience -> Hz per frame; weighted mean of 9 bins around the peak, 0 if weak.
+
+    Float64, as the WebUI leaves it: its key shift and coarse bins work on these values,
+    and rounding them to float32 first can move a bin at its edge.
+    """
     sal = np.asarray(salience, dtype=np.float32)
     peak = sal.argmax(axis=1)
     # Zero-padding both the salience and the cent grid keeps edge windows 9 wide.
@@ -62,7 +66,7 @@ def decode_salience(salience: np.ndarray, threshold: float = 0.03) -> np.ndarray
     with np.errstate(divide="ignore", invalid="ignore"):
         cents = (window * cents_grid[idx]).sum(axis=1) / weight
     voiced = (sal.max(axis=1) > threshold) & (weight > 0)
-    return np.where(voiced, 10.0 * 2.0 ** (cents / 1200.0), 0.0).astype(np.float32)
+    return np.where(voiced, 10.0 * 2.0 ** (cents / 1200.0), 0.0)
 
 
 class ConvBlockRes(nn.Module):

@@ -179,17 +179,28 @@ def test_half_precision(tiny: dict[str, Path], hf_encoder: ContentEncoder) -> No
     torch.testing.assert_close(out.float(), hf_encoder.extract(wav, "v2"), rtol=0.05, atol=0.05)
 
 
-def test_normalize_flag(tiny: dict[str, Path], hf_encoder: ContentEncoder, tmp_path: Path) -> None:
-    assert hf_encoder.normalize is False
+def test_normalize_metadata_is_ignored(
+    tiny: dict[str, Path], hf_encoder: ContentEncoder, tmp_path: Path
+) -> None:
+    """do_normalize (transformers) and normalize (fairseq) change nothing: the WebUI main
+    branch feeds HuBERT the waveform as it is, whatever the checkpoint says."""
     norm_dir = tmp_path / "norm"
     norm_dir.mkdir()
     for name in ("config.json", "model.safetensors"):
         os.symlink(tiny["hf"] / name, norm_dir / name)
     (norm_dir / "preprocessor_config.json").write_text(json.dumps({"do_normalize": True}))
-    normed = ContentEncoder.load(norm_dir)
-    wav = 3.0 * _wav(4000) + 0.2
-    expect = hf_encoder.extract(F.layer_norm(wav, wav.shape[-1:]), "v2")
-    torch.testing.assert_close(normed.extract(wav, "v2"), expect)
+
+    def normalizing(ckpt: dict) -> None:
+        ckpt["args"].normalize = True
+        ckpt["cfg"]["task"]["normalize"] = True
+
+    fairseq = _resave(tiny["fairseq"], tmp_path / "norm.pt", normalizing)
+    # Quiet and off-centre: standardising this would change the features a lot.
+    wav = 0.003 * _wav(4000) + 0.002
+    expect = hf_encoder.extract(wav, "v2")
+    assert not torch.allclose(hf_encoder.extract(F.layer_norm(wav, wav.shape[-1:]), "v2"), expect)
+    for path in (norm_dir, fairseq):
+        torch.testing.assert_close(ContentEncoder.load(path).extract(wav, "v2"), expect)
 
 
 def test_legacy_transformers_names(

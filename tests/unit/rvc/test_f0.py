@@ -12,8 +12,10 @@ from services.rvc.dsp.f0 import (
     METHODS,
     coarse_pitch,
     estimate_f0,
+    fill_unvoiced,
     frame_count,
     shift_pitch,
+    track_pitch,
 )
 from services.rvc.models.rmvpe import Rmvpe
 from services.rvc.models.tiny_rmvpe import write_tiny_rmvpe
@@ -96,12 +98,69 @@ def test_harvest_median_filter_follows_filter_radius() -> None:
     np.testing.assert_allclose(smooth, medfilt(raw, 3), rtol=1e-6)
 
 
+# Full CREPE shares crepe-tiny's code path and costs far more CPU.
+@pytest.mark.parametrize("method", ("pm", "harvest", "dio", "crepe-tiny"))
+def test_every_method_gets_the_unvoiced_fill(method: str) -> None:
+    """The WebUI main branch fills unvoiced frames for its own methods (pm, rmvpe); the
+    ones it no longer has (harvest, dio, crepe) get the same post-processing here."""
+    audio = np.concatenate([np.zeros(SR // 8, np.float32), harmonic_tone(seconds=0.3),
+                            np.zeros(SR // 8, np.float32)])
+    frames = frame_count(audio.size)
+    # torchcrepe dithers its pitch with numpy's global RNG: the same seed, the same dither.
+    np.random.seed(0)
+    raw = estimate_f0(audio, method, frames)
+    assert (raw == 0).sum() >= 10 and (raw > 0).sum() >= 10
+    np.random.seed(0)
+    coarse, hz = track_pitch(audio, method, frames, 12)
+    assert coarse.shape == hz.shape == (frames,) and hz.dtype == np.float32
+    assert (hz > 0).all()
+    expected = shift_pitch(fill_unvoiced(raw), 12)
+    np.testing.assert_allclose(hz, expected, rtol=1e-6)
+    np.testing.assert_array_equal(coarse, coarse_pitch(hz.astype(np.float64)))
+
+
+def test_harvest_median_filter_comes_before_the_fill() -> None:
+    audio = np.concatenate([np.zeros(SR // 10, np.float32), harmonic_tone(seconds=0.3)])
+    frames = frame_count(audio.size)
+    smooth = estimate_f0(audio, "harvest", frames, filter_radius=3)
+    assert (smooth == 0).sum() >= 5
+    _, hz = track_pitch(audio, "harvest", frames, filter_radius=3)
+    np.testing.assert_allclose(hz, fill_unvoiced(smooth), rtol=1e-6)
+
+
+def test_fill_unvoiced() -> None:
+    f0 = np.array([0.0, 0.0, 100.0, 0.0, 0.0, 0.0, 200.0, 0.0])
+    np.testing.assert_array_equal(
+        fill_unvoiced(f0), [100.0, 100.0, 100.0, 125.0, 150.0, 175.0, 200.0, 200.0]
+    )
+    assert fill_unvoiced(f0).dtype == np.float64 and f0[0] == 0.0  # a copy
+    np.testing.assert_array_equal(fill_unvoiced(np.array([0.0, 80.0, 0.0])), [80.0] * 3)
+    np.testing.assert_array_equal(fill_unvoiced(np.zeros(4)), np.zeros(4))
+    np.testing.assert_array_equal(fill_unvoiced(np.array([], dtype=np.float32)), [])
+
+
+def test_fill_sees_frames_past_the_end(tiny_rmvpe: Rmvpe) -> None:
+    """The fill runs on the estimator's whole output, before the trim to `frames`."""
+
+    class Given:
+        def f0(self, audio16k: np.ndarray, threshold: float = 0.03) -> np.ndarray:
+            return np.array([100.0, 0.0, 0.0, 0.0, 300.0])
+
+    _, hz = track_pitch(np.zeros(4 * HOP), "rmvpe", 3, rmvpe=Given())  # type: ignore[arg-type]
+    np.testing.assert_array_equal(hz, [100.0, 150.0, 200.0])
+    # Frames the estimator did not reach count as unvoiced, so they take the last value.
+    _, hz = track_pitch(np.zeros(4 * HOP), "rmvpe", 7, rmvpe=Given())  # type: ignore[arg-type]
+    np.testing.assert_array_equal(hz, [100.0, 150.0, 200.0, 250.0, 300.0, 300.0, 300.0])
+
+
 def test_unknown_method_and_missing_model_are_rejected() -> None:
     audio = harmonic_tone(seconds=0.1)
     with pytest.raises(ValueError, match="unknown F0 method"):
         estimate_f0(audio, "yin", 10)
     with pytest.raises(ValueError, match="Rmvpe"):
         estimate_f0(audio, "rmvpe", 10)
+    with pytest.raises(ValueError, match="unknown F0 method"):
+        track_pitch(audio, "yin", 10)
 
 
 def test_shift_pitch() -> None:

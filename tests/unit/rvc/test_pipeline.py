@@ -6,12 +6,20 @@ import numpy as np
 import pytest
 import torch
 
+from services.rvc.dsp.f0 import estimate_f0
 from services.rvc.dsp.retrieval import FeatureIndex, build_index
 from services.rvc.framing import RATE, WINDOW
 from services.rvc.models.checkpoint import VoiceInfo
 from services.rvc.models.content import ContentEncoder
 from services.rvc.params import ConversionParams, F0Method
-from services.rvc.pipeline import ConversionPipeline, Segmenting, Voice, mix_loudness, split_points
+from services.rvc.pipeline import (
+    ConversionPipeline,
+    Segmenting,
+    Voice,
+    mix_loudness,
+    rms_frames,
+    split_points,
+)
 
 
 class SpySynthesizer(torch.nn.Module):
@@ -94,13 +102,7 @@ def test_short_input_is_not_cut():
     assert split_points(np.zeros(RATE * 10, np.float32), Segmenting.for_precision(False)) == []
 
 
-def test_protect_keeps_the_raw_features_on_unvoiced_frames(pipeline, tmp_path):
-    audio = harmonic(1.0)
-    noise = np.random.default_rng(0).standard_normal(RATE // 2).astype(np.float32)
-    audio[RATE // 2 :] = 0.05 * noise  # the second half is unvoiced
-    build_index(np.random.default_rng(1).standard_normal((400, 768)).astype(np.float32),
-                tmp_path / "added.index")
-    index = FeatureIndex.load(tmp_path / "added.index")
+def _phones_by_protect(pipeline, audio, index) -> tuple[dict, torch.Tensor]:
     phones = {}
     for label, protect, rate in (("raw", 0.5, 0.0), ("retrieved", 0.5, 1.0), ("protected", 0.0, 1.0)):
         spy = voice()
@@ -109,10 +111,35 @@ def test_protect_keeps_the_raw_features_on_unvoiced_frames(pipeline, tmp_path):
         pipeline.convert(spy, audio, params)
         call = spy.synthesizer.calls[0]
         phones[label], hz = call["phone"][0], call["nsff0"][0]
-    voiced, unvoiced = hz > 0, hz == 0
-    assert voiced.sum() > 20 and unvoiced.sum() > 20
-    torch.testing.assert_close(phones["protected"][voiced], phones["retrieved"][voiced])
-    torch.testing.assert_close(phones["protected"][unvoiced], phones["raw"][unvoiced])
+    return phones, hz
+
+
+@pytest.fixture(scope="module")
+def random_index(tmp_path_factory) -> FeatureIndex:
+    path = tmp_path_factory.mktemp("index") / "added.index"
+    build_index(np.random.default_rng(1).standard_normal((400, 768)).astype(np.float32), path)
+    return FeatureIndex.load(path)
+
+
+def test_unvoiced_frames_are_filled_so_protect_leaves_them_alone(pipeline, random_index):
+    """As in the WebUI main branch: the unvoiced fill makes every frame voiced, so with
+    anything voiced in the clip, protect changes nothing (a quirk kept on purpose)."""
+    audio = harmonic(1.0)
+    noise = np.random.default_rng(0).standard_normal(RATE // 2).astype(np.float32)
+    audio[RATE // 2 :] = 0.05 * noise  # the second half is unvoiced
+    raw = estimate_f0(audio, "harvest", RATE // WINDOW)
+    assert (raw == 0).sum() > 20
+    phones, hz = _phones_by_protect(pipeline, audio, random_index)
+    assert (hz > 0).all()
+    torch.testing.assert_close(phones["protected"], phones["retrieved"])
+    assert not torch.allclose(phones["raw"], phones["retrieved"])
+
+
+def test_protect_keeps_the_raw_features_when_nothing_is_voiced(pipeline, random_index):
+    audio = np.zeros(RATE, np.float32)
+    phones, hz = _phones_by_protect(pipeline, audio, random_index)
+    assert not hz.any()
+    torch.testing.assert_close(phones["protected"], phones["raw"])
     assert not torch.allclose(phones["raw"], phones["retrieved"])
 
 
@@ -125,6 +152,20 @@ def test_rms_mix_rate_zero_gives_the_source_loudness():
     first, last = np.abs(mixed[: rate // 4]).mean(), np.abs(mixed[-rate // 4 :]).mean()
     assert first < 0.3 * last
     np.testing.assert_array_equal(mix_loudness(source, converted, rate, 1.0), converted)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("samples", [0, 1, 16_001, 59_200])
+@pytest.mark.parametrize("rate", [16_000, 40_000, 48_000])
+def test_rms_frames_is_librosa_rms_bit_for_bit(dtype, samples, rate):
+    """The WebUI's change_rms uses librosa.feature.rms; ours must round the same way."""
+    import librosa
+
+    x = (0.3 * np.random.default_rng(samples).standard_normal(samples)).astype(dtype)
+    expected = librosa.feature.rms(y=x, frame_length=rate // 2 * 2, hop_length=rate // 2)[0]
+    got = rms_frames(x, rate // 2 * 2, rate // 2)
+    assert got.dtype == expected.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_frames_are_10_ms_of_16_khz():

@@ -145,6 +145,17 @@ def test_decode_peak_at_220_hz() -> None:
     assert hz[2] == pytest.approx(220.0, rel=2e-3)
 
 
+def test_decode_keeps_float64_as_the_webui_does() -> None:
+    # The weighted cents mix float32 salience with a float64 grid; the WebUI keeps the
+    # result in float64 through the key shift, so rounding here could move a coarse bin.
+    centre = bin_of(233.7)
+    bins = np.arange(N_BINS)
+    salience = (np.exp(-0.5 * ((bins - centre) / 1.3) ** 2) * 0.8).astype(np.float32)[None]
+    hz = decode_salience(salience)
+    assert hz.dtype == np.float64
+    assert float(hz[0]) != float(np.float32(hz[0]))
+
+
 def test_decode_edges_and_all_zero_frames() -> None:
     salience = np.zeros((3, N_BINS), dtype=np.float32)
     salience[0, 0] = 0.9
