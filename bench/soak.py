@@ -64,7 +64,7 @@ REQUEST_TIMEOUT_S = 120.0
 SHORT = "Hello."
 TWO = "Hi. Bye."
 FOUR = "One. Two. Three. Four."
-OPENAI_FORMATS = ("pcm", "wav", "mp3", "opus", "flac")
+OPENAI_FORMATS = ("pcm", "wav", "mp3", "opus", "flac", "aac")
 
 
 @dataclass(frozen=True)
@@ -186,11 +186,13 @@ def legacy_synthesize(edge: Edge, mix: Mix) -> Outcome:
 
 
 def legacy_stream(edge: Edge, mix: Mix) -> Outcome:
-    """POST /synthesize/stream with the ``demo`` profile: one open-ended WAV, read to the end."""
+    """POST /synthesize/stream with the ``demo`` profile, asking for audio (without, it is
+    the old server's multipart): one open-ended WAV, read to the end."""
     start = time.perf_counter()
     with requests.post(f"{edge.base_url}/synthesize/stream",
                        data={"text": TWO, "voice": mix.inputs.voice_profile, "f0_method": "pm",
                              "seed": str(mix.inputs.seed)},
+                       headers={"Accept": "audio/wav"},
                        stream=True, timeout=REQUEST_TIMEOUT_S) as response:
         body = b"".join(response.iter_content(None)) if response.status_code == 200 else b""
         outcome = _http(response, start, "audio/wav", len(body))

@@ -17,7 +17,7 @@ from services.gateway.voices import VoiceBook
 async def build(settings: GatewaySettings) -> ServiceHost:
     tls = settings.server.internal_tls
     tts, rvc = TtsStage(settings.tts_target, tls), RvcStage(settings.rvc_target, tls)
-    voices = VoiceBook(settings.voices_dir, settings.default_voice)
+    voices = VoiceBook(settings.voices_dir, settings.default_voice, aliases=settings.aliases())
     metrics = ServerMetrics()
     pipeline = Pipeline(
         tts, rvc, metrics=GatewayMetrics(metrics.registry), max_text_chars=settings.max_text_chars

@@ -1,4 +1,4 @@
-"""The audio encodings of the public HTTP edge: WAV, raw PCM, FLAC, MP3 and Ogg Opus.
+"""The audio encodings of the public HTTP edge: WAV, raw PCM, FLAC, MP3, Ogg Opus and AAC.
 
 ``encode`` turns one whole answer into a file. Answers streamed sentence by
 sentence go through a ``StreamEncoder``, whose ``write`` returns what may be
@@ -16,13 +16,16 @@ sent at once; everything it returns, followed by ``close()``, is one valid file:
   encoder's delay (about 1100 samples of silence at the start) and the padding
   of its last frame. Ogg pages are cut every 250 ms of audio instead of
   libsndfile's default second, so each sentence leaves as it is written.
+* aac: ADTS frames from FFmpeg's AAC encoder (services.gateway.aac), sent as
+  each frame is muxed; libsndfile writes no AAC.
 * flac: buffered until ``close``. libsndfile seeks back at the end to complete
   STREAMINFO (length, MD5); without it libsndfile, and so our own clients, read
   the stream as endless.
 
 Output is always mono (channels are averaged) and clipped to [-1, 1]. Opus
-carries only 8, 12, 16, 24 and 48 kHz and MP3 only the MPEG rates, so audio for
-those is resampled to the nearest rate at or above its own (``encoded_rate``).
+carries only 8, 12, 16, 24 and 48 kHz, MP3 only the MPEG rates and AAC its own
+(the same, within 8-48 kHz), so audio for those is resampled to the nearest rate
+at or above its own (``encoded_rate``).
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ import soxr
 from services.common import audio as common_audio
 from services.common.audio import PcmAudio, to_mono
 from services.common.errors import InvalidArgument
+from services.gateway.aac import RATES as AAC_RATES
+from services.gateway.aac import AdtsEncoder
 
-FORMATS: tuple[str, ...] = ("wav", "pcm", "flac", "mp3", "opus")
+FORMATS: tuple[str, ...] = ("wav", "pcm", "flac", "mp3", "opus", "aac")
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 48_000
 
 _CONTENT_TYPES = {
@@ -49,10 +54,12 @@ _CONTENT_TYPES = {
     "flac": "audio/flac",
     "mp3": "audio/mpeg",
     "opus": "audio/ogg; codecs=opus",
+    "aac": "audio/aac",  # ADTS
 }
 _CARRIED_RATES = {
     "opus": (8_000, 12_000, 16_000, 24_000, 48_000),
     "mp3": (8_000, 11_025, 12_000, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000),
+    "aac": AAC_RATES,
 }
 _LIBSNDFILE = {"flac": ("FLAC", "PCM_16"), "mp3": ("MP3", "MPEG_LAYER_III"), "opus": ("OGG", "OPUS")}
 # CBR at about 112 kbps (32-48 kHz), 56 kbps (16-24 kHz), 24 kbps (8-12 kHz): ample for mono speech.
@@ -114,6 +121,8 @@ def encode(audio: PcmAudio, fmt: str) -> bytes:
         return wav_bytes(mono)
     if fmt == "pcm":
         return pcm16(mono)
+    if fmt == "aac":
+        return AdtsEncoder(mono.sample_rate).close(_clipped(mono.samples))
     buffer = io.BytesIO()
     with _sound_file(buffer, fmt, mono.sample_rate) as out:
         out.write(_clipped(mono.samples))
@@ -278,13 +287,15 @@ class _SocketSink:
         return b"".join(chunks)
 
 
-def _sink(fmt: str, rate: int) -> _PcmSink | _BufferedSink | _SocketSink:
+def _sink(fmt: str, rate: int) -> _PcmSink | _BufferedSink | _SocketSink | AdtsEncoder:
     if fmt == "wav":
         return _PcmSink(wav_header(rate, None))
     if fmt == "pcm":
         return _PcmSink(b"")
     if fmt == "flac":
         return _BufferedSink(fmt, rate)
+    if fmt == "aac":
+        return AdtsEncoder(rate)
     return _SocketSink(fmt, rate)
 
 

@@ -27,6 +27,11 @@ Two pieces of the Envoy configuration (services.gateway.envoy) make it so:
   shapes them. A gRPC request's local reply must stay plain text: Envoy puts the
   body in grpc-message.
 
+The old server's routes (OLD_SERVER_PATHS) answer errors with one more member,
+``detail``, the message again: its clients read FastAPI's ``{"detail": "..."}``.
+The Lua filter marks a request to one of them on its way in and adds the member
+to whatever error body it then sends, its own or one already in the shape.
+
 The transcoder gives a gRPC code the HTTP status Google's mapping does
 (INVALID_ARGUMENT, FAILED_PRECONDITION and OUT_OF_RANGE 400, UNAUTHENTICATED 401,
 PERMISSION_DENIED 403, NOT_FOUND 404, ALREADY_EXISTS and ABORTED 409,
@@ -70,9 +75,15 @@ HTTP_STATUS_NAMES = {
     504: "DEADLINE_EXCEEDED",
 }
 ERRORS_FILTER = "voice.edge_errors"
+# The old single-process server's REST paths (the unversioned routes of voice.v1.Gateway).
+OLD_SERVER_PATHS = (
+    "/synthesize", "/synthesize/stream", "/synthesize/sse", "/tts", "/rvc",
+    "/health", "/status", "/config", "/config/reference-audio",
+)
 
-# Rewrites error responses to REST requests as {"error": {code, message, status}}.
-# GRPC_NAMES and HTTP_NAMES are defined ahead of it (see _errors_lua).
+# Rewrites error responses to REST requests as {"error": {code, message, status}}
+# (plus "detail" on the old server's paths). GRPC_NAMES, HTTP_NAMES and OLD_PATHS
+# are defined ahead of it (see errors_lua).
 EDGE_ERRORS_LUA = r'''
 local ESCAPED = {
   ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
@@ -236,10 +247,22 @@ local function parse_status(s)
 end
 
 function envoy_on_request(handle)
-  local kind = handle:headers():get('content-type')
+  local headers = handle:headers()
+  local kind = headers:get('content-type')
   if kind ~= nil and kind:sub(1, 16):lower() == 'application/grpc' then
     handle:streamInfo():dynamicMetadata():set(ERRORS_FILTER, 'grpc', true)
+    return
   end
+  -- Before the transcoder: the path is still the REST one.
+  local path = (headers:get(':path') or ''):match('^[^?]*')
+  if OLD_PATHS[path] then
+    handle:streamInfo():dynamicMetadata():set(ERRORS_FILTER, 'old', true)
+  end
+end
+
+-- The error body out with "detail": message, as FastAPI's clients read it.
+local function with_detail(out, message)
+  return out:sub(1, -2) .. ',"detail":"' .. escape(message) .. '"}'
 end
 
 function envoy_on_response(handle)
@@ -252,7 +275,18 @@ function envoy_on_response(handle)
   local headers = handle:headers()
   local size = body:length()
   local text = size > 0 and body:getBytes(0, size) or ''
-  if text:sub(1, 10) == '{"error":{' then return end
+  local old = marks ~= nil and marks.old
+  if text:sub(1, 10) == '{"error":{' then
+    -- Already in the shape (Envoy's own replies): only the old paths add detail.
+    if not old then return end
+    local shaped = text:match('^(.-)%s*$')
+    local _, message = parse_status(shaped:sub(10))
+    if message == nil or shaped:sub(-1) ~= '}' then return end
+    local out = with_detail(shaped, message)
+    body:setBytes(out)
+    headers:replace('content-length', tostring(#out))
+    return
+  end
   local code, message
   local kind = (headers:get('content-type') or ''):lower()
   if kind:find('application/json', 1, true) == 1 then
@@ -266,6 +300,7 @@ function envoy_on_response(handle)
   end
   local out = '{"error":{"code":' .. status .. ',"message":"' .. escape(message)
     .. '","status":"' .. name .. '"}}'
+  if old then out = with_detail(out, message) end
   body:setBytes(out)
   headers:replace('content-type', 'application/json')
   headers:replace('content-length', tostring(#out))
@@ -274,13 +309,15 @@ end
 
 
 def errors_lua() -> str:
-    """The Lua filter's source: the names of codes and statuses, then EDGE_ERRORS_LUA."""
+    """The Lua filter's source: the names of codes and statuses, the old paths, then EDGE_ERRORS_LUA."""
     grpc = ", ".join(f"[{n}] = '{name}'" for n, name in enumerate(GRPC_CODE_NAMES))
     http = ", ".join(f"[{n}] = '{name}'" for n, name in HTTP_STATUS_NAMES.items())
+    old = ", ".join(f"['{path}'] = true" for path in OLD_SERVER_PATHS)
     return (
         f"local ERRORS_FILTER = '{ERRORS_FILTER}'\n"
         f"local GRPC_NAMES = {{{grpc}}}\n"
-        f"local HTTP_NAMES = {{{http}}}\n" + EDGE_ERRORS_LUA
+        f"local HTTP_NAMES = {{{http}}}\n"
+        f"local OLD_PATHS = {{{old}}}\n" + EDGE_ERRORS_LUA
     )
 
 

@@ -17,8 +17,10 @@ passes through the transcoder to the gateway, where it is the call's deadline
 DEADLINE_EXCEEDED. That is how REST clients bound a call. Envoy itself does not
 time routes (timeout 0s).
 
-The transcoder ignores JSON fields the request message does not have; it
-rejects a value of the wrong type (400).
+The transcoder would drop a JSON field its request message does not have; a
+Lua filter ahead of it (services.gateway.edge_fields) refuses the request
+instead (400, naming the field). The transcoder rejects a value of the wrong
+type (400).
 
 ``python -m services.gateway.envoy --descriptor gen/voice_v1.pb`` prints it.
 """
@@ -32,7 +34,7 @@ from pathlib import Path
 
 from services.common.server import MAX_MESSAGE_BYTES
 from services.common.settings import InternalTls
-from services.gateway import edge_errors, edge_limits, edge_security
+from services.gateway import edge_errors, edge_fields, edge_limits, edge_security
 from services.gateway.edge_limits import EdgeRateLimit
 from services.gateway.edge_security import EdgeJwt, EdgeTls
 
@@ -90,17 +92,14 @@ class EdgeConfig:
     upstream_tls: InternalTls | None = None
 
 
-def _route(prefix: str) -> dict:
+def _to_gateway() -> dict:
     # timeout 0: streams may run as long as their own deadline allows. Calls that
     # never reached a gateway (one draining or gone) are retried on another.
-    return {
-        "match": {"prefix": prefix},
-        "route": {
-            "cluster": "gateway",
-            "timeout": "0s",
-            "retry_policy": edge_limits.retry_policy(),
-        },
-    }
+    return {"cluster": "gateway", "timeout": "0s", "retry_policy": edge_limits.retry_policy()}
+
+
+def _route(prefix: str) -> dict:
+    return {"match": {"prefix": prefix}, "route": _to_gateway()}
 
 
 def _endpoint(host: str, port: int) -> dict:
@@ -162,7 +161,11 @@ def render(config: EdgeConfig) -> dict:
                 {
                     "name": "gateway",
                     "domains": ["*"],
-                    "routes": [*(_route(p) for p in PUBLIC_GRPC_PREFIXES), not_found],
+                    "routes": [
+                        *(_route(p) for p in PUBLIC_GRPC_PREFIXES),
+                        *edge_fields.body_routes(_to_gateway(), config.max_body_bytes),
+                        not_found,
+                    ],
                 }
             ],
         },
@@ -179,6 +182,8 @@ def render(config: EdgeConfig) -> dict:
             # reads a body: a client over its rate costs nothing more.
             *([edge_limits.rate_limit_filter(config.rate_limit, jwt=config.jwt is not None)]
               if config.rate_limit else []),
+            # Reads the JSON the transcoder would read, to refuse fields it would drop.
+            edge_fields.lua_filter(),
             {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},
             *([edge_security.cors_filter()] if config.cors_origins else []),
             {

@@ -2,29 +2,48 @@
 
 Requests arrive as raw bodies (``google.api.HttpBody`` through Envoy):
 multipart/form-data as the old clients send it, URL-encoded forms, or JSON
-with files as base64. Field names, types and defaults are the old server's.
+with files as base64. Field names, types and defaults are the old server's;
+a field nobody knows is refused, since the old server silently ignored typos
+(``skip_rcv``) that changed what a client got.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import email.parser
 import email.policy
 import json
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from voice.v1 import rvc_pb2, tts_pb2
 
 from services.common.audio import PcmAudio, decode_container, to_mono
 from services.common.audio_proto import audio_to_proto
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, ServiceError
 from services.gateway.audio_formats import parse_format
 from services.gateway.jobs import SpeechJob, build_job
 from services.gateway.voices import F0_METHODS, VoiceBook
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+# Every field of the old server's routes (a client may send one route's set to
+# another: the old server ignored what a route does not use, and so do we), then ours.
+OLD_FIELDS = frozenset({
+    "text", "reference_text", "reference_audio", "audio", "skip_rvc", "pitch_shift",
+    "f0_method", "index_rate", "filter_radius", "rms_mix_rate", "protect",
+})
+OUR_FIELDS = frozenset({"voice", "model", "seed", "sample_rate", "response_format", "resample_sr"})
+KNOWN_FIELDS = OLD_FIELDS | OUR_FIELDS
+
+# The old server's Form(...) defaults. They differ from the WebUI's (RVC's own
+# defaults) in rms_mix_rate: 0.0, the TTS audio's loudness envelope, not 0.25.
+OLD_DEFAULTS = rvc_pb2.ConversionParams(
+    pitch_shift=0, f0_method=rvc_pb2.F0_METHOD_RMVPE, index_rate=0.75, filter_radius=3,
+    rms_mix_rate=0.0, protect=0.33,
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +84,19 @@ class Form:
 
 
 def parse_form(content_type: str, body: bytes) -> Form:
-    """The fields and files of a multipart, URL-encoded or JSON body."""
+    """The fields and files of a multipart, URL-encoded or JSON body; unknown names are refused."""
+    form = _parse(content_type, body)
+    for name in (*form.fields, *form.files):
+        if name not in KNOWN_FIELDS:
+            close = difflib.get_close_matches(name, KNOWN_FIELDS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InvalidArgument(
+                f"unknown field {name[:40]!r}{hint}: the fields are {', '.join(sorted(KNOWN_FIELDS))}"
+            )
+    return form
+
+
+def _parse(content_type: str, body: bytes) -> Form:
     media = content_type.split(";", 1)[0].strip().lower()
     if media == "multipart/form-data":
         return _multipart(content_type, body)
@@ -135,7 +166,7 @@ def _json(body: bytes) -> Form:
 
 
 def conversion_params(form: Form) -> rvc_pb2.ConversionParams:
-    """The RVC fields of a legacy form; absent ones keep the voice's or the WebUI's defaults."""
+    """The RVC fields of a legacy form; absent ones stay unset (see ``with_old_defaults``)."""
     params = rvc_pb2.ConversionParams(model=form.text("model").strip())
     method = form.text("f0_method").strip().lower()
     if method:
@@ -153,6 +184,33 @@ def conversion_params(form: Form) -> rvc_pb2.ConversionParams:
             except ValueError:  # beyond the proto field's integer type; RVC checks the rest
                 raise InvalidArgument(f"{name} {value} is out of range") from None
     return params
+
+
+def with_old_defaults(params: rvc_pb2.ConversionParams) -> rvc_pb2.ConversionParams:
+    """``params`` (the request's over the profile's) with the old server's defaults where unset."""
+    merged = rvc_pb2.ConversionParams()
+    merged.CopyFrom(OLD_DEFAULTS)
+    merged.MergeFrom(params)
+    return merged
+
+
+def rvc_params(form: Form, voices: VoiceBook) -> rvc_pb2.ConversionParams:
+    """The parameters of ``POST /rvc``: the request's, over the named (or default) voice's.
+
+    Without a model the old server converted with its one loaded voice; here that
+    is the default profile's RVC voice, else the RVC service's default (RVC_MODEL).
+    """
+    params = conversion_params(form)
+    name = form.text("voice").strip()
+    try:
+        params = voices.resolve(
+            name, tts_pb2.SpeakerPrompt(), tts_pb2.SamplingParams(), params, False
+        ).conversion
+    except ServiceError:
+        if name:
+            raise
+        # An unusable default profile leaves the choice of voice to the RVC service.
+    return with_old_defaults(params)
 
 
 def response_format(form: Form) -> str:
@@ -177,7 +235,7 @@ def job(form: Form, voices: VoiceBook) -> SpeechJob:
         speaker.reference.transcript = form.text("reference_text")
     elif not form.text("voice").strip() and not voices.default:
         raise InvalidArgument("the file reference_audio is required (or name a voice)")
-    return build_job(
+    spoken = build_job(
         voices,
         form.text("voice"),
         form.text("text"),
@@ -187,9 +245,5 @@ def job(form: Form, voices: VoiceBook) -> SpeechJob:
         skip_rvc=form.flag("skip_rvc"),
         sample_rate=form.number("sample_rate", int, 0),
     )
-
-
-def multipart_part(boundary: str, content_type: str, data: bytes, headers: dict[str, str]) -> bytes:
-    """One audio file as a part of a multipart/mixed stream, with its own headers."""
-    lines = [f"--{boundary}", f"Content-Type: {content_type}", *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data + b"\r\n"
+    # Request > profile > the old server's defaults.
+    return replace(spoken, conversion=with_old_defaults(spoken.conversion))

@@ -1,6 +1,7 @@
 """OpenAI's speech API (POST /v1/audio/speech): the JSON request and the SSE events.
 
-``voice`` names a voice profile. ``model`` is accepted as clients send it
+``voice`` names a voice profile, or an alias such as OpenAI's voice names
+(services.gateway.voice_aliases). ``model`` is accepted as clients send it
 (tts-1, gpt-4o-mini-tts, ...): there is one engine, so it chooses nothing.
 Audio is 24 kHz unless ``sample_rate`` (an extension) asks otherwise, which
 is what clients that play OpenAI's raw ``pcm`` assume; ``seed`` (another)
@@ -21,10 +22,10 @@ from services.gateway.legacy_http import json_object
 MAX_INPUT_CHARS = 4096
 DEFAULT_SAMPLE_RATE = 24_000
 STREAM_FORMATS = ("audio", "sse")
-_FIELDS = {
+_FIELDS = (
     "model", "input", "voice", "response_format", "speed", "stream_format", "instructions",
     "sample_rate", "seed",
-}
+)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def _voice(data: dict) -> str:
     if isinstance(value, dict):
         value = value.get("id")
     if not isinstance(value, str) or not value.strip():
-        raise InvalidArgument("voice is required: the name of a voice profile (GET /v1/voices)")
+        raise InvalidArgument("voice is required: a voice profile or alias (GET /v1/voices)")
     return value.strip()
 
 
@@ -79,9 +80,12 @@ def parse_request(content_type: str, body: bytes) -> SpeechRequest:
     if media.startswith("multipart/"):
         raise InvalidArgument(f"content type {media!r} is not accepted: send JSON")
     data = json_object(body)
-    unknown = sorted(set(data) - _FIELDS)
+    unknown = sorted(set(data).difference(_FIELDS))
     if unknown:
-        raise InvalidArgument(f"unknown field(s): {', '.join(unknown)}")
+        # Named, not dropped: a misspelt "voise" would otherwise speak in another voice.
+        names = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise InvalidArgument(f"unknown field{'s' if len(unknown) > 1 else ''} {names}: "
+                              f"the fields are {', '.join(_FIELDS)}")
     text = _string(data, "input")
     if not text.strip():
         raise InvalidArgument("input is empty")

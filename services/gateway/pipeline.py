@@ -36,6 +36,7 @@ class Synthesis:
     rvc_skipped_reason: str
     first_audio_seconds: float
     total_seconds: float
+    sentences: int = 1  # how many pieces the text was spoken in
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Piece:
     rvc: StageResult | None
     rvc_skipped_reason: str
     first_audio_seconds: float  # from the request to this piece
+    text: str = ""  # the sentence spoken
 
 
 def _total(results: list[StageResult]) -> StageResult:
@@ -110,6 +112,7 @@ class Pipeline:
             rvc_skipped_reason=last.rvc_skipped_reason,
             first_audio_seconds=pieces[0].first_audio_seconds,
             total_seconds=time.perf_counter() - start,
+            sentences=len(pieces),
         )
 
     async def synthesize_stream(self, job: SpeechJob, rpc: str = "") -> AsyncIterator[Piece]:
@@ -146,6 +149,7 @@ class Pipeline:
                     rvc=converted,
                     rvc_skipped_reason=reason,
                     first_audio_seconds=time.perf_counter() - start,
+                    text=sentences[index],
                 )
                 recorder.piece(piece, skipped)
                 yield piece

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,9 +13,10 @@ from voice.v1 import audio_pb2, gateway_pb2, gateway_pb2_grpc, rvc_pb2, tts_pb2
 
 from services.common.audio import resample
 from services.common.audio_proto import audio_to_proto
+from services.common.errors import Unimplemented
 from services.common.metrics import ServerMetrics
 from services.gateway import audio_formats as formats
-from services.gateway import jobs, openai_speech
+from services.gateway import jobs, legacy_status, legacy_stream, openai_speech
 from services.gateway import legacy_http as legacy
 from services.gateway.pipeline import Health, Piece, Pipeline
 from services.gateway.stages import StageResult
@@ -61,7 +61,8 @@ def _engine_headers(result: StageResult) -> tuple[tuple[str, str], ...]:
     return headers
 
 
-async def _legacy_audio(context, result: StageResult, fmt: str, sample_rate: int):
+async def _legacy_audio(context, result: StageResult, fmt: str, sample_rate: int,
+                        headers: tuple[tuple[str, str], ...] = ()):
     """One stage's audio as the old API answered it: a file and X-* headers."""
     formats.check_sample_rate(sample_rate)
     audio = resample(result.audio, sample_rate) if sample_rate else result.audio
@@ -69,6 +70,7 @@ async def _legacy_audio(context, result: StageResult, fmt: str, sample_rate: int
         ("x-processing-time", f"{result.seconds:.3f}"),
         ("x-audio-duration", f"{audio.duration:.3f}"),
         ("x-sample-rate", str(formats.encoded_rate(fmt, audio.sample_rate))),
+        *headers,
         *_engine_headers(result),
     ))
     return httpbody_pb2.HttpBody(
@@ -201,6 +203,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         await context.send_initial_metadata((
             ("x-tts-time", f"{result.tts.seconds:.3f}"),
             ("x-rvc-time", _rvc_seconds(result.rvc)),
+            ("x-total-time", f"{result.total_seconds:.3f}"),
+            ("x-audio-duration", f"{result.audio.duration:.3f}"),
+            ("x-sentences", str(result.sentences)),
             ("x-rvc-applied", "true" if result.rvc else "false"),
             ("x-sample-rate", str(formats.encoded_rate(fmt, result.audio.sample_rate))),
             *_engine_headers(result.tts),
@@ -213,26 +218,25 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         form = legacy.parse_form(request.content_type, request.data)
         fmt = legacy.response_format(form)
         accept = dict(context.invocation_metadata()).get("accept", "")
-        boundary = f"voice-{uuid.uuid4().hex}" if "multipart/mixed" in accept else ""
         pieces = self._pipeline.synthesize_stream(
             legacy.job(form, self._voices), rpc="LegacySynthesizeStream"
         )
-        if not boundary:
+        if legacy_stream.wants_one_file(accept, form.text("response_format")):
             # One open-ended file: the container's header, then audio as each sentence is ready.
             async for body in _encoded_stream(pieces, fmt, context):
                 yield body
             return
-        content_type = f"multipart/mixed; boundary={boundary}"
-        async for piece in pieces:
-            data = legacy.multipart_part(boundary, formats.content_type(fmt),
-                                         formats.encode(piece.audio, fmt), {
-                "X-Sentence-Index": str(piece.index),
-                "X-TTS-Time": f"{piece.tts.seconds:.3f}",
-                "X-RVC-Time": _rvc_seconds(piece.rvc),
-            })
-            if piece.index == piece.count - 1:
-                data += f"--{boundary}--\r\n".encode()
-            yield httpbody_pb2.HttpBody(content_type=content_type, data=data)
+        async for data in legacy_stream.multipart_parts(pieces, fmt):
+            yield httpbody_pb2.HttpBody(content_type=legacy_stream.MULTIPART_TYPE, data=data)
+
+    async def LegacySynthesizeSse(self, request, context):
+        form = legacy.parse_form(request.content_type, request.data)
+        fmt = legacy.response_format(form)
+        pieces = self._pipeline.synthesize_stream(
+            legacy.job(form, self._voices), rpc="LegacySynthesizeSse"
+        )
+        async for data in legacy_stream.sse_events(pieces, fmt):
+            yield httpbody_pb2.HttpBody(content_type=legacy_stream.SSE_TYPE, data=data)
 
     async def LegacyTts(self, request, context):
         form = legacy.parse_form(request.content_type, request.data)
@@ -245,14 +249,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         form = legacy.parse_form(request.content_type, request.data)
         fmt = legacy.response_format(form)
         source = form.audio("audio")
-        params = legacy.conversion_params(form)
-        if form.text("voice").strip():
-            _, _, params, _ = self._voices.resolve(
-                form.text("voice").strip(), tts_pb2.SpeakerPrompt(), tts_pb2.SamplingParams(),
-                params, False,
-            )
-        result = await self._pipeline.rvc.convert(params, source)
-        return await _legacy_audio(context, result, fmt, form.number("sample_rate", int, 0))
+        result = await self._pipeline.rvc.convert(legacy.rvc_params(form, self._voices), source)
+        return await _legacy_audio(context, result, fmt, form.number("sample_rate", int, 0),
+                                   (("x-rvc-time", f"{result.seconds:.3f}"),))
+
+    async def GetLegacyHealth(self, request, context):
+        health = await self._pipeline.health(self._health_timeout)
+        return legacy_status.legacy_health(health, _health_to_proto(health))
+
+    async def GetLegacyConfig(self, request, context):
+        return legacy_status.legacy_config(legacy_status.default_profile(self._voices))
+
+    async def LegacyChangeConfig(self, request, context):
+        raise Unimplemented(legacy_status.CONFIG_IS_READ_ONLY)
 
     async def CreateSpeech(self, request, context):
         speech = openai_speech.parse_request(request.content_type, request.data)
@@ -295,7 +304,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
     async def GetStatus(self, request, context):
         # A stage that cannot report leaves its section empty; health says why.
-        health, tts, rvc = await asyncio.gather(
+        health, tts, rvc, rvc_model = await asyncio.gather(
             self._pipeline.health(self._health_timeout),
             self._pipeline.tts.stub.GetStatus(
                 tts_pb2.GetTtsStatusRequest(), timeout=self._health_timeout
@@ -303,21 +312,28 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             self._pipeline.rvc.stub.GetStatus(
                 rvc_pb2.GetRvcStatusRequest(), timeout=self._health_timeout
             ),
+            legacy_status.default_rvc_model(self._voices, self._pipeline.rvc, self._health_timeout),
             return_exceptions=True,
         )
         if isinstance(health, BaseException):
             raise health
+        tts = None if isinstance(tts, grpc.aio.AioRpcError) else tts
+        rvc = None if isinstance(rvc, grpc.aio.AioRpcError) else rvc
+        counts = self._metrics.handled_counts(SERVICE_NAME) if self._metrics else []
+        uptime = time.monotonic() - self._started
         return gateway_pb2.GetStatusResponse(
             health=_health_to_proto(health),
-            tts=None if isinstance(tts, grpc.aio.AioRpcError) else tts,
-            rvc=None if isinstance(rvc, grpc.aio.AioRpcError) else rvc,
+            tts=tts,
+            rvc=rvc,
             version=VERSION,
-            uptime_seconds=time.monotonic() - self._started,
+            uptime_seconds=uptime,
             requests=[
                 gateway_pb2.RequestCount(method=method, code=code, count=count)
-                for method, code, count in (
-                    self._metrics.handled_counts(SERVICE_NAME) if self._metrics else ()
-                )
+                for method, code, count in counts
             ],
             voices=self._voices.profiles(),
+            **legacy_status.old_status_fields(
+                health, tts, rvc, "" if isinstance(rvc_model, Exception) else rvc_model,
+                counts, uptime,
+            ),
         )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.settings import ServerSettings, SettingsError, env_field, from_env
+from services.gateway.voice_aliases import alias_table, check_targets
 
 
 @dataclass(frozen=True)
@@ -21,12 +22,23 @@ class GatewaySettings:
     voices_dir: Path | None = None
     # The profile used when a request names no voice and gives no speaker (GATEWAY_DEFAULT_VOICE).
     default_voice: str = ""
+    # More names for profiles, "alias=profile,..." (GATEWAY_VOICE_ALIASES); OpenAI's
+    # voice names stand for the default profile unless given here.
+    voice_aliases: tuple[str, ...] = ()
     # Longest text one request may carry (its sentences are synthesised in turn).
     max_text_chars: int = 20_000
 
     def validate(self) -> None:
         if not 1 <= self.max_text_chars <= 1_000_000:
             raise SettingsError(f"GATEWAY_MAX_TEXT_CHARS={self.max_text_chars}: expected 1..1000000")
+        try:
+            check_targets(self.aliases(), self.voices_dir)
+        except ValueError as exc:
+            raise SettingsError(f"GATEWAY_VOICE_ALIASES: {exc}") from None
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> profile name ("" for the default profile)."""
+        return alias_table(self.voice_aliases)
 
     @classmethod
     def load(cls) -> "GatewaySettings":

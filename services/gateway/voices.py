@@ -30,7 +30,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -268,13 +268,17 @@ class VoiceBook:
 
     ``default`` names the profile a request gets when it names no voice and gives
     no speaker. A default that is not defined breaks only those requests.
+    ``aliases`` maps other names to profiles ("" for the default one); see
+    services.gateway.voice_aliases.
     """
 
     def __init__(self, directory: Path | None, default: str = "", *,
+                 aliases: Mapping[str, str] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  interval: float = RESCAN_SECONDS) -> None:
         self._directory = directory
         self._default = default
+        self._aliases = dict(aliases or {})
         self._clock = clock
         self._interval = interval
         self._lock = threading.Lock()
@@ -341,8 +345,12 @@ class VoiceBook:
     def profiles(self) -> list[gateway_pb2.Voice]:
         """Every profile, by name; broken ones carry their problem."""
         voices = []
-        for name, entry in sorted(self._current().items()):
-            voice = gateway_pb2.Voice(name=name, is_default=name == self._default)
+        entries = self._current()
+        aliases = self._aliases_by_profile(entries)
+        for name, entry in sorted(entries.items()):
+            voice = gateway_pb2.Voice(
+                name=name, is_default=name == self._default, aliases=aliases.get(name, ())
+            )
             if isinstance(entry, InvalidArgument):
                 voice.problem = entry.message
             else:
@@ -354,8 +362,16 @@ class VoiceBook:
             voices.append(voice)
         return voices
 
+    def _aliases_by_profile(self, entries: dict[str, Any]) -> dict[str, list[str]]:
+        """Each profile's aliases, leaving out those a profile of the same name hides."""
+        by_profile: dict[str, list[str]] = {}
+        for alias, target in sorted(self._aliases.items()):
+            if alias not in entries:
+                by_profile.setdefault(target or self._default, []).append(alias)
+        return by_profile
+
     def get(self, name: str) -> VoiceProfile:
-        """The profile ``name``, or the default one for an empty name."""
+        """The profile ``name`` (or the one its alias stands for), the default one for ""."""
         if not name:
             if not self._default:
                 raise InvalidArgument("no voice was named and no default voice is configured")
@@ -363,20 +379,27 @@ class VoiceBook:
         if not NAME_PATTERN.fullmatch(name):
             raise InvalidArgument(f"voice name {name[:64]!r} is malformed: "
                                   f"it must match {NAME_PATTERN.pattern}")
+        if name in self._aliases and name not in self._current():  # a profile of its name wins
+            target = self._aliases[name] or self._default
+            if not target:
+                raise FailedPrecondition(f"voice '{name}' stands for the default voice, and no "
+                                         "default voice is configured (GATEWAY_DEFAULT_VOICE)")
+            return self._get(target, default=not self._aliases[name], alias=name)
         return self._get(name, default=False)
 
-    def _get(self, name: str, default: bool) -> VoiceProfile:
+    def _get(self, name: str, default: bool, alias: str = "") -> VoiceProfile:
         entries = self._current()
         entry = entries.get(name)
         if entry is None and default:
             raise FailedPrecondition(f"the configured default voice '{name}' is not defined")
         if entry is None and not entries:
             raise NotFound("no voice profiles are defined (GATEWAY_VOICES_DIR)")
+        voice = f"voice '{alias}' stands for '{name}', which" if alias else f"voice '{name}'"
         if entry is None:
             known = ", ".join(sorted(entries))
-            raise NotFound(f"voice '{name}' is not defined; known voices: {known}")
+            raise NotFound(f"{voice} is not defined; known voices: {known}")
         if isinstance(entry, InvalidArgument):
-            raise FailedPrecondition(f"voice '{name}' cannot be used: {entry.message}")
+            raise FailedPrecondition(f"{voice} cannot be used: {entry.message}")
         return entry
 
     def resolve(

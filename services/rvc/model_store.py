@@ -23,6 +23,14 @@ class VoiceFiles:
     checkpoint: Path
     index: Path | None
 
+    def without_paths(self, message: str) -> str:
+        """``message`` (a loader's error) naming this voice's files by name, not by path:
+        it reaches clients, who have no business knowing the server's directories."""
+        for path in (self.checkpoint, self.index):
+            if path is not None:
+                message = message.replace(str(path), path.name)
+        return message
+
 
 def check_name(name: str) -> str:
     if not _NAME.match(name) or ".." in name:
@@ -78,7 +86,7 @@ class ModelStore:
             if not name:
                 raise FailedPrecondition(
                     "no model named and no default: set RVC_MODEL or install exactly one "
-                    f"voice under {self.root}"
+                    "voice (under RVC_MODELS_DIR)"
                 )
         voice = self._voice_at(check_name(name))
         if voice is None:

@@ -34,7 +34,8 @@ class VoiceCatalog:
             stamp = (voice.name, str(voice.checkpoint), voice.checkpoint.stat().st_mtime_ns,
                      voice.index is not None)
         except OSError as exc:
-            return VoiceSummary(voice.name, voice.index is not None, problem=str(exc))
+            return VoiceSummary(voice.name, voice.index is not None,
+                                problem=voice.without_paths(str(exc)))
         known = self._known.get(stamp)
         if known is not None:
             return known
@@ -42,7 +43,8 @@ class VoiceCatalog:
             info, _, _ = read_voice(voice.checkpoint)
         except VoiceFormatError as exc:
             log.warning("unreadable voice", extra={"voice": voice.name, "error": str(exc)})
-            summary = VoiceSummary(voice.name, voice.index is not None, problem=str(exc))
+            summary = VoiceSummary(voice.name, voice.index is not None,
+                                   problem=voice.without_paths(str(exc)))
         else:
             summary = VoiceSummary(
                 voice.name, voice.index is not None, info.version, info.sample_rate,

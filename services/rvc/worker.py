@@ -126,14 +126,17 @@ class ConversionWorker:
         try:
             info, synthesizer = load_synthesizer(files.checkpoint, self.device, self.half)
         except VoiceFormatError as exc:
-            raise FailedPrecondition(f"voice {files.name!r} cannot be loaded: {exc}") from None
+            raise FailedPrecondition(
+                f"voice {files.name!r} cannot be loaded: {files.without_paths(str(exc))}"
+            ) from None
         index = None
         if files.index is not None:
             try:
                 index = FeatureIndex.load(files.index)
             except IndexFormatError as exc:
                 raise FailedPrecondition(
-                    f"the index of voice {files.name!r} cannot be read: {exc}"
+                    f"the index of voice {files.name!r} cannot be read: "
+                    f"{files.without_paths(str(exc))}"
                 ) from None
             if index.dim != info.feature_dim:
                 raise FailedPrecondition(

@@ -29,7 +29,7 @@ def banner(specs: list[components.ProcessSpec], config: StackConfig) -> str:
     lines += [
         "",
         "Try it:",
-        f"  curl {base}/health",
+        f"  curl {base}/v1/health",
         f"  curl {base}/v1/status",
         f"  curl {base}/v1/voices",
         f"  curl -X POST {base}/synthesize -F text='Hello there.' -o hello.wav"

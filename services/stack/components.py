@@ -227,7 +227,7 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
             env=dict(os.environ),
             # Ready when the gateway, through Envoy, sees every service serving.
             probe=http_ok(
-                f"{public}:{config.api_port}/health",
+                f"{public}:{config.api_port}/v1/health",
                 lambda body: body.get("status") == "SERVING",
                 verify_tls=False,
             ),

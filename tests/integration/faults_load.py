@@ -179,10 +179,10 @@ def grpc_health(target: str, timeout: float = 2.0) -> str:
 
 
 def edge_health(api: str, timeout: float = 5.0) -> str:
-    """GET /health through Envoy, in short: "SERVING", or "DEGRADED tts=NOT_SERVING ..."
+    """GET /v1/health through Envoy, in short: "SERVING", or "DEGRADED tts=NOT_SERVING ..."
     naming each dependency that is not serving."""
     try:
-        with urllib.request.urlopen(f"{api}/health", timeout=timeout) as response:
+        with urllib.request.urlopen(f"{api}/v1/health", timeout=timeout) as response:
             body = json.loads(response.read())
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return f"ERROR ({exc})"

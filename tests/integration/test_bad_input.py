@@ -176,7 +176,7 @@ HTTP_CASES = [
     rvc_field("index-rate-nan", 400, "index_rate nan is outside 0..1", index_rate="nan"),
     rvc_field("f0-method-unknown", 400, "f0_method 'yin' is unknown", f0_method="yin"),
     rvc_field("sample-rate-7", 400, "sample_rate 7 Hz is outside 8000..48000", sample_rate="7"),
-    rvc_field("format-aac", 400, "audio format 'aac' is unknown", response_format="aac"),
+    rvc_field("format-wma", 400, "audio format 'wma' is unknown", response_format="wma"),
     # Voices and models: unknown, and names that look like paths.
     rvc_field("model-unknown", 404, "no RVC model named 'nobody' is installed", model="nobody"),
     *(rvc_field(f"model-path-{i}", 400, f"model name {name!r} is invalid", model=name)
@@ -232,7 +232,7 @@ HTTP_CASES = [
     # OpenAI's speech API.
     openai("speech-100kB", 400, f"input is {len(LONG_TEXT)} characters; the limit is 4096",
            speech_json(input=LONG_TEXT)),
-    openai("speech-unknown-field", 400, "unknown field(s): temprature",
+    openai("speech-unknown-field", 400, "unknown field 'temprature': the fields are",
            speech_json(temprature=0.5)),
     openai("speech-speed-9", 400, "speed 9.0 is outside 0.25..4.0", speech_json(speed=9)),
     openai("speech-speed-word", 400, "speed must be a number", speech_json(speed="fast")),
@@ -254,10 +254,11 @@ HTTP_CASES = [
     openai("speech-array", 400, "the JSON body must be an object", b"[1, 2]"),
     openai("speech-control-character", 400, "control character U+0007",
            speech_json(input="Ding\x07 dong.")),
-    # The transcoded JSON routes: the transcoder's own checks, then the services'.
-    # The transcoder ignores JSON fields the message lacks (docs: services/gateway/envoy.py),
-    # and so does the old API; OpenAI's route refuses them (above).
-    as_json("v1-rvc-unknown-field", "/v1/rvc", 200, "application/json",
+    # The transcoded JSON routes: the edge's check for unknown fields, which the
+    # transcoder would drop (services/gateway/edge_fields.py), the transcoder's own
+    # checks, then the services'.
+    as_json("v1-rvc-unknown-field", "/v1/rvc", 400,
+            "unknown field 'bogus' (voice.v1.ConvertRequest has no such field)",
             {"params": {"model": MODEL}, "bogus": 1, "audio": {
                 "pcm": base64.b64encode(np.asarray(WAVE * 32767, "<i2").tobytes()).decode(),
                 "sample_rate": 16000}}),

@@ -15,7 +15,7 @@ CONTROL = {"control": {"gender": "GENDER_FEMALE", "pitch": "LEVEL_HIGH"}}
 
 
 def test_health_is_json_from_the_gateway_through_envoy(stack):
-    reply = call("GET", f"{stack.api}/health")
+    reply = call("GET", f"{stack.api}/v1/health")
     assert reply.status == 200
     assert reply.headers["server"] == "envoy"
     assert reply.headers["content-type"] == "application/json"
@@ -26,6 +26,9 @@ def test_health_is_json_from_the_gateway_through_envoy(stack):
         "tts": "SERVING",
         "rvc": "SERVING",
     }
+    # The unversioned path is the old server's health, ours beside its fields.
+    old = call("GET", f"{stack.api}/health").json()
+    assert (old["status"], old["serving_status"]) == ("ready", "SERVING")
 
 
 def test_status_shows_every_stage(stack):

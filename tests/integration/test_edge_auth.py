@@ -135,9 +135,12 @@ def test_a_token_signed_by_a_key_outside_the_jwks_is_401(secure_edge, tmp_path):
 
 
 def test_health_is_open_without_a_token(secure_edge):
-    reply = secure_edge.get("/health")
+    reply = secure_edge.get("/v1/health")
     assert reply.status == 200, reply.body[:300]
     assert reply.json()["status"] == "SERVING"
+    old = secure_edge.get("/health")  # the old server's
+    assert old.status == 200, old.body[:300]
+    assert old.json()["status"] == "ready"
 
 
 def test_plain_http_is_not_served_on_the_tls_port(secure_edge):

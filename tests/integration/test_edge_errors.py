@@ -29,7 +29,7 @@ from google.protobuf import any_pb2
 from google.rpc import status_pb2
 from voice.v1 import gateway_pb2, gateway_pb2_grpc
 
-from services.gateway.edge_errors import ERRORS_FILTER
+from services.gateway.edge_errors import ERRORS_FILTER, OLD_SERVER_PATHS
 from services.gateway.envoy import EdgeConfig, render
 from services.stack.components import envoy_binary
 from services.stack.config import free_ports
@@ -256,14 +256,19 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> Reply:
         return Reply(error.code, dict(error.headers.items()), error.read())
 
 
-def assert_error(reply: Reply, status: int, name: str, message: str | None = None) -> str:
-    """The reply is the error shape, exactly; returns its message."""
+def assert_error(reply: Reply, status: int, name: str, message: str | None = None,
+                 path: str = "") -> str:
+    """The reply is the error shape, exactly (with FastAPI's detail on the old server's
+    ``path``s); returns its message."""
     headers = {key.lower(): value for key, value in reply.headers.items()}
     assert reply.status == status, reply.body
     assert headers["content-type"] == "application/json"
     assert int(headers["content-length"]) == len(reply.body)
     body = json.loads(reply.body)  # bytes: invalid UTF-8 would fail here
-    assert body == {"error": {"code": status, "message": body["error"]["message"], "status": name}}
+    expected = {"error": {"code": status, "message": body["error"]["message"], "status": name}}
+    if path.split("?")[0] in OLD_SERVER_PATHS:
+        expected["detail"] = body["error"]["message"]
+    assert body == expected
     if message is not None:
         assert body["error"]["message"] == message
     return body["error"]["message"]
@@ -274,7 +279,7 @@ def assert_error(reply: Reply, status: int, name: str, message: str | None = Non
 def test_a_grpc_status_is_the_error_shape_with_the_transcoders_http_status(api, rpc, code):
     path, body, headers = ROUTES[rpc]
     reply = post(api.url + path, body(code), headers)
-    assert_error(reply, HTTP_STATUS[code], code, MESSAGE)
+    assert_error(reply, HTTP_STATUS[code], code, MESSAGE, path)
 
 
 def test_rich_status_details_are_left_out(api):
@@ -308,7 +313,7 @@ def test_a_body_the_transcoder_rejects_is_400(api, body, fragment):
 )
 def test_a_body_over_the_limit_is_413(api, path, body, headers):
     message = assert_error(
-        post(api.url + path, body, headers), 413, "RESOURCE_EXHAUSTED"
+        post(api.url + path, body, headers), 413, "RESOURCE_EXHAUSTED", path=path
     )
     assert "exceeds the configured limit" in message
 
@@ -318,12 +323,13 @@ def test_a_body_over_the_limit_is_413(api, path, body, headers):
     [
         ("GET", "/nope"),
         ("GET", "/v1/synthesize"),  # POST only
+        ("GET", "/synthesize?x=1"),  # the old server's, POST only: with detail
         ("POST", "/voice.v1.TextToSpeech/Synthesize"),  # internal services stay inside
     ],
 )
 def test_no_route_is_404(api, method, path):
     reply = call(method, api.url + path, {} if method == "POST" else None)
-    assert_error(reply, 404, "NOT_FOUND", "no such route")
+    assert_error(reply, 404, "NOT_FOUND", "no such route", path)
 
 
 def test_a_request_the_http_codec_rejects_is_400(api):
@@ -390,7 +396,7 @@ def test_gateway_down_is_503(tmp_path):
             server.stop()
             for path, body, headers in ROUTES.values():
                 reply = post(down.url + path, body("INTERNAL"), headers)
-                message = assert_error(reply, 503, "UNAVAILABLE")
+                message = assert_error(reply, 503, "UNAVAILABLE", path=path)
                 assert message.startswith("upstream connect error"), message
             with grpc.insecure_channel(f"127.0.0.1:{down.port}") as channel:
                 with pytest.raises(grpc.RpcError) as failed:

@@ -177,9 +177,12 @@ def test_each_client_address_has_a_bucket_of_its_own(rated):
 def test_health_is_never_rate_limited(rated):
     assert _rest_refused(rated, "127.0.0.5").status == 429
     for _ in range(5):
-        reply = rated.call("GET", "/health", source="127.0.0.5")
+        reply = rated.call("GET", "/v1/health", source="127.0.0.5")
         assert reply.status == 200, reply.body[:300]
         assert json.loads(reply.body)["status"] == "SERVING"
+        old = rated.call("GET", "/health", source="127.0.0.5")  # the old server's
+        assert old.status == 200, old.body[:300]
+        assert json.loads(old.body)["serving_status"] == "SERVING"
     with rated.channel() as channel:
         health = health_pb2_grpc.HealthStub(channel)
         gateway = gateway_pb2_grpc.GatewayStub(channel)

@@ -9,7 +9,7 @@ What every scenario holds the stack to:
   cancels these calls, so it could only be a server passing on its own internal
   cancellation. INTERNAL or UNKNOWN would be a bug;
 * the fault shows within a bound, as a failed request or as health (the killed
-  service's own grpc.health.v1, and GET /health through Envoy, which reports each
+  service's own grpc.health.v1, and GET /v1/health through Envoy, which reports each
   dependency of the gateway);
 * the stack serves again within a bound: the supervisor restarts a dead process as
   Kubernetes would; nothing else is restarted (the other processes keep their pids);
@@ -305,7 +305,7 @@ def warm(faults: FaultStack, load: Load, kinds: set[str]) -> float:
 
 def recovery(watch: HealthWatch, load: Load, fault: float, kinds: set[str], bound: float,
              since: float | None = None, dependency: str | None = None) -> float:
-    """Seconds from ``since`` (by default the fault) until the edge's /health, asked
+    """Seconds from ``since`` (by default the fault) until the edge's /v1/health, asked
     after it and after the fault showed there, said SERVING (or, with ``dependency``,
     no longer named it), and a request of each kind, sent after ``since``, succeeded."""
     since = fault if since is None else since
@@ -335,7 +335,7 @@ def recovery(watch: HealthWatch, load: Load, fault: float, kinds: set[str], boun
 def surfaced(watch: HealthWatch, load: Load, since: float, name: str,
              check: bool = True) -> float | None:
     """Seconds from ``since`` until a request failed or health said that ``name`` was not
-    serving (the edge's /health naming it, or its own grpc.health.v1 answering
+    serving (the edge's /v1/health naming it, or its own grpc.health.v1 answering
     NOT_SERVING or refusing connections), whichever came first."""
     signs = [
         load.first_failure_after(since),
@@ -420,7 +420,7 @@ def test_a_killed_rvc_worker_is_respawned_and_its_job_runs_again(faults):
 
 def test_a_killed_tts_service_is_restarted_and_rvc_keeps_serving(faults):
     """The TTS service dies: synthesis fails UNAVAILABLE at once, conversion is
-    untouched, the edge's /health names the TTS service until it is back."""
+    untouched, the edge's /v1/health names the TTS service until it is back."""
     with faults.watch() as watch, Load(faults.gateway, LOAD) as load:
         assert wait_for(faults.healthy, 60, 0.5) is not None, "the stack is not serving"
         warm(faults, load, {"synthesize", "convert"})

@@ -26,7 +26,7 @@ def mtls(tmp_path_factory):
     authority = Authority.create("voice-internal-ca")
     tls = authority.issue(run_dir / "tls", "internal")
     config = stack_config(run_dir, internal_tls=tls)
-    # Ready means the edge's /health saw every service serving: each hop's TLS works.
+    # Ready means the edge's /v1/health saw every service serving: each hop's TLS works.
     with supervised(config):
         yield config, tls, authority
 

@@ -77,11 +77,12 @@ def test_tts_and_rvc_alone_answer_wav_with_their_headers(stack):
     assert abs(converted.shape[0] / rate - speech.shape[0] / 16_000) <= 0.011
 
 
-def test_the_stream_is_one_open_ended_wav_growing_sentence_by_sentence(stack):
+def test_asked_for_audio_the_stream_is_one_open_ended_wav_growing_sentence_by_sentence(stack):
     fields = {"text": FIVE, "skip_rvc": "true", "seed": "11"}
     files = {"reference_audio": ("ref.wav", reference_wav(), "audio/wav")}
     response = requests.post(
-        f"{stack.api}/synthesize/stream", data=fields, files=files, stream=True, timeout=300
+        f"{stack.api}/synthesize/stream", data=fields, files=files, stream=True, timeout=300,
+        headers={"Accept": "audio/wav"},
     )
     assert response.status_code == 200
     assert response.headers["content-type"] == "audio/wav"
@@ -95,24 +96,34 @@ def test_the_stream_is_one_open_ended_wav_growing_sentence_by_sentence(stack):
     assert (len(body) - 44) // 2 == samples.shape[0]  # the stream is the whole clip, in pieces
 
 
-def test_the_stream_as_multipart_mixed_has_one_wav_per_sentence(stack):
+@pytest.mark.parametrize("accept", [None, "*/*", "multipart/mixed"])
+def test_by_default_the_stream_is_the_old_multipart_mixed_one_wav_per_sentence(stack, accept):
     response = requests.post(
         f"{stack.api}/synthesize/stream", data={"text": FIVE, "skip_rvc": "true"},
         files={"reference_audio": ("ref.wav", reference_wav(), "audio/wav")},
-        headers={"Accept": "multipart/mixed"}, timeout=300,
+        headers={"Accept": accept}, timeout=300,  # None: requests leaves the header out
     )
     assert response.status_code == 200
-    kind = response.headers["content-type"]
-    assert kind.startswith("multipart/mixed; boundary=")
-    boundary = kind.split("boundary=", 1)[1].encode()
-    parts = [p for p in response.content.split(b"--" + boundary) if p.strip(b"-\r\n")]
+    assert response.headers["content-type"] == "multipart/mixed; boundary=boundary"
+    parts = [p for p in response.content.split(b"--boundary") if p.strip(b"-\r\n")]
     assert len(parts) == 5
     for index, part in enumerate(parts):
         head, wav = part.split(b"\r\n\r\n", 1)
         assert f"X-Sentence-Index: {index}".encode() in head
         assert b"X-TTS-Time: " in head
+        assert f"Content-Length: {len(wav) - 2}".encode() in head
         audio, rate = soundfile.read(io.BytesIO(wav[:-2]))  # the part ends with CRLF
         assert rate == 16_000 and audio.shape[0] > 0
+
+
+def test_a_response_format_asks_the_stream_for_one_file(stack):
+    response = requests.post(
+        f"{stack.api}/synthesize/stream",
+        data={"text": "One. Two.", "skip_rvc": "true", "response_format": "flac"},
+        files={"reference_audio": ("ref.wav", reference_wav(), "audio/wav")}, timeout=300,
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "audio/flac" and response.content[:4] == b"fLaC"
 
 
 @pytest.mark.parametrize(
@@ -122,6 +133,7 @@ def test_the_stream_as_multipart_mixed_has_one_wav_per_sentence(stack):
         ({"text": "Hi.", "f0_method": "magic"}, None, 400, "f0_method 'magic' is unknown"),
         ({"text": "Hi.", "pitch_shift": "high"}, None, 400, "pitch_shift 'high' is not a int"),
         ({"text": "Hi.", "model": "ghost"}, None, 404, "ghost"),
+        ({"text": "Hi.", "skip_rcv": "true"}, None, 400, "unknown field 'skip_rcv'"),
         ({"text": "Hi."}, {"reference_audio": ("x.wav", b"not audio", "audio/wav")}, 400, "reference_audio"),
     ],
 )

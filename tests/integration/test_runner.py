@@ -124,10 +124,12 @@ def test_runner_serves_heals_and_stops_on_sigint_without_leaving_a_process(runne
     stack = runner()
     stack.wait_for("Ctrl-C stops everything")
     printed = "".join(stack.output)
-    assert f"curl http://127.0.0.1:{stack.ports['api_port']}/health" in printed
+    assert f"curl http://127.0.0.1:{stack.ports['api_port']}/v1/health" in printed
     assert f"envoy        REST + gRPC (public)  http://127.0.0.1:{stack.ports['api_port']}" in printed
-    reply = call("GET", f"http://127.0.0.1:{stack.ports['api_port']}/health")
+    reply = call("GET", f"http://127.0.0.1:{stack.ports['api_port']}/v1/health")
     assert reply.status == 200 and reply.json()["status"] == "SERVING"
+    old = call("GET", f"http://127.0.0.1:{stack.ports['api_port']}/health").json()
+    assert (old["status"], old["healthy"], old["serving_status"]) == ("ready", True, "SERVING")
 
     # A killed service comes back, as under Kubernetes.
     rvc = _pid_of(stack, b"services.rvc")
@@ -141,8 +143,11 @@ def test_runner_serves_heals_and_stops_on_sigint_without_leaving_a_process(runne
     os.kill(triton, signal.SIGSTOP)
     try:
         assert _wait_health(stack, "tts_port", not_serving, 30) == not_serving
-        body = call("GET", f"http://127.0.0.1:{stack.ports['api_port']}/health").json()
+        body = call("GET", f"http://127.0.0.1:{stack.ports['api_port']}/v1/health").json()
         assert body["status"] == "DEGRADED"
+        # The old server's view: one stage of two is ready.
+        old = call("GET", f"http://127.0.0.1:{stack.ports['api_port']}/health").json()
+        assert (old["status"], old["tts_ready"], old["rvc_ready"]) == ("degraded", False, True)
     finally:
         os.kill(triton, signal.SIGCONT)
     assert _wait_health(stack, "tts_port", serving, 30) == serving

@@ -103,7 +103,8 @@ def fleet(stack, tmp_path_factory):
         argv=[components.envoy_binary(), "-c", str(write(edge, run_dir / "envoy.json")),
               "--disable-hot-restart", "--log-level", "warning", "--concurrency", "1"],
         env=dict(os.environ),
-        probe=http_ok(f"http://127.0.0.1:{api}/health", lambda body: body.get("status") == "SERVING"),
+        probe=http_ok(f"http://127.0.0.1:{api}/v1/health",
+                      lambda body: body.get("status") == "SERVING"),
     ))
     supervisor = Supervisor(specs, run_dir / "logs")
     stop = threading.Event()

@@ -60,6 +60,15 @@ def main(target: str) -> None:
     voice = voices.voices[0].name
     health = stub.GetHealth(gateway_pb2.GetHealthRequest(), timeout=timeout)
     check("GetHealth", health.status == "SERVING", health.status)
+    old_health = stub.GetLegacyHealth(gateway_pb2.GetHealthRequest(), timeout=timeout)
+    check("GetLegacyHealth", old_health.status == "ready", old_health.message)
+    config = stub.GetLegacyConfig(gateway_pb2.GetLegacyConfigRequest(), timeout=timeout)
+    check("GetLegacyConfig", bool(config.f0_method), f"voice={config.voice}")
+    try:
+        stub.LegacyChangeConfig(json_body(pitch_shift=1), timeout=timeout)
+        check("LegacyChangeConfig", False, "accepted")
+    except grpc.RpcError as refused:
+        check("LegacyChangeConfig", refused.code() == grpc.StatusCode.UNIMPLEMENTED, refused.code().name)
     status = stub.GetStatus(gateway_pb2.GetStatusRequest(), timeout=timeout)
     check("GetStatus", status.rvc.workers_alive > 0, f"uptime={status.uptime_seconds:.1f}")
     reply = stub.Synthesize(gateway_pb2.SynthesizeRequest(text="Whole.", voice=voice), timeout=timeout)
@@ -76,7 +85,9 @@ def main(target: str) -> None:
     legacy = stub.LegacySynthesize(json_body(text="Old.", reference_audio=clip, skip_rvc=True), timeout=timeout)
     check("LegacySynthesize", legacy.data[:4] == b"RIFF", legacy.content_type)
     streamed = list(stub.LegacySynthesizeStream(json_body(text="Old stream.", voice=voice, skip_rvc=True), timeout=timeout))
-    check("LegacySynthesizeStream", streamed[0].data[:4] == b"RIFF", f"parts={len(streamed)}")
+    check("LegacySynthesizeStream", streamed[0].data.startswith(b"--boundary\r\n"), f"parts={len(streamed)}")
+    events = list(stub.LegacySynthesizeSse(json_body(text="Old events.", voice=voice, skip_rvc=True), timeout=timeout))
+    check("LegacySynthesizeSse", events[0].data.startswith(b"event: message\r\ndata: "), f"events={len(events)}")
     legacy_tts = stub.LegacyTts(json_body(text="Old tts.", reference_audio=clip), timeout=timeout)
     check("LegacyTts", legacy_tts.data[:4] == b"RIFF", legacy_tts.content_type)
     legacy_rvc = stub.LegacyRvc(json_body(audio=clip, model=sys.argv[2], f0_method="pm"), timeout=timeout)
@@ -85,7 +96,8 @@ def main(target: str) -> None:
     check("CreateSpeech", speech[0].data[:4] == b"RIFF", speech[0].content_type)
     # Every RPC of the service was called above.
     called = {"ListVoices", "GetHealth", "GetStatus", "Synthesize", "SynthesizeStream", "Tts", "Rvc",
-              "LegacySynthesize", "LegacySynthesizeStream", "LegacyTts", "LegacyRvc", "CreateSpeech"}
+              "LegacySynthesize", "LegacySynthesizeStream", "LegacyTts", "LegacyRvc", "CreateSpeech",
+              "GetLegacyHealth", "GetLegacyConfig", "LegacyChangeConfig", "LegacySynthesizeSse"}
     methods = set(gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].methods_by_name)
     check("coverage", methods == called, f"uncalled={sorted(methods - called)}")
 

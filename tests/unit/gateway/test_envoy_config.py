@@ -8,6 +8,7 @@ import pytest
 
 from services.gateway import edge_limits
 from services.gateway.edge_errors import ERRORS_FILTER, GRPC_CODE_NAMES, HTTP_STATUS_NAMES
+from services.gateway.edge_fields import FIELDS_FILTER
 from services.gateway.envoy import MAX_BODY_BYTES, EdgeConfig, render, write
 from services.stack.components import envoy_binary
 
@@ -19,12 +20,14 @@ def test_only_the_gateway_health_and_reflection_are_public_and_admin_is_loopback
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
-    prefixes = [r["match"]["prefix"] for r in routes]
+    prefixes = [r["match"].get("prefix") or r["match"]["path"] for r in routes]
     assert prefixes == [
         "/voice.v1.Gateway/",
         "/grpc.health.v1.Health/",
         "/grpc.reflection.v1.ServerReflection/",
         "/grpc.reflection.v1alpha.ServerReflection/",
+        # REST's JSON routes, for the buffer their bodies need (services.gateway.edge_fields)
+        "/v1/rvc", "/v1/synthesize", "/v1/synthesize:stream", "/v1/tts",
         "/",
     ]
     assert routes[-1]["direct_response"]["status"] == 404
@@ -56,6 +59,7 @@ def test_the_error_filter_sees_responses_after_the_transcoder():
     filters = _manager(render(EdgeConfig(descriptor=DESCRIPTOR)))["http_filters"]
     assert [f["name"] for f in filters] == [
         ERRORS_FILTER,
+        FIELDS_FILTER,  # reads a request's JSON before the transcoder drops unknown fields
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",
     ]
@@ -123,8 +127,25 @@ def test_unknown_routes_reply_plain_text_for_the_error_formatting():
 
 def test_the_body_limit_reaches_the_transcoder():
     def transcoder(config: EdgeConfig) -> dict:
-        return _manager(render(config))["http_filters"][1]["typed_config"]
+        (found,) = (f for f in _manager(render(config))["http_filters"]
+                    if f["name"] == "envoy.filters.http.grpc_json_transcoder")
+        return found["typed_config"]
 
     small = transcoder(EdgeConfig(descriptor=DESCRIPTOR, max_body_bytes=1234))
     assert small["max_request_body_size"] == small["max_response_body_size"] == 1234
     assert transcoder(EdgeConfig(descriptor=DESCRIPTOR))["max_request_body_size"] == MAX_BODY_BYTES
+
+
+def test_the_old_server_paths_are_the_unversioned_rest_routes():
+    """The error filter adds FastAPI's detail on exactly the routes of the old server."""
+    from google.api import annotations_pb2
+    from voice.v1 import gateway_pb2
+
+    from services.gateway.edge_errors import OLD_SERVER_PATHS
+
+    paths = set()
+    for method in gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].methods:
+        rule = method.GetOptions().Extensions[annotations_pb2.http]
+        for binding in (rule, *rule.additional_bindings):
+            paths.add(getattr(binding, binding.WhichOneof("pattern")))
+    assert set(OLD_SERVER_PATHS) == {p for p in paths if not p.startswith("/v1/")}

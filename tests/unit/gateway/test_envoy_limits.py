@@ -75,7 +75,8 @@ def test_rate_limit_keeps_a_bucket_per_client_address_and_spares_health():
     match = not_health["header_value_match"]
     assert match["expect_match"] is False and match["descriptor_key"] == edge_limits.LIMITED_KEY
     regex = re.compile(match["headers"][0]["string_match"]["safe_regex"]["regex"])
-    for path in ("/health", "/health?verbose=1", "/voice.v1.Gateway/GetHealth",
+    for path in ("/health", "/health?verbose=1", "/v1/health", "/v1/health?x=1",
+                 "/voice.v1.Gateway/GetHealth", "/voice.v1.Gateway/GetLegacyHealth",
                  "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"):
         assert regex.fullmatch(path), path
     for path in ("/v1/voices", "/v1/synthesize", "/healthz", "/voice.v1.Gateway/ListVoices",
@@ -156,7 +157,7 @@ def test_routes_retry_only_calls_no_gateway_began():
     config = render(EdgeConfig(DESCRIPTOR))
     routes = _manager(config)["route_config"]["virtual_hosts"][0]["routes"]
     to_gateway = [r for r in routes if r.get("route", {}).get("cluster") == "gateway"]
-    assert len(to_gateway) == 4
+    assert len(to_gateway) == 8  # the four public prefixes, the four JSON REST paths
     for route in to_gateway:
         policy = route["route"]["retry_policy"]
         assert set(policy["retry_on"].split(",")) == {

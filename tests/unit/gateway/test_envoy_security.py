@@ -89,7 +89,9 @@ def test_only_health_is_open_and_every_other_path_requires_a_token(tmp_path):
     open_matches = [r["match"] for r in rules if "requires" not in r]
     assert open_matches == [
         {"path": "/health"},
+        {"path": "/v1/health"},
         {"path": "/voice.v1.Gateway/GetHealth"},
+        {"path": "/voice.v1.Gateway/GetLegacyHealth"},
         {"prefix": "/grpc.health.v1.Health/"},
     ]
     # The catch-all comes last (the first matching rule decides) and requires the provider.
@@ -120,8 +122,8 @@ def test_filter_order_auth_then_transcoding_then_cors(tmp_path):
     CORS acts on the route a rewritten path finds; the error filter stays first so it
     sees every response last."""
     assert _filters(render(_secure(tmp_path))) == [
-        "voice.edge_errors", JWT, "envoy.filters.http.grpc_json_transcoder", CORS,
-        "envoy.filters.http.router",
+        "voice.edge_errors", JWT, "voice.edge_fields", "envoy.filters.http.grpc_json_transcoder",
+        CORS, "envoy.filters.http.router",
     ]
     no_cors = render(dataclasses.replace(_secure(tmp_path), cors_origins=()))
     assert CORS not in _filters(no_cors)

@@ -10,12 +10,16 @@ import soundfile
 from urllib3 import encode_multipart_formdata
 from voice.v1 import rvc_pb2, tts_pb2
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, NotFound
 from services.gateway.legacy_http import (
+    KNOWN_FIELDS,
+    OLD_DEFAULTS,
+    OLD_FIELDS,
     conversion_params,
     job,
     parse_form,
     response_format,
+    rvc_params,
 )
 from services.gateway.pipeline import Pipeline
 from services.gateway.voices import VoiceBook
@@ -132,9 +136,81 @@ def test_absent_fields_stay_unset_so_a_profile_can_fill_them(tmp_path):
         {"text": "Hi.", "voice": "bob", "pitch_shift": 0, "f0_method": "harvest"}).encode()), voices)
     assert overridden.conversion.pitch_shift == 0
     assert overridden.conversion.f0_method == rvc_pb2.F0_METHOD_HARVEST
-    # Without a voice nothing is filled in: the RVC service applies the WebUI defaults.
+    # The form's own fields stay unset where absent, so that a profile can fill them.
     plain = conversion_params(parse_form("application/json", b"{}"))
     assert not plain.HasField("pitch_shift") and plain.f0_method == rvc_pb2.F0_METHOD_UNSPECIFIED
+
+
+def test_request_then_profile_then_the_old_servers_defaults(tmp_path):
+    (tmp_path / "bob.json").write_text(json.dumps(
+        {"control": {"gender": "male"}, "rvc": {"rms_mix_rate": 0.5, "f0_method": "pm"}}))
+    voices = VoiceBook(tmp_path)
+    clip = base64.b64encode(wav()).decode()
+    # Neither request nor profile: the old server's defaults (rms_mix_rate 0.0, not the WebUI's 0.25).
+    plain = job(parse_form("application/json", json.dumps(
+        {"text": "Hi.", "reference_audio": clip}).encode()), voices).conversion
+    assert plain == OLD_DEFAULTS and plain.HasField("rms_mix_rate")
+    assert (plain.f0_method, plain.index_rate, plain.filter_radius) == (rvc_pb2.F0_METHOD_RMVPE, 0.75, 3)
+    named = job(parse_form("application/json", json.dumps(
+        {"text": "Hi.", "voice": "bob", "protect": 0.1}).encode()), voices).conversion
+    assert named.rms_mix_rate == 0.5 and named.f0_method == rvc_pb2.F0_METHOD_PM  # the profile's
+    assert named.protect == pytest.approx(0.1)  # the request's
+    assert named.index_rate == 0.75  # the old default
+    request = job(parse_form("application/json", json.dumps(
+        {"text": "Hi.", "voice": "bob", "rms_mix_rate": 0}).encode()), voices).conversion
+    assert request.rms_mix_rate == 0.0  # the request's zero wins over the profile
+
+
+def test_rvc_without_a_model_converts_with_the_default_voices(tmp_path):
+    (tmp_path / "demo.json").write_text(json.dumps(
+        {"engine": "piper", "rvc_model": "bob", "rvc": {"pitch_shift": 2}}))
+    (tmp_path / "other.json").write_text(json.dumps({"engine": "piper", "rvc_model": "carol"}))
+    form = parse_form("application/json", b"{}")
+    params = rvc_params(form, VoiceBook(tmp_path, "demo"))
+    assert (params.model, params.pitch_shift, params.rms_mix_rate) == ("bob", 2, 0.0)
+    named = rvc_params(parse_form("application/json", b'{"voice": "other"}'), VoiceBook(tmp_path, "demo"))
+    assert named.model == "carol"
+    chosen = rvc_params(parse_form("application/json", b'{"model": "dave"}'), VoiceBook(tmp_path, "demo"))
+    assert (chosen.model, chosen.pitch_shift) == ("dave", 2)
+    # No default profile, or one that cannot be used: the RVC service's default (RVC_MODEL).
+    assert rvc_params(form, VoiceBook(tmp_path)).model == ""
+    assert rvc_params(form, VoiceBook(tmp_path, "ghost")).model == ""
+    with pytest.raises(NotFound, match="voice 'ghost' is not defined"):
+        rvc_params(parse_form("application/json", b'{"voice": "ghost"}'), VoiceBook(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "content_type, body, fragment",
+    [
+        ("application/json", b'{"text": "Hi.", "skip_rcv": true}',
+         "unknown field 'skip_rcv' \\(did you mean 'skip_rvc'\\?\\)"),
+        ("application/x-www-form-urlencoded", b"text=Hi.&pitch=3", "unknown field 'pitch'"),
+        (*reversed(encode_multipart_formdata({"text": "Hi.", "referense_audio": ("r.wav", b"x")})),
+         "unknown field 'referense_audio' \\(did you mean 'reference_audio'\\?\\)"),
+    ],
+)
+def test_an_unknown_field_is_refused_by_name(content_type, body, fragment):
+    with pytest.raises(InvalidArgument, match=fragment):
+        parse_form(content_type, body)
+
+
+def test_every_field_the_old_clients_send_is_accepted():
+    # The old server's notebook and README, as they call each route (requests sends bools as text).
+    synthesize = {"text": "Hi.", "reference_text": "", "pitch_shift": 0, "f0_method": "rmvpe",
+                  "index_rate": 1.0, "filter_radius": 3, "rms_mix_rate": 0.0, "protect": 0.33,
+                  "skip_rvc": False}
+    rvc = {k: synthesize[k] for k in ("pitch_shift", "f0_method", "index_rate", "filter_radius",
+                                      "rms_mix_rate", "protect")}
+    for fields, files in ((synthesize, {"reference_audio": ("reference.wav", wav(), "audio/wav")}),
+                          ({"text": "Hi.", "reference_text": ""},
+                           {"reference_audio": ("reference.wav", wav(), "audio/wav")}),
+                          (rvc, {"audio": ("input.wav", wav(), "audio/wav")})):
+        body, content_type = encode_multipart_formdata(
+            {**{k: str(v) for k, v in fields.items()}, **files})
+        form = parse_form(content_type, body)
+        assert set(form.fields) | set(form.files) == set(fields) | set(files)
+    assert KNOWN_FIELDS >= OLD_FIELDS | {"voice", "seed", "sample_rate", "response_format", "model",
+                                         "resample_sr"}
 
 
 def test_the_answer_format_is_wav_unless_asked():

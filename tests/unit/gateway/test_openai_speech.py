@@ -26,6 +26,11 @@ def test_a_voice_object_names_the_voice_and_extensions_are_read():
     assert (request.stream_format, request.sample_rate, request.seed) == ("sse", 48_000, 3)
 
 
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+def test_every_openai_response_format_is_accepted(fmt):
+    assert parse(model="tts-1", input="Hi.", voice="alloy", response_format=fmt).response_format == fmt
+
+
 @pytest.mark.parametrize(
     "fields, fragment",
     [
@@ -34,12 +39,14 @@ def test_a_voice_object_names_the_voice_and_extensions_are_read():
         ({"model": "tts-1", "input": "  ", "voice": "demo"}, "input is empty"),
         ({"model": "tts-1", "input": "x" * 4097, "voice": "demo"}, "limit is 4096"),
         ({"model": "tts-1", "input": "Hi."}, "voice is required"),
-        ({"model": "tts-1", "input": "Hi.", "voice": "demo", "response_format": "aac"}, "aac"),
+        ({"model": "tts-1", "input": "Hi.", "voice": "demo", "response_format": "wma"}, "wma"),
         ({"model": "tts-1", "input": "Hi.", "voice": "demo", "speed": "fast"}, "speed must be"),
         ({"model": "tts-1", "input": "Hi.", "voice": "demo", "stream_format": "ws"}, "stream_format"),
         ({"model": "tts-1", "input": "Hi.", "voice": "demo", "sample_rate": 1.5}, "whole number"),
         ({"model": "tts-1", "input": "Hi.", "voice": "demo", "seed": -1}, "seed -1"),
-        ({"model": "tts-1", "input": "Hi.", "voice": "demo", "volume": 2}, "unknown field(s): volume"),
+        ({"model": "tts-1", "input": "Hi.", "voise": "alloy"}, "unknown field 'voise': the fields are"),
+        ({"model": "tts-1", "input": "Hi.", "voice": "demo", "volume": 2, "skip_rcv": True},
+         "unknown fields 'skip_rcv', 'volume'"),
         # Python's JSON reader turns NaN, Infinity and 1e999 into floats no int() takes.
         ({"model": "tts-1", "input": "Hi.", "voice": "demo", "sample_rate": float("inf")},
          "sample_rate must be a finite number"),
