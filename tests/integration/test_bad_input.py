@@ -262,7 +262,7 @@ HTTP_CASES = [
             {"params": {"model": MODEL}, "bogus": 1, "audio": {
                 "pcm": base64.b64encode(np.asarray(WAVE * 32767, "<i2").tobytes()).decode(),
                 "sample_rate": 16000}}),
-    as_json("rvc-json-unknown-field", "/rvc", 200, "audio/wav",
+    as_json("rvc-json-unknown-field", "/rvc", 400, "unknown field 'bogus': the fields are",
             {"model": MODEL, "bogus": 1, "audio": base64.b64encode(SPEECH).decode()}),
     as_json("v1-tts-wrong-type", "/v1/tts", 400, "temperature",
             {"text": "Hi.", "sampling": {"temperature": "hot"}}),
