@@ -194,23 +194,29 @@ def with_old_defaults(params: rvc_pb2.ConversionParams) -> rvc_pb2.ConversionPar
     return merged
 
 
+def _profile_conversion(form: Form, voices: VoiceBook) -> tuple[rvc_pb2.ConversionParams, bool]:
+    """The request's RVC fields over the named (or default) voice's, and whether it skips RVC."""
+    params = conversion_params(form)
+    name = form.text("voice").strip()
+    try:
+        resolved = voices.resolve(
+            name, tts_pb2.SpeakerPrompt(), tts_pb2.SamplingParams(), params, False
+        )
+    except ServiceError:
+        if name:
+            raise
+        # An unusable default profile leaves the choice of voice to the RVC service.
+        return params, False
+    return resolved.conversion, resolved.skip_rvc
+
+
 def rvc_params(form: Form, voices: VoiceBook) -> rvc_pb2.ConversionParams:
     """The parameters of ``POST /rvc``: the request's, over the named (or default) voice's.
 
     Without a model the old server converted with its one loaded voice; here that
     is the default profile's RVC voice, else the RVC service's default (RVC_MODEL).
     """
-    params = conversion_params(form)
-    name = form.text("voice").strip()
-    try:
-        params = voices.resolve(
-            name, tts_pb2.SpeakerPrompt(), tts_pb2.SamplingParams(), params, False
-        ).conversion
-    except ServiceError:
-        if name:
-            raise
-        # An unusable default profile leaves the choice of voice to the RVC service.
-    return with_old_defaults(params)
+    return with_old_defaults(_profile_conversion(form, voices)[0])
 
 
 def response_format(form: Form) -> str:
@@ -245,5 +251,13 @@ def job(form: Form, voices: VoiceBook) -> SpeechJob:
         skip_rvc=form.flag("skip_rvc"),
         sample_rate=form.number("sample_rate", int, 0),
     )
+    conversion = spoken.conversion
+    if reference is not None and not form.text("voice").strip():
+        # The old server converted every clip's speech with its one loaded voice; the
+        # clip names the speaker only, so the default profile still picks the RVC voice
+        # (as for POST /rvc) unless that profile speaks unconverted.
+        profile_conversion, profile_skips = _profile_conversion(form, voices)
+        if not profile_skips:
+            conversion = profile_conversion
     # Request > profile > the old server's defaults.
-    return replace(spoken, conversion=with_old_defaults(spoken.conversion))
+    return replace(spoken, conversion=with_old_defaults(conversion))

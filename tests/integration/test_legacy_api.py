@@ -38,9 +38,12 @@ def test_the_old_client_snippet_works_unchanged(stack, tmp_path):
     out = tmp_path / "out.wav"
     out.write_bytes(response.content)
     audio, rate = soundfile.read(out)
-    assert rate == 16_000 and audio.shape[0] > 0  # no default voice: TTS audio, as before
+    # The clip gives the speaker; the default profile's RVC voice converts, as the old
+    # server converted everything with its one loaded voice.
+    assert rate == int(response.headers["X-Sample-Rate"]) == 48_000 and audio.shape[0] > 0
     assert float(response.headers.get("X-TTS-Time", 0)) > 0
-    assert float(response.headers["X-RVC-Time"]) == 0.0
+    assert float(response.headers["X-RVC-Time"]) > 0
+    assert response.headers["X-RVC-Applied"] == "true"
 
 
 def test_synthesize_converts_with_a_named_voice(stack):

@@ -179,6 +179,29 @@ def test_rvc_without_a_model_converts_with_the_default_voices(tmp_path):
         rvc_params(parse_form("application/json", b'{"voice": "ghost"}'), VoiceBook(tmp_path))
 
 
+def test_a_clip_without_a_voice_converts_with_the_default_voices(tmp_path):
+    # The old server converted every request's speech with its loaded voice; the clip
+    # only gives the speaker.
+    (tmp_path / "demo.json").write_text(json.dumps(
+        {"engine": "piper", "rvc_model": "bob", "rvc": {"pitch_shift": 2}}))
+    (tmp_path / "plain.json").write_text(json.dumps({"engine": "piper", "skip_rvc": True}))
+    clip = base64.b64encode(wav()).decode()
+
+    def conversion(voices, **fields):
+        body = json.dumps({"text": "Hi.", "reference_audio": clip, **fields}).encode()
+        spoken = job(parse_form("application/json", body), voices)
+        assert spoken.speaker.WhichOneof("source") == "reference"  # the clip still speaks
+        return spoken.conversion
+
+    params = conversion(VoiceBook(tmp_path, "demo"))
+    assert (params.model, params.pitch_shift, params.rms_mix_rate) == ("bob", 2, 0.0)
+    assert conversion(VoiceBook(tmp_path, "demo"), model="dave").model == "dave"
+    assert conversion(VoiceBook(tmp_path, "demo"), pitch_shift=-3).pitch_shift == -3
+    # A default that speaks unconverted lends no voice; without a default, RVC_MODEL decides.
+    assert conversion(VoiceBook(tmp_path, "plain")).model == ""
+    assert conversion(VoiceBook(tmp_path)).model == ""
+
+
 @pytest.mark.parametrize(
     "content_type, body, fragment",
     [
