@@ -112,17 +112,53 @@ def resample(audio: PcmAudio, sample_rate: int) -> PcmAudio:
     return PcmAudio(samples.astype(np.float32, copy=False), sample_rate)
 
 
-def decode_container(data: bytes) -> PcmAudio:
-    """A whole audio file (WAV, FLAC, OGG, ...) as uploaded at the edge."""
+def decode_container(data: bytes, max_seconds: float | None = None, limit: str = "") -> PcmAudio:
+    """A whole audio file (WAV, FLAC, OGG, ...) as uploaded at the edge.
+
+    With ``max_seconds``, a longer file is refused naming ``limit`` (the setting)
+    before its signal is allocated: from the header's length, or while decoding
+    in blocks where the header gives none, so a small file that unpacks to
+    hours costs no more than the limit.
+    """
     if not data:
         raise InvalidArgument("audio file is empty")
     try:
-        samples, sample_rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=False)
+        with soundfile.SoundFile(io.BytesIO(data)) as file:
+            sample_rate = int(file.samplerate)
+            check_sample_rate(sample_rate)
+            if not 1 <= file.channels <= MAX_CHANNELS:
+                raise InvalidArgument(f"channels {file.channels} is outside 1..{MAX_CHANNELS}")
+            samples = _read(file, max_seconds, limit)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         # libsndfile's own words ("Format not recognised."), not the buffer's repr.
         reason = getattr(exc, "error_string", None) or str(exc)
         raise InvalidArgument(f"not a readable audio file: {reason}") from None
-    return _checked(samples, int(sample_rate))
+    return _checked(samples, sample_rate)
+
+
+_UNKNOWN_LENGTH = 2**63 - 1  # libsndfile's frame count when the header gives no length
+_BLOCK_FRAMES = 1 << 16
+
+
+def _read(file: soundfile.SoundFile, max_seconds: float | None, limit: str) -> np.ndarray:
+    most = None if max_seconds is None else int(max_seconds * file.samplerate)
+    if most is not None and most < file.frames < _UNKNOWN_LENGTH:
+        raise InvalidArgument(
+            f"the file is {file.frames / file.samplerate:.1f} s long; "
+            f"the limit is {max_seconds:g} s ({limit})"
+        )
+    # The header may lie or give no length: decode in blocks, at most one past the limit.
+    blocks, frames = [], 0
+    while most is None or frames <= most:
+        block = file.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+        if not len(block):
+            break
+        blocks.append(block)
+        frames += len(block)
+    if most is not None and frames > most:
+        raise InvalidArgument(f"the file is longer than {max_seconds:g} s, the limit ({limit})")
+    samples = np.concatenate(blocks) if blocks else np.zeros((0, file.channels), np.float32)
+    return samples[:, 0] if file.channels == 1 else samples
 
 
 def encode_wav(audio: PcmAudio) -> bytes:

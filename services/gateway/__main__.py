@@ -23,7 +23,11 @@ async def build(settings: GatewaySettings) -> ServiceHost:
         tts, rvc, metrics=GatewayMetrics(metrics.registry), max_text_chars=settings.max_text_chars
     )
     servicer = Servicer(
-        GatewayServicer(pipeline, voices, settings.health_timeout_seconds, metrics),
+        GatewayServicer(
+            pipeline, voices, settings.health_timeout_seconds, metrics,
+            max_reference_seconds=settings.max_reference_seconds,
+            max_audio_seconds=settings.max_audio_seconds,
+        ),
         gateway_pb2_grpc.add_GatewayServicer_to_server,
         SERVICE_NAME,
     )

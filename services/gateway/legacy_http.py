@@ -71,14 +71,16 @@ class Form:
             return False
         raise InvalidArgument(f"{name} {raw[:40]!r} is not true or false")
 
-    def audio(self, name: str, required: bool = True) -> PcmAudio | None:
+    def audio(self, name: str, required: bool = True, max_seconds: float | None = None,
+              limit: str = "") -> PcmAudio | None:
+        """The file ``name`` as mono; longer than ``max_seconds`` is refused naming ``limit``."""
         data = self.files.get(name)
         if not data:
             if required:
                 raise InvalidArgument(f"the file {name} is required")
             return None
         try:
-            return to_mono(decode_container(data))
+            return to_mono(decode_container(data, max_seconds, limit))
         except InvalidArgument as exc:
             raise InvalidArgument(f"{name}: {exc.message}") from None
 
@@ -224,14 +226,15 @@ def response_format(form: Form) -> str:
     return parse_format(form.text("response_format", "wav").strip() or "wav")
 
 
-def job(form: Form, voices: VoiceBook) -> SpeechJob:
+def job(form: Form, voices: VoiceBook, max_reference_seconds: float | None = None) -> SpeechJob:
     """``text`` in the voice of ``reference_audio`` (transcript ``reference_text``).
 
     Beyond the old fields, all optional: ``voice`` names a profile (then no
     clip is needed; with a default profile configured, text alone speaks),
     ``seed`` makes the sampling reproducible, ``sample_rate`` resamples the answer.
     """
-    reference = form.audio("reference_audio", required=False)
+    reference = form.audio("reference_audio", required=False, max_seconds=max_reference_seconds,
+                           limit="TTS_MAX_REFERENCE_SECONDS")
     seed = form.number("seed", int)
     if seed is not None and not 0 <= seed < 2**64:
         raise InvalidArgument(f"seed {seed} is outside 0..2^64-1")

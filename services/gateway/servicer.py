@@ -130,8 +130,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         voices: VoiceBook,
         health_timeout: float,
         metrics: ServerMetrics | None = None,
+        max_reference_seconds: float | None = None,
+        max_audio_seconds: float | None = None,
     ) -> None:
         self._pipeline = pipeline
+        # Upload limits (TTS_MAX_REFERENCE_SECONDS, RVC_MAX_AUDIO_SECONDS); None: none.
+        self._max_reference_seconds = max_reference_seconds
+        self._max_audio_seconds = max_audio_seconds
         self._voices = voices
         self._health_timeout = health_timeout
         self._metrics = metrics
@@ -198,7 +203,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         form = legacy.parse_form(request.content_type, request.data)
         fmt = legacy.response_format(form)
         result = await self._pipeline.synthesize(
-            legacy.job(form, self._voices), rpc="LegacySynthesize"
+            legacy.job(form, self._voices, self._max_reference_seconds), rpc="LegacySynthesize"
         )
         await context.send_initial_metadata((
             ("x-tts-time", f"{result.tts.seconds:.3f}"),
@@ -219,7 +224,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         fmt = legacy.response_format(form)
         accept = dict(context.invocation_metadata()).get("accept", "")
         pieces = self._pipeline.synthesize_stream(
-            legacy.job(form, self._voices), rpc="LegacySynthesizeStream"
+            legacy.job(form, self._voices, self._max_reference_seconds), rpc="LegacySynthesizeStream"
         )
         if legacy_stream.wants_one_file(accept, form.text("response_format")):
             # One open-ended file: the container's header, then audio as each sentence is ready.
@@ -233,7 +238,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
         form = legacy.parse_form(request.content_type, request.data)
         fmt = legacy.response_format(form)
         pieces = self._pipeline.synthesize_stream(
-            legacy.job(form, self._voices), rpc="LegacySynthesizeSse"
+            legacy.job(form, self._voices, self._max_reference_seconds), rpc="LegacySynthesizeSse"
         )
         async for data in legacy_stream.sse_events(pieces, fmt):
             yield httpbody_pb2.HttpBody(content_type=legacy_stream.SSE_TYPE, data=data)
@@ -241,14 +246,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def LegacyTts(self, request, context):
         form = legacy.parse_form(request.content_type, request.data)
         fmt = legacy.response_format(form)
-        job = legacy.job(form, self._voices)
+        job = legacy.job(form, self._voices, self._max_reference_seconds)
         result = await self._pipeline.tts.synthesize(job.tts_request(job.text))
         return await _legacy_audio(context, result, fmt, job.sample_rate)
 
     async def LegacyRvc(self, request, context):
         form = legacy.parse_form(request.content_type, request.data)
         fmt = legacy.response_format(form)
-        source = form.audio("audio")
+        source = form.audio("audio", max_seconds=self._max_audio_seconds,
+                            limit="RVC_MAX_AUDIO_SECONDS")
         result = await self._pipeline.rvc.convert(legacy.rvc_params(form, self._voices), source)
         return await _legacy_audio(context, result, fmt, form.number("sample_rate", int, 0),
                                    (("x-rvc-time", f"{result.seconds:.3f}"),))

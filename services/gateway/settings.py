@@ -27,10 +27,18 @@ class GatewaySettings:
     voice_aliases: tuple[str, ...] = ()
     # Longest text one request may carry (its sentences are synthesised in turn).
     max_text_chars: int = 20_000
+    # Longest uploaded clips the gateway decodes, under the TTS and RVC services' own names
+    # and defaults: reference_audio (TTS_MAX_REFERENCE_SECONDS), audio of POST /rvc.
+    max_reference_seconds: float = env_field("TTS_MAX_REFERENCE_SECONDS", 30.0)
+    max_audio_seconds: float = env_field("RVC_MAX_AUDIO_SECONDS", 600.0)
 
     def validate(self) -> None:
         if not 1 <= self.max_text_chars <= 1_000_000:
             raise SettingsError(f"GATEWAY_MAX_TEXT_CHARS={self.max_text_chars}: expected 1..1000000")
+        for name, seconds in (("TTS_MAX_REFERENCE_SECONDS", self.max_reference_seconds),
+                              ("RVC_MAX_AUDIO_SECONDS", self.max_audio_seconds)):
+            if not seconds > 0:
+                raise SettingsError(f"{name}={seconds}: expected a positive number of seconds")
         try:
             check_targets(self.aliases(), self.voices_dir)
         except ValueError as exc:

@@ -64,6 +64,18 @@ WAVE = tone(0.3, 16_000)
 SPEECH = wav(WAVE)
 
 
+def silent_flac(seconds: int = 610, rate: int = 48_000, channels: int = 2) -> bytes:
+    """A decode bomb: 112 kB of FLAC, 234 MB of float32 samples."""
+    out = io.BytesIO()
+    with soundfile.SoundFile(out, "w", rate, channels, format="FLAC", subtype="PCM_16") as file:
+        for _ in range(seconds // 10):
+            file.write(np.zeros((rate * 10, channels), np.int16))
+    return out.getvalue()
+
+
+LONG_FLAC = silent_flac()
+
+
 def with_sizes(data: bytes, riff: int, chunk: int) -> bytes:
     """A 44-byte-header WAV with its RIFF and data sizes replaced."""
     assert data[36:40] == b"data"
@@ -229,6 +241,12 @@ HTTP_CASES = [
          {"text": "Hello."}, {"reference_audio": ("r.wav", wav(np.array([0.1])), "audio/wav")}),
     Http("tts-reference-nan", "/tts", 400, "reference_audio: audio contains NaN",
          {"text": "Hello."}, {"reference_audio": ("r.wav", float_wav_with(np.nan), "audio/wav")}),
+    Http("tts-reference-610s", "/tts", 400,
+         "reference_audio: the file is 610.0 s long; the limit is 30 s (TTS_MAX_REFERENCE_SECONDS)",
+         {"text": "Hello."}, {"reference_audio": ("r.flac", LONG_FLAC, "audio/flac")}),
+    rvc_upload("rvc-audio-610s", LONG_FLAC, 400,
+               "audio: the file is 610.0 s long; the limit is 600 s (RVC_MAX_AUDIO_SECONDS)",
+               filename="a.flac"),
     # OpenAI's speech API.
     openai("speech-100kB", 400, f"input is {len(LONG_TEXT)} characters; the limit is 4096",
            speech_json(input=LONG_TEXT)),

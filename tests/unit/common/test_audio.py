@@ -1,4 +1,5 @@
 import io
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -95,3 +96,63 @@ def test_an_unreadable_file_is_named_by_libsndfile_without_internals():
     with pytest.raises(InvalidArgument) as caught:
         decode_container(b"definitely not audio")
     assert caught.value.message == "not a readable audio file: Format not recognised."
+
+
+def silent_flac(seconds=610, rate=48_000, channels=2) -> bytes:
+    """A decode bomb: ``seconds`` of silence, a few hundred bytes a second as FLAC."""
+    out = io.BytesIO()
+    with soundfile.SoundFile(out, "w", rate, channels, format="FLAC", subtype="PCM_16") as file:
+        block = np.zeros((rate * 10, channels), np.int16)
+        for _ in range(seconds // 10):
+            file.write(block)
+    return out.getvalue()
+
+
+def without_length(flac: bytes) -> bytes:
+    """``flac`` with STREAMINFO's total sample count zeroed: "length unknown"."""
+    assert flac[:4] == b"fLaC"
+    data = bytearray(flac)
+    data[21] &= 0xF0  # 36 bits from byte 21 (4 + 4 bytes of headers, 13 into STREAMINFO)
+    data[22:26] = bytes(4)
+    return bytes(data)
+
+
+def decoded_peak(data: bytes, **limit) -> tuple[InvalidArgument, int]:
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidArgument) as caught:
+            decode_container(data, **limit)
+        return caught.value, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    data = silent_flac()
+    assert len(data) < 200_000  # 610 s of 48 kHz stereo: 234 MB as float32
+    return data
+
+
+FULL_SIGNAL_BYTES = 610 * 48_000 * 2 * 4
+
+
+def test_a_long_file_is_refused_from_its_header_without_decoding(bomb):
+    error, peak = decoded_peak(bomb, max_seconds=60, limit="TTS_MAX_REFERENCE_SECONDS")
+    assert error.message == (
+        "the file is 610.0 s long; the limit is 60 s (TTS_MAX_REFERENCE_SECONDS)"
+    )
+    assert peak < 1_000_000 < FULL_SIGNAL_BYTES
+
+
+def test_a_file_without_a_length_is_decoded_only_up_to_the_limit(bomb):
+    error, peak = decoded_peak(without_length(bomb), max_seconds=10, limit="RVC_MAX_AUDIO_SECONDS")
+    assert error.message == "the file is longer than 10 s, the limit (RVC_MAX_AUDIO_SECONDS)"
+    assert peak < FULL_SIGNAL_BYTES / 20  # 10 s and a block, not 610 s
+
+
+def test_files_within_the_limit_decode():
+    flac = silent_flac(seconds=20, rate=16_000, channels=1)
+    audio = decode_container(flac, max_seconds=20, limit="RVC_MAX_AUDIO_SECONDS")
+    assert (audio.frames, audio.channels, audio.sample_rate) == (320_000, 1, 16_000)
+    assert decode_container(silent_flac(seconds=20)).samples.shape == (960_000, 2)
