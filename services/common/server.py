@@ -44,6 +44,14 @@ SERVER_OPTIONS = (*GRPC_OPTIONS, ("grpc.so_reuseport", 0))
 # "too_many_pings", which ended every call on the connection once a quiet call (the
 # channel's own health Watch) had been open a minute or so.
 KEEPALIVE_MS = 30_000
+# No HPACK dynamic table for the headers we receive (SETTINGS_HEADER_TABLE_SIZE 0).
+# grpcio (1.85) remembers a header value it failed to parse in the table entry, and a
+# later header that reuses that entry's name fails too: one request's malformed
+# grpc-timeout ("abc") made every later grpc-timeout on the connection "Error parsing
+# 'grpc-timeout' metadata" (INTERNAL), for every client behind the edge's shared
+# connection, until the connection closed. Without the table nothing is remembered;
+# the edge also refuses a malformed grpc-timeout (services.gateway.edge_timeout).
+HPACK_DECODER_TABLE = ("grpc.http2.hpack_table_size.decoder", 0)
 
 
 def server_options(max_message_bytes: int) -> tuple[tuple[str, object], ...]:
@@ -52,6 +60,7 @@ def server_options(max_message_bytes: int) -> tuple[tuple[str, object], ...]:
     return (
         *((key, sized.get(key, value)) for key, value in SERVER_OPTIONS),
         ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_MS // 2),
+        HPACK_DECODER_TABLE,
     )
 
 ReadinessProbe = Callable[[], Awaitable[bool]]

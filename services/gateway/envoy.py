@@ -15,7 +15,8 @@ Deadlines: a REST client's ``grpc-timeout`` request header (``grpc-timeout: 500m
 passes through the transcoder to the gateway, where it is the call's deadline
 (``context.time_remaining()``); when it runs out the reply is 504
 DEADLINE_EXCEEDED. That is how REST clients bound a call. Envoy itself does not
-time routes (timeout 0s).
+time routes (timeout 0s). A malformed one is refused, 400 / INVALID_ARGUMENT
+naming the header (services.gateway.edge_timeout).
 
 The transcoder would drop a JSON field its request message does not have; a
 Lua filter ahead of it (services.gateway.edge_fields) refuses the request
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from services.common.server import MAX_MESSAGE_BYTES
 from services.common.settings import InternalTls
-from services.gateway import edge_errors, edge_fields, edge_limits, edge_security
+from services.gateway import edge_errors, edge_fields, edge_limits, edge_security, edge_timeout
 from services.gateway.edge_limits import EdgeRateLimit
 from services.gateway.edge_security import EdgeJwt, EdgeTls
 
@@ -182,6 +183,8 @@ def render(config: EdgeConfig) -> dict:
             # reads a body: a client over its rate costs nothing more.
             *([edge_limits.rate_limit_filter(config.rate_limit, jwt=config.jwt is not None)]
               if config.rate_limit else []),
+            # A malformed grpc-timeout never reaches a gateway (services.gateway.edge_timeout).
+            edge_timeout.lua_filter(),
             # Reads the JSON the transcoder would read, to refuse fields it would drop.
             edge_fields.lua_filter(),
             {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},

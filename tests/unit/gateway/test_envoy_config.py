@@ -9,6 +9,7 @@ import pytest
 from services.gateway import edge_limits
 from services.gateway.edge_errors import ERRORS_FILTER, GRPC_CODE_NAMES, HTTP_STATUS_NAMES
 from services.gateway.edge_fields import FIELDS_FILTER
+from services.gateway.edge_timeout import TIMEOUT_FILTER
 from services.gateway.envoy import MAX_BODY_BYTES, EdgeConfig, render, write
 from services.stack.components import envoy_binary
 
@@ -59,6 +60,7 @@ def test_the_error_filter_sees_responses_after_the_transcoder():
     filters = _manager(render(EdgeConfig(descriptor=DESCRIPTOR)))["http_filters"]
     assert [f["name"] for f in filters] == [
         ERRORS_FILTER,
+        TIMEOUT_FILTER,  # refuses a malformed grpc-timeout; its refusals are shaped
         FIELDS_FILTER,  # reads a request's JSON before the transcoder drops unknown fields
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.router",

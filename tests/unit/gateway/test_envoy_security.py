@@ -122,8 +122,8 @@ def test_filter_order_auth_then_transcoding_then_cors(tmp_path):
     CORS acts on the route a rewritten path finds; the error filter stays first so it
     sees every response last."""
     assert _filters(render(_secure(tmp_path))) == [
-        "voice.edge_errors", JWT, "voice.edge_fields", "envoy.filters.http.grpc_json_transcoder",
-        CORS, "envoy.filters.http.router",
+        "voice.edge_errors", JWT, "voice.edge_timeout", "voice.edge_fields",
+        "envoy.filters.http.grpc_json_transcoder", CORS, "envoy.filters.http.router",
     ]
     no_cors = render(dataclasses.replace(_secure(tmp_path), cors_origins=()))
     assert CORS not in _filters(no_cors)
