@@ -244,23 +244,23 @@ def job(form: Form, voices: VoiceBook, max_reference_seconds: float | None = Non
         speaker.reference.transcript = form.text("reference_text")
     elif not form.text("voice").strip() and not voices.default:
         raise InvalidArgument("the file reference_audio is required (or name a voice)")
+    conversion = conversion_params(form)
+    if reference is not None and not form.text("voice").strip():
+        # The old server converted every clip's speech with its one loaded voice; the
+        # clip names the speaker only (so build_job applies no profile), and the default
+        # profile still picks the RVC voice (as for POST /rvc) unless it speaks unconverted.
+        profile_conversion, profile_skips = _profile_conversion(form, voices)
+        if not profile_skips:
+            conversion = profile_conversion
     spoken = build_job(
         voices,
         form.text("voice"),
         form.text("text"),
         speaker=speaker,
         sampling=tts_pb2.SamplingParams(seed=seed) if seed is not None else None,
-        conversion=conversion_params(form),
+        conversion=conversion,
         skip_rvc=form.flag("skip_rvc"),
         sample_rate=form.number("sample_rate", int, 0),
     )
-    conversion = spoken.conversion
-    if reference is not None and not form.text("voice").strip():
-        # The old server converted every clip's speech with its one loaded voice; the
-        # clip names the speaker only, so the default profile still picks the RVC voice
-        # (as for POST /rvc) unless that profile speaks unconverted.
-        profile_conversion, profile_skips = _profile_conversion(form, voices)
-        if not profile_skips:
-            conversion = profile_conversion
     # Request > profile > the old server's defaults.
-    return replace(spoken, conversion=with_old_defaults(conversion))
+    return replace(spoken, conversion=with_old_defaults(spoken.conversion))

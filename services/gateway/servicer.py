@@ -257,7 +257,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                             limit="RVC_MAX_AUDIO_SECONDS")
         result = await self._pipeline.rvc.convert(legacy.rvc_params(form, self._voices), source)
         return await _legacy_audio(context, result, fmt, form.number("sample_rate", int, 0),
-                                   (("x-rvc-time", f"{result.seconds:.3f}"),))
+                                   (("x-rvc-time", _rvc_seconds(result)),))
 
     async def GetLegacyHealth(self, request, context):
         health = await self._pipeline.health(self._health_timeout)
