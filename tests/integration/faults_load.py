@@ -7,6 +7,7 @@ Times are time.monotonic() values, so they compare with the moment a fault began
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -184,7 +185,7 @@ def edge_health(api: str, timeout: float = 5.0) -> str:
     try:
         with urllib.request.urlopen(f"{api}/v1/health", timeout=timeout) as response:
             body = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
         return f"ERROR ({exc})"
     status = body.get("status", "")
     bad = [f"{d['name']}={d.get('status', '')}" for d in body.get("dependencies", [])
@@ -197,14 +198,18 @@ def http_status(url: str, timeout: float = 1.0) -> str:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return "OK" if response.status == 200 else f"DOWN ({response.status})"
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         return f"DOWN ({exc})"
 
 
 @dataclass
 class HealthWatch:
     """Polls each probe (name -> a function returning a status) in a thread of its own,
-    so a slow answer from one does not delay the others, until stopped."""
+    so a slow answer from one does not delay the others, until stopped.
+
+    A probe asks one question at a time: each of its answers was asked after the one
+    before it came. A probe that raises is recorded as "ERROR (...)" and polled on, so
+    no probe stops answering while the others go on."""
 
     probes: dict[str, Callable[[], str]]
     interval: float = 0.1
@@ -229,7 +234,10 @@ class HealthWatch:
     def _run(self, name: str, probe: Callable[[], str]) -> None:
         while not self._stop.is_set():
             asked = time.monotonic()
-            status = probe()
+            try:
+                status = probe()
+            except Exception as exc:  # a reply the probe did not expect: still an answer
+                status = f"ERROR ({exc!r})"
             with self._lock:
                 self.samples.append((asked, time.monotonic(), name, status))
             self._stop.wait(self.interval)
@@ -251,6 +259,11 @@ class HealthWatch:
             found = [answered for asked, answered, n, status in self.samples
                      if n == name and asked > after and predicate(status)]
         return min(found, default=None)
+
+    def last(self, name: str) -> tuple[float, str] | None:
+        """(when answered, status) of the latest answer of ``name``, if any."""
+        answers = self.of(name)
+        return answers[-1] if answers else None
 
     def changes(self, name: str, since: float) -> list[tuple[float, str]]:
         """Each status ``name`` went through after ``since``, with when it was first seen."""
