@@ -150,7 +150,7 @@ def _read(file: soundfile.SoundFile, max_seconds: float | None, limit: str) -> n
     # The header may lie or give no length: decode in blocks, at most one past the limit.
     blocks, frames = [], 0
     while most is None or frames <= most:
-        block = file.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+        block = _read_block(file)
         if not len(block):
             break
         blocks.append(block)
@@ -159,6 +159,23 @@ def _read(file: soundfile.SoundFile, max_seconds: float | None, limit: str) -> n
         raise InvalidArgument(f"the file is longer than {max_seconds:g} s, the limit ({limit})")
     samples = np.concatenate(blocks) if blocks else np.zeros((0, file.channels), np.float32)
     return samples[:, 0] if file.channels == 1 else samples
+
+
+def _read_block(file: soundfile.SoundFile) -> np.ndarray:
+    """The next block of up to _BLOCK_FRAMES frames, as float32 (frames, channels).
+
+    libsndfile's own sequential read, not ``SoundFile.read``: that one asks for the
+    position before each block and seeks past it after, and libsndfile cannot seek
+    to the end of a FLAC whose header gives no length (a streamed one), so the last
+    block of every such file failed ("Internal psf_fseek() failed."), however short.
+    """
+    out = np.empty((_BLOCK_FRAMES, file.channels), np.float32)
+    pointer = soundfile._ffi.cast("float *", out.ctypes.data)
+    frames = soundfile._snd.sf_readf_float(file._file, pointer, _BLOCK_FRAMES)
+    error = soundfile._snd.sf_error(file._file)
+    if error:
+        raise soundfile.LibsndfileError(error)
+    return out[:frames]
 
 
 def encode_wav(audio: PcmAudio) -> bytes:

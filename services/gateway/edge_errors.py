@@ -30,7 +30,10 @@ Two pieces of the Envoy configuration (services.gateway.envoy) make it so:
 The old server's routes (OLD_SERVER_PATHS) answer errors with one more member,
 ``detail``, the message again: its clients read FastAPI's ``{"detail": "..."}``.
 The Lua filter marks a request to one of them on its way in and adds the member
-to whatever error body it then sends, its own or one already in the shape.
+to whatever error body it then sends, its own or one already in the shape (once:
+a request that expects 100-continue passes the filter twice, services.gateway.edge_limits).
+A request is gRPC when Envoy takes it for one: content type application/grpc or
+application/grpc+... (GRPC_CONTENT_TYPE); application/grpc-web is REST to the transcoder.
 
 The transcoder gives a gRPC code the HTTP status Google's mapping does
 (INVALID_ARGUMENT, FAILED_PRECONDITION and OUT_OF_RANGE 400, UNAUTHENTICATED 401,
@@ -75,6 +78,20 @@ HTTP_STATUS_NAMES = {
     504: "DEADLINE_EXCEEDED",
 }
 ERRORS_FILTER = "voice.edge_errors"
+# Content types Envoy treats as gRPC (its local replies, the transcoder): application/grpc-web
+# and the like are not, so their requests are REST.
+GRPC_CONTENT_TYPE = r"application/grpc(\+.*)?"
+# The same test in Lua, for every Lua filter that tells gRPC from REST (this one,
+# services.gateway.edge_fields, edge_timeout, edge_paths): a chunk's first lines.
+IS_GRPC_LUA = r'''
+-- gRPC as Envoy tells it (its local replies, the transcoder, a route's grpc match): content
+-- type application/grpc or application/grpc+...; application/grpc-web, any other type and
+-- none are REST.
+local function is_grpc(content_type)
+  return content_type == "application/grpc"
+    or (content_type ~= nil and content_type:sub(1, 17) == "application/grpc+")
+end
+'''
 # The old single-process server's REST paths (the unversioned routes of voice.v1.Gateway).
 OLD_SERVER_PATHS = (
     "/synthesize", "/synthesize/stream", "/synthesize/sse", "/tts", "/rvc",
@@ -212,6 +229,19 @@ local function skip_value(s, i)
   return s:match('^[%w.+-]+()', i)
 end
 
+-- The transcoder's rejection of a uint64 (the only one: a sampling seed) in the
+-- services' words for a seed past 0..2^64-1 (services/common/seeds.py); other
+-- messages as they are.
+local function uint64_range(message)
+  local field, value = message:match('^%s*([%w_.]+): invalid value (.-) for type TYPE_UINT64%s*$')
+  if field == nil then return message end
+  local bare = value:match('^"(.*)"$') or value
+  if bare:match('^%-?%d+$') or bare:match('^%-?%d+%.?%d*[eE][+-]?%d+$') then
+    return field .. ' ' .. bare .. ' is outside 0..2^64-1'
+  end
+  return message
+end
+
 -- code and message of a google.rpc.Status as the transcoder prints it, or nil.
 local function parse_status(s)
   local i = skip_space(s, 1)
@@ -248,8 +278,9 @@ end
 
 function envoy_on_request(handle)
   local headers = handle:headers()
-  local kind = headers:get('content-type')
-  if kind ~= nil and kind:sub(1, 16):lower() == 'application/grpc' then
+  -- Envoy's test (a gRPC reply for a local reply); application/grpc-web is REST to the
+  -- transcoder.
+  if is_grpc(headers:get('content-type')) then
     handle:streamInfo():dynamicMetadata():set(ERRORS_FILTER, 'grpc', true)
     return
   end
@@ -280,8 +311,11 @@ function envoy_on_response(handle)
     -- Already in the shape (Envoy's own replies): only the old paths add detail.
     if not old then return end
     local shaped = text:match('^(.-)%s*$')
+    -- An error object ends '"}}'; with detail after it the body ends '"}' (this filter ran
+    -- on it already, in the internal listener behind services.gateway.edge_limits).
+    if shaped:sub(-2) ~= '}}' then return end
     local _, message = parse_status(shaped:sub(10))
-    if message == nil or shaped:sub(-1) ~= '}' then return end
+    if message == nil then return end
     local out = with_detail(shaped, message)
     body:setBytes(out)
     headers:replace('content-length', tostring(#out))
@@ -296,7 +330,7 @@ function envoy_on_response(handle)
   if code ~= nil then
     name = GRPC_NAMES[code] or 'UNKNOWN'
   else
-    name, message = HTTP_NAMES[status] or 'UNKNOWN', text
+    name, message = HTTP_NAMES[status] or 'UNKNOWN', uint64_range(text)
   end
   local out = '{"error":{"code":' .. status .. ',"message":"' .. escape(message)
     .. '","status":"' .. name .. '"}}'
@@ -312,12 +346,13 @@ def errors_lua() -> str:
     """The Lua filter's source: the names of codes and statuses, the old paths, then EDGE_ERRORS_LUA."""
     grpc = ", ".join(f"[{n}] = '{name}'" for n, name in enumerate(GRPC_CODE_NAMES))
     http = ", ".join(f"[{n}] = '{name}'" for n, name in HTTP_STATUS_NAMES.items())
-    old = ", ".join(f"['{path}'] = true" for path in OLD_SERVER_PATHS)
+    # With a trailing slash too: the transcoder maps those paths as well.
+    old = ", ".join(f"['{path}'] = true, ['{path}/'] = true" for path in OLD_SERVER_PATHS)
     return (
         f"local ERRORS_FILTER = '{ERRORS_FILTER}'\n"
         f"local GRPC_NAMES = {{{grpc}}}\n"
         f"local HTTP_NAMES = {{{http}}}\n"
-        f"local OLD_PATHS = {{{old}}}\n" + EDGE_ERRORS_LUA
+        f"local OLD_PATHS = {{{old}}}\n" + IS_GRPC_LUA + EDGE_ERRORS_LUA
     )
 
 
@@ -331,18 +366,26 @@ def error_format(status: str) -> dict:
     }
 
 
+def is_grpc(content_type: str | None) -> bool:
+    """IS_GRPC_LUA's test, in Python (for the unit tests)."""
+    return content_type is not None and (
+        content_type == "application/grpc" or content_type.startswith("application/grpc+"))
+
+
+def not_grpc_header() -> dict:
+    """A header matcher for a request whose content type is not gRPC, as Envoy tells
+    (exactly application/grpc, or application/grpc+...; a missing one is not)."""
+    return {
+        "name": "content-type",
+        "string_match": {"safe_regex": {"regex": GRPC_CONTENT_TYPE}},
+        "treat_missing_header_as_empty": True,
+        "invert_match": True,
+    }
+
+
 def not_grpc_filter() -> dict:
     """Matches requests whose content type is not gRPC (a missing one is not)."""
-    return {
-        "header_filter": {
-            "header": {
-                "name": "content-type",
-                "string_match": {"prefix": "application/grpc"},
-                "treat_missing_header_as_empty": True,
-                "invert_match": True,
-            }
-        }
-    }
+    return {"header_filter": {"header": not_grpc_header()}}
 
 
 def local_reply_config() -> dict:

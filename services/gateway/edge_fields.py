@@ -21,6 +21,31 @@ Reading a body whole needs a buffer as large as the transcoder's limit. Envoy
 sizes a request's buffer by the route it first matches, and a REST path matches
 no gateway route until the transcoder has rewritten it: ``body_routes`` gives
 each JSON path a route of its own, with that limit, for the request's way in.
+(The limit on the body itself is services.gateway.edge_limits's, on every route.)
+
+The filter and those routes take a request for what the transcoder takes it: the
+path with or without a trailing slash (the transcoder maps ``/v1/synthesize/``
+to Synthesize, though not ``/v1/synthesize:stream/``: transcoded_paths), and
+REST unless its content type is gRPC's as Envoy tells it
+(application/grpc or application/grpc+...: ``application/grpc-web`` is
+transcoded, so it is checked). Otherwise such a request reached the gateway
+unchecked, of any size.
+
+Query parameters are the other way into a message: the transcoder binds
+``?text=hi`` or ``?sampling.seed=7`` to the request message's field of that name
+(proto or JSON name, dotted into nested messages) on every route whose message
+is not google.api.HttpBody, GET or POST. A parameter that names no field is
+ignored, as the old FastAPI server ignored it (``?t=1`` to bust a cache): the
+transcoder's ``ignore_unknown_query_parameters`` (services.gateway.envoy),
+whatever its value (``?a=%zz`` too); so is every parameter of the HttpBody
+routes (the old server's, OpenAI's speech), whose body is their whole message.
+A parameter that names a field is checked here first (query_routes): its value
+must be well-formed percent-encoding (``%`` and two hex digits; the transcoder
+passed ``%zz`` on as those three characters, and ``?text=%zz`` spoke them) and
+UTF-8 once decoded (``%E9`` reached the gateway as a string it could not
+parse: a 400 that named no parameter). Otherwise:
+
+    400 INVALID_ARGUMENT  query parameter 'text': malformed percent-encoding
 """
 
 from __future__ import annotations
@@ -28,6 +53,8 @@ from __future__ import annotations
 from google.api import annotations_pb2
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from voice.v1 import gateway_pb2
+
+from services.gateway import edge_errors
 
 _T = "type.googleapis.com/envoy.extensions."
 FIELDS_FILTER = "voice.edge_fields"
@@ -104,14 +131,83 @@ check_value = function(s, i, message, path)
   return s:match("^[%w%.%+%-]+()", i)  -- a number, true, false or null
 end
 
+-- s with its %XX escapes decoded, or nil where a % is not followed by two hex digits.
+local function percent_decode(s)
+  if not s:find("%", 1, true) then return s end
+  if s:find("%%[^%x]") or s:find("%%%x[^%x]") or s:find("%%%x?$") then return nil end
+  return (s:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
+end
+
+-- Whether s is well-formed UTF-8 (no overlong forms, surrogates or values past U+10FFFF).
+local function is_utf8(s)
+  if not s:find("[\128-\255]") then return true end
+  local i, n = 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len, lo, hi = 1, 0x80, 0xBF
+    if c >= 0xC2 and c <= 0xDF then len = 2
+    elseif c >= 0xE0 and c <= 0xEF then
+      len = 3
+      if c == 0xE0 then lo = 0xA0 elseif c == 0xED then hi = 0x9F end
+    elseif c >= 0xF0 and c <= 0xF4 then
+      len = 4
+      if c == 0xF0 then lo = 0x90 elseif c == 0xF4 then hi = 0x8F end
+    elseif c >= 0x80 then return false end
+    for k = 1, len - 1 do
+      local b = s:byte(i + k)
+      if b == nil or b < (k == 1 and lo or 0x80) or b > (k == 1 and hi or 0xBF) then
+        return false
+      end
+    end
+    i = i + len
+  end
+  return true
+end
+
+-- Whether the transcoder would bind the dotted name to a field of message (a scalar, a
+-- message, a map or a well-known type; a name past a scalar binds nothing).
+local function names_a_field(message, name)
+  for segment in (name .. "."):gmatch("([^.]*)%.") do
+    local fields = MESSAGES[message]
+    if not fields then return false end
+    message = fields[segment]
+    if message == nil then return false end
+  end
+  return true
+end
+
+-- Why the query's first parameter that names a field of message is refused, or nil.
+local function check_query(query, message)
+  for pair in query:gmatch("[^&]+") do
+    local raw_name, raw_value = pair:match("^([^=]*)=?(.*)$")
+    local name = percent_decode(raw_name)
+    if name and names_a_field(message, name) then
+      local value = percent_decode(raw_value)
+      if not value then
+        return "query parameter '" .. name .. "': malformed percent-encoding"
+      end
+      if not is_utf8(value) then
+        return "query parameter '" .. name .. "': not UTF-8 once percent-decoded"
+      end
+    end
+  end
+  return nil
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
-  local content_type = headers:get("content-type") or ""
-  if headers:get(":method") ~= "POST" or content_type:find("application/grpc", 1, true) == 1 then
-    return
+  -- gRPC as Envoy and the transcoder tell it: anything else is transcoded.
+  if is_grpc(headers:get("content-type")) then return end
+  local method = headers:get(":method") or ""
+  local path, query = (headers:get(":path") or ""):match("^([^?]*)%??(.*)$")
+  if query ~= "" and QUERY_ROUTES[method .. " " .. path] then
+    local refused = check_query(query, QUERY_ROUTES[method .. " " .. path])
+    if refused then
+      handle:respond({[":status"] = "400", ["content-type"] = "text/plain"}, refused:sub(1, 300))
+      return
+    end
   end
-  local path = (headers:get(":path") or ""):match("^[^?]*")
-  local message = ROUTES[path]
+  local message = method == "POST" and ROUTES[path]
   if not message then return end
   local body = handle:body()
   if not body or body:length() == 0 then return end
@@ -138,17 +234,25 @@ def body_routes(action: dict, max_body_bytes: int,
     """
     rest_post = [
         {"name": ":method", "string_match": {"exact": "POST"}},
-        {"name": "content-type", "string_match": {"prefix": "application/grpc"},
-         "invert_match": True, "treat_missing_header_as_empty": True},
+        edge_errors.not_grpc_header(),
     ]
     return [
         {
-            "match": {"path": path, "headers": rest_post},
+            "match": {"path": variant, "headers": rest_post},
             "route": action,
             "request_body_buffer_limit": max_body_bytes,
         }
         for path in sorted(json_routes(service))
+        for variant in transcoded_paths(path)
     ]
+
+
+def transcoded_paths(path: str) -> tuple[str, ...]:
+    """The paths the transcoder maps as it maps ``path``: with a trailing slash too,
+    unless the path ends in a custom verb (``/v1/synthesize:stream``), which takes none."""
+    if ":" in path.rsplit("/", 1)[-1]:
+        return (path,)
+    return (path, path + "/")
 
 
 def json_routes(service: ServiceDescriptor) -> dict[str, Descriptor]:
@@ -161,6 +265,24 @@ def json_routes(service: ServiceDescriptor) -> dict[str, Descriptor]:
         for binding in (rule, *rule.additional_bindings):
             if binding.post and binding.body == "*":
                 routes[binding.post] = method.input_type
+    return routes
+
+
+def query_routes(service: ServiceDescriptor) -> dict[str, Descriptor]:
+    """"METHOD path" -> request message, for every REST binding (each path the transcoder
+    maps: transcoded_paths) whose query parameters the transcoder binds to its fields:
+    not the google.api.HttpBody ones, whose body is the whole message."""
+    routes = {}
+    for method in service.methods:
+        if method.input_type.full_name == "google.api.HttpBody":
+            continue
+        rule = method.GetOptions().Extensions[annotations_pb2.http]
+        for binding in (rule, *rule.additional_bindings):
+            verb = binding.WhichOneof("pattern")
+            if verb in (None, "custom"):
+                continue
+            for path in transcoded_paths(getattr(binding, verb)):
+                routes[f"{verb.upper()} {path}"] = method.input_type
     return routes
 
 
@@ -195,10 +317,14 @@ def fields_lua(service: ServiceDescriptor = gateway_pb2.DESCRIPTOR.services_by_n
                ) -> str:
     """The Lua filter's source: the routes and messages of ``service``, then EDGE_FIELDS_LUA."""
     routes = json_routes(service)
-    messages = message_fields(list(routes.values()))
+    queries = query_routes(service)
+    messages = message_fields([*routes.values(), *queries.values()])
+    paths = {variant: message.full_name for path, message in routes.items()
+             for variant in transcoded_paths(path)}
     return (
-        f"local ROUTES = {_lua_table({p: m.full_name for p, m in routes.items()})}\n"
-        f"local MESSAGES = {_lua_table(messages)}\n" + EDGE_FIELDS_LUA
+        f"local ROUTES = {_lua_table(paths)}\n"
+        f"local QUERY_ROUTES = {_lua_table({k: m.full_name for k, m in queries.items()})}\n"
+        f"local MESSAGES = {_lua_table(messages)}\n" + edge_errors.IS_GRPC_LUA + EDGE_FIELDS_LUA
     )
 
 

@@ -5,9 +5,14 @@ Each limit is a setting (services.stack.config, EDGE_*); a request over one is
 refused at the edge before it reaches a gateway, with a message naming the
 setting and its value:
 
-* Body size (EDGE_MAX_BODY_BYTES): the transcoder refuses a REST body over it
-  with 413, RESOURCE_EXHAUSTED in the error shape. gRPC messages are bounded
-  by the gateway (MAX_MESSAGE_BYTES).
+* Body size (EDGE_MAX_BODY_BYTES): every request, whatever its route or
+  method, REST or gRPC, that declares a Content-Length over the limit is refused
+  when its headers arrive, before a byte of its body is read; one that does not
+  declare it (chunked, or HTTP/2 without content-length) is cut off as soon as
+  the bytes received pass the limit. REST gets 413 with RESOURCE_EXHAUSTED in
+  the error shape, gRPC RESOURCE_EXHAUSTED; both name the setting. gRPC
+  messages are also bounded by the gateway (MAX_MESSAGE_BYTES). See "Body size
+  and 100-continue" below for how.
 * Concurrency (EDGE_MAX_CONCURRENT_STREAMS, EDGE_MAX_QUEUE): circuit breakers
   on the ``gateway`` cluster bound the calls in flight to all gateways
   together, and the calls waiting for a connection to one. A call over either
@@ -16,8 +21,11 @@ setting and its value:
 * Rate (EDGE_RATE_LIMIT_PER_SECOND, EDGE_RATE_LIMIT_BURST; off by default):
   Envoy's local_ratelimit filter keeps one token bucket per client, per Envoy
   process: per token subject (the JWT ``sub`` claim) when JWT authentication is
-  on, else per client address (the TCP peer: behind a load balancer that does
-  not keep it, every client shares one bucket). A bucket holds BURST tokens and
+  on, else per client address: the TCP peer (the connection manager's
+  ``use_remote_address``), whatever X-Forwarded-For the client sends, or behind
+  EDGE_TRUSTED_PROXY_HOPS proxies that append to it, the address the first of
+  them saw (behind a load balancer that replaces the address and adds none, every
+  client shares one bucket). A bucket holds BURST tokens and
   gains PER_SECOND a second; a call takes one. A call finding its bucket empty
   gets 429 with ``Retry-After`` (REST) or RESOURCE_EXHAUSTED (gRPC). Buckets
   are kept for the MAX_CLIENTS most recent clients. Health is never limited.
@@ -33,10 +41,67 @@ the gateways are in (Envoy's panic threshold), calls go to all of them again,
 the retries covering those that refuse: a lone gateway that reports
 NOT_SERVING (its own dependencies not ready) still gets its calls and answers
 them itself.
+
+Body size and 100-continue
+--------------------------
+
+The limit used to be a side effect of buffering: the unknown-field filter
+(services.gateway.edge_fields) buffers the four JSON routes' bodies, and the
+transcoder's ``max_request_body_size`` bounds what it holds. Neither bounds a
+body: the transcoder parses JSON as it streams, so it only ever holds the tail
+it has not parsed yet, and a route it maps that the buffering routes did not
+match (``/v1/synthesize/``, or ``content-type: application/grpc-web``, which
+the transcoder takes for REST) streamed 97 MiB of JSON to the gateway. GET
+routes, the 404 and gRPC read any body to its end, and no filter ever saw the
+declared Content-Length: with ``Expect: 100-continue`` Envoy answered
+``100 Continue`` to ``Content-Length: 2147483648``.
+
+Now Envoy's body_size_limit filter (BODY_LIMIT_FILTER), second in the chain,
+right after the error filter, counts every request's bytes as they arrive,
+without buffering them: a declared Content-Length over the limit is refused
+from the headers, an undeclared length once the bytes received pass it. It
+logs one line per refusal at error level (client address and path, query
+string included: the access log leaves that out, this line does not).
+
+``Expect: 100-continue`` needs more. Envoy's connection manager answers it
+itself, before any filter has seen the request (proxy_100_continue false), so
+no filter can refuse a declared length without a ``100 Continue`` going out
+first; with proxy_100_continue true the filters run first, but then only an
+upstream can answer ``100``, and the gateway (gRPC) never does, so curl, which
+sends Expect for bodies over 1 MiB, would wait a second before every upload.
+No filter can send a 1xx (Lua, ext_proc and the others only send final
+replies). So the edge proxies 100-continue, and a request that expects it
+(and is not gRPC) takes the route ``continue_route`` makes, which
+runs only the error filter, the body limit, authentication and the rate limit
+(all of them read headers only) and then hands the request to an internal
+listener (CONTINUE_LISTENER, in the same process) whose connection manager is
+the edge's own, with proxy_100_continue false. So:
+
+* over the limit, without a valid token or over its rate: refused from its
+  headers (413, 401, 429) and no 100;
+* otherwise: the internal listener's connection manager answers ``100`` at
+  once (the edge passes it on) and the request goes through the rest of the
+  edge's filter chain there, unchanged.
+
+Authentication and the rate limit run on the public listener only, for every
+request, detoured or not: a local_ratelimit filter keeps its own buckets, so a
+second one in the internal listener gave each client a second bucket (twice
+its burst, by sending ``Expect``), and jwt_authn removes the token it checked.
+
+Requests without Expect (gRPC, most clients) never take that detour. The
+internal connection manager logs nothing (the public one logs each request
+once) and keeps the request id. Its peer is this process, so it takes the
+client's address from X-Forwarded-For instead (``use_remote_address`` false,
+no trusted hops: the last entry), and the detour route appends, last, the
+address the public connection manager settled on (the TCP peer, or the one
+the trusted proxies name), never one a client sent: a client's own
+X-Forwarded-For entries come before it and are not read. (No filter there
+keys on the address now; the rate limit ran on the public listener.)
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass
@@ -46,6 +111,13 @@ from services.gateway.edge_security import JWT_FILTER, JWT_PAYLOAD_KEY, OPEN_PAT
 
 _T = "type.googleapis.com/envoy.extensions."
 RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
+BODY_LIMIT_FILTER = "envoy.filters.http.body_size_limit"
+ROUTER_FILTER = "envoy.filters.http.router"
+# The internal listener (and the cluster to it) that answers 100-continue.
+CONTINUE_LISTENER = "edge_continue"
+# Filters that run on the public listener only, the 100-continue detour included: one
+# token bucket set per client, and the token checked (and removed) once.
+PUBLIC_ONLY_FILTERS = (JWT_FILTER, RATE_LIMIT_FILTER)
 # The bucket of tokens without a ``sub`` claim (all of them share it).
 NO_SUBJECT = "-"
 # Descriptor keys: every limited call carries LIMITED, then its client.
@@ -60,6 +132,8 @@ MIN_FILL_SECONDS = 0.05
 RETRIES = 2
 # What a client over a concurrency limit is told to wait, in seconds.
 OVERLOAD_RETRY_AFTER = 1
+# Load balancers in front of the edge that append to X-Forwarded-For, at most.
+MAX_TRUSTED_PROXY_HOPS = 10
 # Upper bounds on the settings, to catch typos such as an extra zero.
 MAX_STREAMS_LIMIT = 1_000_000
 MAX_BODY_LIMIT = 1 << 31
@@ -294,6 +368,8 @@ def reply_mappers(
     mappers += [
         {
             "filter": {"and_filter": {"filters": [_status_filter(413), grpc_filter()]}},
+            # Envoy would make a 413 UNKNOWN; a message over the limit is RESOURCE_EXHAUSTED.
+            "headers_to_add": [_header("grpc-status", str(exhausted))],
             "body": {"inline_string": message},
         },
         {
@@ -303,6 +379,117 @@ def reply_mappers(
         },
     ]
     return mappers
+
+
+def body_limit_filter(max_body_bytes: int) -> dict:
+    """Refuses a body over ``max_body_bytes`` (413) from its declared length, or
+    once that many bytes have arrived; it buffers nothing."""
+    return {
+        "name": BODY_LIMIT_FILTER,
+        "typed_config": {
+            "@type": _T + "filters.http.body_size_limit.v3.BodySizeLimit",
+            "max_request_bytes": max_body_bytes,
+        },
+    }
+
+
+def continue_route(filters: list[str]) -> dict:
+    """The route of a request that expects 100-continue (any path, not gRPC): only the
+    error filter, the body limit, authentication, the rate limit and the router of
+    ``filters`` run on it here, then it goes to the internal listener, whose connection
+    manager answers 100 and runs the rest of the chain."""
+    keep = {edge_errors.ERRORS_FILTER, BODY_LIMIT_FILTER, *PUBLIC_ONLY_FILTERS, ROUTER_FILTER}
+    off = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+    return {
+        "name": CONTINUE_LISTENER,
+        "match": {
+            "prefix": "/",
+            "headers": [
+                {"name": "expect", "string_match": {"exact": "100-continue", "ignore_case": True}},
+                edge_errors.not_grpc_header(),
+            ],
+        },
+        "route": {"cluster": CONTINUE_LISTENER, "timeout": "0s"},
+        "typed_per_filter_config": {name: dict(off) for name in filters if name not in keep},
+        # The internal listener's client is this process: it takes the client's address
+        # from the last entry, the one the public connection manager settled on (the
+        # connection's peer, or the trusted proxies' client), whatever the client sent.
+        "request_headers_to_add": [
+            {
+                "header": {
+                    "key": "x-forwarded-for",
+                    "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+                },
+                "append_action": "APPEND_IF_EXISTS_OR_ADD",
+            }
+        ],
+    }
+
+
+def continue_listener(manager: dict) -> dict:
+    """The internal listener behind continue_route: ``manager`` (the edge's connection
+    manager) answering 100-continue itself, without the detour, an access log, or the
+    filters the detour ran already (PUBLIC_ONLY_FILTERS)."""
+    inner = copy.deepcopy(manager)
+    inner["stat_prefix"] = CONTINUE_LISTENER
+    inner["proxy_100_continue"] = False
+    inner.pop("access_log", None)
+    inner["http_filters"] = [f for f in inner["http_filters"]
+                             if f["name"] not in PUBLIC_ONLY_FILTERS]
+    # Its peer is this process: the client is the last X-Forwarded-For entry, the one
+    # continue_route appends.
+    inner["use_remote_address"] = False
+    inner.pop("xff_num_trusted_hops", None)
+    for host in inner["route_config"]["virtual_hosts"]:
+        host["routes"] = [r for r in host["routes"] if r.get("name") != CONTINUE_LISTENER]
+    return {
+        "name": CONTINUE_LISTENER,
+        "internal_listener": {},
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": inner}
+                ]
+            }
+        ],
+    }
+
+
+def continue_cluster(max_concurrent_streams: int, max_queue: int) -> dict:
+    """The cluster of the internal listener: HTTP/1.1, as most clients that send Expect."""
+    return {
+        "name": CONTINUE_LISTENER,
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": CONTINUE_LISTENER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "envoy_internal_address": {
+                                        "server_listener_name": CONTINUE_LISTENER
+                                    }
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+        "circuit_breakers": circuit_breakers(max_concurrent_streams, max_queue),
+    }
+
+
+def internal_listener_extension() -> dict:
+    """The bootstrap extension that internal listeners need."""
+    return {
+        "name": "envoy.bootstrap.internal_listener",
+        "typed_config": {
+            "@type": _T + "bootstrap.internal_listener.v3.InternalListener"
+        },
+    }
 
 
 def circuit_breakers(max_concurrent_streams: int, max_queue: int) -> dict:

@@ -43,9 +43,11 @@ JWT_FAILURE_KEY = "failure"
 # Where it puts a verified token's claims (likewise).
 JWT_PAYLOAD_KEY = "jwt_payload"
 # Open without a token, so that probes and load balancers can ask: REST /v1/health
-# and the old server's /health, their gRPC twins, and the standard gRPC health service.
-OPEN_PATHS = ("/health", "/v1/health", "/voice.v1.Gateway/GetHealth",
-              "/voice.v1.Gateway/GetLegacyHealth")
+# and the old server's /health (with a trailing slash too, as the transcoder maps them;
+# a query string never counts: Envoy matches a path without it), their gRPC twins, and
+# the standard gRPC health service.
+OPEN_PATHS = ("/health", "/health/", "/v1/health", "/v1/health/",
+              "/voice.v1.Gateway/GetHealth", "/voice.v1.Gateway/GetLegacyHealth")
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 # JWK members that only a private or symmetric key has.
 _PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")

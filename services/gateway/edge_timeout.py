@@ -7,7 +7,10 @@ client's library sends it for every call with a deadline. Its form is gRPC's
 ``n`` (nanoseconds). Any other value (``abc``, ``5``, ``123456789S``, two headers)
 is refused at the edge and never reaches a gateway: a REST client gets 400
 INVALID_ARGUMENT in the error shape (services.gateway.edge_errors), a gRPC client
-INVALID_ARGUMENT; both messages name the header.
+INVALID_ARGUMENT; both messages name the header. gRPC is what Envoy takes for it,
+content type ``application/grpc`` or ``application/grpc+...``
+(services.gateway.edge_errors.IS_GRPC_LUA): an ``application/grpc-web`` request
+is REST to the transcoder, and gets the 400.
 
 Why at the edge: grpcio's HPACK decoder remembered a value it failed to parse in
 its dynamic table, and every later ``grpc-timeout`` on that HTTP/2 connection that
@@ -18,6 +21,8 @@ now also decode without a dynamic table (services.common.server.HPACK_DECODER_TA
 """
 
 from __future__ import annotations
+
+from services.gateway import edge_errors
 
 _T = "type.googleapis.com/envoy.extensions."
 TIMEOUT_FILTER = "voice.edge_timeout"
@@ -40,8 +45,9 @@ function envoy_on_request(handle)
   local message = "invalid " .. HEADER .. " header '" .. value:sub(1, 40)
     .. "': want 1 to " .. MAX_DIGITS .. " digits and a unit (H, M, S, m, u or n), as in 500m"
   if count > 1 then message = "more than one " .. HEADER .. " header" end
-  local kind = headers:get("content-type") or ""
-  if kind:sub(1, 16):lower() == "application/grpc" then
+  -- gRPC as Envoy tells it: an application/grpc-web request is REST to the transcoder,
+  -- whose client reads the 400, not a gRPC status.
+  if is_grpc(headers:get("content-type")) then
     -- Trailers-only: the gRPC status is in the headers.
     handle:respond({[":status"] = "200", ["content-type"] = "application/grpc",
                     ["grpc-status"] = "3", ["grpc-message"] = message}, "")
@@ -57,7 +63,7 @@ def timeout_lua() -> str:
     return (
         f'local HEADER = "{HEADER}"\n'
         f'local UNITS = "{UNITS}"\n'
-        f"local MAX_DIGITS = {MAX_DIGITS}\n" + EDGE_TIMEOUT_LUA
+        f"local MAX_DIGITS = {MAX_DIGITS}\n" + edge_errors.IS_GRPC_LUA + EDGE_TIMEOUT_LUA
     )
 
 

@@ -3,13 +3,16 @@
 Envoy listens on API_PORT, passes gRPC for the public services through to
 the gateway, and transcodes REST to gRPC with the routes annotated in the
 voice.v1 protos (grpc_json_transcoder over the generated descriptor set).
-Anything else gets a 404; the admin interface listens on loopback only.
+Anything else gets a 404; the admin interface listens on loopback only. Paths
+are normalized before they are routed, so ``..`` or an encoded slash cannot reach
+another service (services.gateway.edge_paths).
 
 Every error a REST client gets has one JSON shape; services.gateway.edge_errors
 says how. TLS, JWT authentication and CORS are off unless configured;
 services.gateway.edge_security says how each works. The limits (body size,
 calls in flight, per-client rate) and the retries that let a gateway drain are
-in services.gateway.edge_limits.
+in services.gateway.edge_limits, and with them the internal listener that answers
+``Expect: 100-continue`` once the body limit has let a request by.
 
 Deadlines: a REST client's ``grpc-timeout`` request header (``grpc-timeout: 500m``)
 passes through the transcoder to the gateway, where it is the call's deadline
@@ -21,7 +24,17 @@ naming the header (services.gateway.edge_timeout).
 The transcoder would drop a JSON field its request message does not have; a
 Lua filter ahead of it (services.gateway.edge_fields) refuses the request
 instead (400, naming the field). The transcoder rejects a value of the wrong
-type (400).
+type (400). A query parameter that names no field is ignored on every REST route
+(``ignore_unknown_query_parameters``; ``?t=1`` worked on the old server); one that
+names a field binds it, and must be well-formed (edge_fields again). Only gRPC
+reaches a gateway: a request still REST at the router is a 404 (edge_paths).
+
+Client addresses: the public listener takes the client's address from the TCP
+connection (``use_remote_address``), never from a client's X-Forwarded-For, so
+a client cannot pick its rate-limit bucket (services.gateway.edge_limits).
+Behind load balancers that each append the address they saw to X-Forwarded-For,
+``trusted_proxy_hops`` (EDGE_TRUSTED_PROXY_HOPS) says how many of the last
+entries are theirs: the client is the entry before those.
 
 ``python -m services.gateway.envoy --descriptor gen/voice_v1.pb`` prints it.
 """
@@ -35,7 +48,14 @@ from pathlib import Path
 
 from services.common.server import MAX_MESSAGE_BYTES
 from services.common.settings import InternalTls
-from services.gateway import edge_errors, edge_fields, edge_limits, edge_security, edge_timeout
+from services.gateway import (
+    edge_errors,
+    edge_fields,
+    edge_limits,
+    edge_paths,
+    edge_security,
+    edge_timeout,
+)
 from services.gateway.edge_limits import EdgeRateLimit
 from services.gateway.edge_security import EdgeJwt, EdgeTls
 
@@ -91,6 +111,9 @@ class EdgeConfig:
     more_gateways: tuple[tuple[str, int], ...] = ()
     # Internal mTLS to the gateways (services/common/internal_tls.py); plain when None.
     upstream_tls: InternalTls | None = None
+    # Proxies in front that append to X-Forwarded-For (xff_num_trusted_hops); 0: the
+    # client is the TCP peer.
+    trusted_proxy_hops: int = 0
 
 
 def _to_gateway() -> dict:
@@ -100,7 +123,7 @@ def _to_gateway() -> dict:
 
 
 def _route(prefix: str) -> dict:
-    return {"match": {"prefix": prefix}, "route": _to_gateway()}
+    return {"match": edge_paths.grpc_match(prefix), "route": _to_gateway()}
 
 
 def _endpoint(host: str, port: int) -> dict:
@@ -111,13 +134,16 @@ def render(config: EdgeConfig) -> dict:
     # Plain text: a REST client gets it in the error shape, a gRPC one as UNIMPLEMENTED.
     not_found = {
         "match": {"prefix": "/"},
-        "direct_response": {"status": 404, "body": {"inline_string": "no such route"}},
+        "direct_response": {"status": 404, "body": {"inline_string": edge_paths.NO_ROUTE}},
     }
     transcoder = {
         "@type": _T + "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
         "proto_descriptor": str(config.descriptor),
         "services": list(TRANSCODED_SERVICES),
         "convert_grpc_status": True,
+        # A parameter that is no field (?t=1) is ignored, as the old server did; without
+        # this the transcoder matched no method and passed the request on as REST.
+        "ignore_unknown_query_parameters": True,
         # Whole clips travel as one JSON body each way; without these the transcoder
         # stops at Envoy's default buffer limit (about 1 MiB, some seconds of audio).
         "max_request_body_size": config.max_body_bytes,
@@ -129,11 +155,45 @@ def render(config: EdgeConfig) -> dict:
             "preserve_proto_field_names": True,
         },
     }
+    # Responses run through the filters in reverse: the Lua filter, first here, sees
+    # what the transcoder made of a gRPC status. jwt_authn refuses a request before the
+    # transcoder reads its body; CORS needs the route the transcoder's rewritten path
+    # finds (services.gateway.edge_security).
+    filters = [
+        edge_errors.lua_filter(),
+        # Every request, from its headers on: a body over the limit is never read whole.
+        edge_limits.body_limit_filter(config.max_body_bytes),
+        *([edge_security.jwt_filter(config.jwt, cors=bool(config.cors_origins))]
+          if config.jwt else []),
+        # After jwt_authn (a client is its token's subject), before the transcoder
+        # reads a body: a client over its rate costs nothing more.
+        *([edge_limits.rate_limit_filter(config.rate_limit, jwt=config.jwt is not None)]
+          if config.rate_limit else []),
+        # A malformed grpc-timeout never reaches a gateway (services.gateway.edge_timeout).
+        edge_timeout.lua_filter(),
+        # Reads the JSON the transcoder would read, to refuse fields it would drop.
+        edge_fields.lua_filter(),
+        {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},
+        *([edge_security.cors_filter()] if config.cors_origins else []),
+        # Last: a request still REST here (not transcoded) never reaches a gateway.
+        edge_paths.grpc_only_filter(),
+        {
+            "name": edge_limits.ROUTER_FILTER,
+            "typed_config": {"@type": _T + "filters.http.router.v3.Router"},
+        },
+    ]
     manager = {
         "@type": _T + "filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "edge",
         "codec_type": "AUTO",
         "generate_request_id": True,
+        # The client is the TCP peer (or, behind trusted proxies, the address the first of
+        # them saw), never what a client wrote in X-Forwarded-For: its rate-limit bucket.
+        "use_remote_address": True,
+        "xff_num_trusted_hops": config.trusted_proxy_hops,
+        # A client's own x-request-id still names its call (Envoy would replace it on a
+        # request from outside), as it did before: the services log under it.
+        "preserve_external_request_id": True,
         # Every reply names its request id, so a client can quote it in a report.
         "always_set_request_id_in_response": True,
         "access_log": [
@@ -163,6 +223,8 @@ def render(config: EdgeConfig) -> dict:
                     "name": "gateway",
                     "domains": ["*"],
                     "routes": [
+                        # Before the others: a request that expects 100-continue.
+                        edge_limits.continue_route([f["name"] for f in filters]),
                         *(_route(p) for p in PUBLIC_GRPC_PREFIXES),
                         *edge_fields.body_routes(_to_gateway(), config.max_body_bytes),
                         not_found,
@@ -171,29 +233,10 @@ def render(config: EdgeConfig) -> dict:
             ],
         },
         "local_reply_config": edge_errors.local_reply_config(),
-        # Responses run through the filters in reverse: the Lua filter, first here,
-        # sees what the transcoder made of a gRPC status. jwt_authn refuses a request
-        # before the transcoder reads its body; CORS needs the route the transcoder's
-        # rewritten path finds (services.gateway.edge_security).
-        "http_filters": [
-            edge_errors.lua_filter(),
-            *([edge_security.jwt_filter(config.jwt, cors=bool(config.cors_origins))]
-              if config.jwt else []),
-            # After jwt_authn (a client is its token's subject), before the transcoder
-            # reads a body: a client over its rate costs nothing more.
-            *([edge_limits.rate_limit_filter(config.rate_limit, jwt=config.jwt is not None)]
-              if config.rate_limit else []),
-            # A malformed grpc-timeout never reaches a gateway (services.gateway.edge_timeout).
-            edge_timeout.lua_filter(),
-            # Reads the JSON the transcoder would read, to refuse fields it would drop.
-            edge_fields.lua_filter(),
-            {"name": "envoy.filters.http.grpc_json_transcoder", "typed_config": transcoder},
-            *([edge_security.cors_filter()] if config.cors_origins else []),
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {"@type": _T + "filters.http.router.v3.Router"},
-            },
-        ],
+        "http_filters": filters,
+        # Filters run before Envoy would answer 100-continue (services.gateway.edge_limits).
+        "proxy_100_continue": True,
+        **edge_paths.PATH_OPTIONS,
     }
     # Each refusal at a limit names it; the first mapper that matches wins.
     manager["local_reply_config"]["mappers"][:0] = edge_limits.reply_mappers(
@@ -220,7 +263,11 @@ def render(config: EdgeConfig) -> dict:
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": _T + "upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
+                # A malformed response resets its own stream, not the connection and every
+                # call on it: how a gateway cuts a REST stream (services.gateway.stream_abort).
+                "explicit_http_config": {"http2_protocol_options": {
+                    "override_stream_error_on_invalid_http_message": True,
+                }},
             }
         },
         "load_assignment": {
@@ -246,10 +293,13 @@ def render(config: EdgeConfig) -> dict:
         hosts = [config.gateway_host, *(host for host, _ in config.more_gateways)]
         cluster["transport_socket"] = edge_security.upstream_transport_socket(
             config.upstream_tls, hosts)
+    # Built last: the edge's connection manager as configured, answering 100-continue.
+    continue_listener = edge_limits.continue_listener(manager)
     return {
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": config.admin_port}}
         },
+        "bootstrap_extensions": [edge_limits.internal_listener_extension()],
         "static_resources": {
             "listeners": [
                 {
@@ -261,9 +311,13 @@ def render(config: EdgeConfig) -> dict:
                         }
                     },
                     "filter_chains": [chain],
-                }
+                },
+                continue_listener,
             ],
-            "clusters": [cluster],
+            "clusters": [
+                cluster,
+                edge_limits.continue_cluster(config.max_concurrent_streams, config.max_queue),
+            ],
         },
     }
 

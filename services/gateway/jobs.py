@@ -36,6 +36,9 @@ class SpeechJob:
                 "no speaker: name a voice profile, or give a reference clip, a speaker_id "
                 "or a voice description, or choose the piper engine"
             )
+        if self.speaker.WhichOneof("source") == "reference" and not self.speaker.reference.audio.pcm:
+            # Refused whatever the engine (Piper ignores a clip): an empty one is a mistake.
+            raise InvalidArgument("speaker.reference.audio is empty (no PCM bytes)")
         check_sample_rate(self.sample_rate)
         if not MIN_SPEED <= self.speed <= MAX_SPEED:
             raise InvalidArgument(f"speed {self.speed} is outside {MIN_SPEED}..{MAX_SPEED}")

@@ -10,7 +10,6 @@ a field nobody knows is refused, since the old server silently ignored typos
 from __future__ import annotations
 
 import base64
-import binascii
 import difflib
 import email.parser
 import email.policy
@@ -23,6 +22,7 @@ from voice.v1 import rvc_pb2, tts_pb2
 from services.common.audio import PcmAudio, decode_container, to_mono
 from services.common.audio_proto import audio_to_proto
 from services.common.errors import InvalidArgument, ServiceError
+from services.common.seeds import check_seed
 from services.gateway.audio_formats import parse_format
 from services.gateway.jobs import SpeechJob, build_job
 from services.gateway.voices import F0_METHODS, VoiceBook
@@ -75,10 +75,14 @@ class Form:
               limit: str = "") -> PcmAudio | None:
         """The file ``name`` as mono; longer than ``max_seconds`` is refused naming ``limit``."""
         data = self.files.get(name)
-        if not data:
+        if data is None:
             if required:
                 raise InvalidArgument(f"the file {name} is required")
             return None
+        if not data:
+            # Sent but empty (a form's file input left blank, a failed read): never
+            # taken for no file, which would speak or convert in another voice.
+            raise InvalidArgument(f"the file {name} is empty (0 bytes)")
         try:
             return to_mono(decode_container(data, max_seconds, limit))
         except InvalidArgument as exc:
@@ -155,14 +159,16 @@ def _json(body: bytes) -> Form:
     data = json_object(body or b"{}")
     form = Form()
     for name, value in data.items():
+        if value is None:
+            continue  # null: not given
         if name in ("reference_audio", "audio"):
             try:
                 form.files[name] = base64.b64decode(str(value), validate=True)
-            except binascii.Error:
+            except ValueError:  # binascii.Error, or characters beyond ASCII ("é")
                 raise InvalidArgument(f"{name} is not base64") from None
         elif isinstance(value, bool):
             form.fields[name] = "true" if value else "false"
-        elif value is not None:
+        else:
             form.fields[name] = str(value)
     return form
 
@@ -236,8 +242,8 @@ def job(form: Form, voices: VoiceBook, max_reference_seconds: float | None = Non
     reference = form.audio("reference_audio", required=False, max_seconds=max_reference_seconds,
                            limit="TTS_MAX_REFERENCE_SECONDS")
     seed = form.number("seed", int)
-    if seed is not None and not 0 <= seed < 2**64:
-        raise InvalidArgument(f"seed {seed} is outside 0..2^64-1")
+    if seed is not None:
+        check_seed(seed)
     speaker = tts_pb2.SpeakerPrompt()
     if reference is not None:
         speaker.reference.audio.CopyFrom(audio_to_proto(reference))

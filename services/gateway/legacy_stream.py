@@ -4,7 +4,8 @@
 literal word: its clients may split the body on ``--boundary`` instead of reading
 the content type, so the boundary stays that word. ``POST /synthesize/sse``
 answered ``event: message`` events (sse-starlette's framing, CRLF line ends) whose
-data is JSON: start, one chunk per sentence (its WAV in base64), error, end.
+data is JSON: start, one chunk per sentence (its WAV in base64), then end, or
+error when a sentence fails (the response is then reset: no end follows).
 """
 
 from __future__ import annotations
@@ -12,16 +13,11 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import logging
 from collections.abc import AsyncIterator
-
-import grpc
 
 from services.common.errors import to_status
 from services.gateway import audio_formats as formats
 from services.gateway.pipeline import Piece
-
-logger = logging.getLogger(__name__)
 
 BOUNDARY = "boundary"
 MULTIPART_TYPE = f"multipart/mixed; boundary={BOUNDARY}"
@@ -107,7 +103,11 @@ async def sse_events(pieces: AsyncIterator[Piece], fmt: str) -> AsyncIterator[by
 
     A failure before the first sentence is the call's error status, as on every
     route. After it the status line has gone, so the old server's error event
-    says what failed, and end closes the stream as its clients expect.
+    says what failed, and then the failure goes on to the caller, with no end
+    event: the call ends with its error status (logged and counted as one), and
+    an HTTP client's response is reset (services.gateway.stream_abort), so a
+    client that ignores the error event still cannot take the stream for a
+    complete one.
     """
     started = False
     try:
@@ -121,10 +121,7 @@ async def sse_events(pieces: AsyncIterator[Piece], fmt: str) -> AsyncIterator[by
                 yield sse_chunk(piece.index, data, piece.tts.seconds,
                                 piece.rvc.seconds if piece.rvc else 0.0, piece.text)
     except Exception as exc:
-        if not started:
-            raise
-        code, message = to_status(exc)
-        logger.warning("the event stream failed after its start: %s", message,
-                       exc_info=code == grpc.StatusCode.INTERNAL)
-        yield sse_error(message)
+        if started:
+            yield sse_error(to_status(exc)[1])
+        raise
     yield SSE_END

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 from services.common.errors import InvalidArgument
+from services.common.seeds import check_seed
 from services.gateway.audio_formats import parse_format
 from services.gateway.legacy_http import json_object
 
@@ -63,11 +64,14 @@ def _number(data: dict, name: str, kind: type, default):
     value = data.get(name, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidArgument(f"{name} must be a number")
-    if not math.isfinite(value):  # Python's JSON reads NaN, Infinity and 1e999
+    if isinstance(value, float) and not math.isfinite(value):  # JSON's NaN, Infinity, 1e999
         raise InvalidArgument(f"{name} must be a finite number")
     if kind is int and value != int(value):
         raise InvalidArgument(f"{name} must be a whole number")
-    return kind(value)
+    try:
+        return kind(value)
+    except OverflowError:  # an integer no float holds (JSON integers have no size limit)
+        raise InvalidArgument(f"{name} is out of range") from None
 
 
 def parse_request(content_type: str, body: bytes) -> SpeechRequest:
@@ -109,10 +113,7 @@ def parse_request(content_type: str, body: bytes) -> SpeechRequest:
 def _seed(data: dict) -> int | None:
     if data.get("seed") is None:
         return None
-    seed = _number(data, "seed", int, None)
-    if not 0 <= seed < 2**64:
-        raise InvalidArgument(f"seed {seed} is outside 0..2^64-1")
-    return seed
+    return check_seed(_number(data, "seed", int, None))
 
 
 def sse_event(payload: dict) -> bytes:

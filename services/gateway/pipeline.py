@@ -170,7 +170,7 @@ class Pipeline:
         sampling.CopyFrom(job.sampling)
         if not sampling.HasField("seed") and job.engine != tts_pb2.ENGINE_PIPER:
             # One seed for every sentence keeps the sampling of a request consistent.
-            sampling.seed = random.getrandbits(63)
+            sampling.seed = random.getrandbits(64)  # any uint64 (services/common/seeds.py)
         try:
             for sentence in sentences:
                 try:

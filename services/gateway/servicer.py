@@ -16,7 +16,7 @@ from services.common.audio_proto import audio_to_proto
 from services.common.errors import Unimplemented
 from services.common.metrics import ServerMetrics
 from services.gateway import audio_formats as formats
-from services.gateway import jobs, legacy_status, legacy_stream, openai_speech
+from services.gateway import jobs, legacy_status, legacy_stream, openai_speech, stream_abort
 from services.gateway import legacy_http as legacy
 from services.gateway.pipeline import Health, Piece, Pipeline
 from services.gateway.stages import StageResult
@@ -107,6 +107,21 @@ async def _encoded_stream(
             encoder.close()
 
 
+async def _engine_announced(pieces: AsyncIterator[Piece], context) -> AsyncIterator[Piece]:
+    """``pieces``, with X-TTS-Engine (and X-TTS-Notes) sent as headers before the first.
+
+    The multipart and SSE streams have one status line for all their sentences:
+    the first sentence's engine speaks every one (one profile per request).
+    """
+    first = True
+    async with contextlib.aclosing(pieces):
+        async for piece in pieces:
+            if first:
+                first = False
+                await context.send_initial_metadata(_engine_headers(piece.tts))
+            yield piece
+
+
 def _timing_trailers(context, timing: gateway_pb2.PipelineTiming) -> None:
     """Per-stage seconds as trailing metadata, beside what the interceptor put there."""
     pairs = (
@@ -162,6 +177,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             notes=result.tts.notes,
         )
 
+    @stream_abort.guard  # a failure after the first response resets a REST one
     async def SynthesizeStream(self, request, context):
         start = time.perf_counter()
         first = 0.0
@@ -219,6 +235,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             content_type=formats.content_type(fmt), data=formats.encode(result.audio, fmt)
         )
 
+    @stream_abort.guard  # a failure after the first response resets a REST one
     async def LegacySynthesizeStream(self, request, context):
         form = legacy.parse_form(request.content_type, request.data)
         fmt = legacy.response_format(form)
@@ -231,16 +248,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
             async for body in _encoded_stream(pieces, fmt, context):
                 yield body
             return
-        async for data in legacy_stream.multipart_parts(pieces, fmt):
+        async for data in legacy_stream.multipart_parts(_engine_announced(pieces, context), fmt):
             yield httpbody_pb2.HttpBody(content_type=legacy_stream.MULTIPART_TYPE, data=data)
 
+    @stream_abort.guard  # a failure after the first response resets a REST one
     async def LegacySynthesizeSse(self, request, context):
         form = legacy.parse_form(request.content_type, request.data)
         fmt = legacy.response_format(form)
         pieces = self._pipeline.synthesize_stream(
             legacy.job(form, self._voices, self._max_reference_seconds), rpc="LegacySynthesizeSse"
         )
-        async for data in legacy_stream.sse_events(pieces, fmt):
+        async for data in legacy_stream.sse_events(_engine_announced(pieces, context), fmt):
             yield httpbody_pb2.HttpBody(content_type=legacy_stream.SSE_TYPE, data=data)
 
     async def LegacyTts(self, request, context):
@@ -269,6 +287,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
     async def LegacyChangeConfig(self, request, context):
         raise Unimplemented(legacy_status.CONFIG_IS_READ_ONLY)
 
+    @stream_abort.guard  # a failure after the first response resets a REST one
     async def CreateSpeech(self, request, context):
         speech = openai_speech.parse_request(request.content_type, request.data)
         job = jobs.build_job(

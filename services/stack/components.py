@@ -104,6 +104,22 @@ def envoy_binary() -> str:
     return found
 
 
+def triton_tmp_dir(run_dir: Path) -> Path:
+    """tritonserver's own /tmp in ``run_dir`` (see services/stack/private_tmp.py), emptied:
+    a killed tritonserver leaves its Python backend's python_env_* directory there."""
+    private = run_dir / "triton-tmp"
+    if private.is_dir() and not private.is_symlink():
+        shutil.rmtree(private)
+    private.mkdir(parents=True, exist_ok=True)
+    return private
+
+
+def with_private_tmp(private: Path, argv: list[str]) -> list[str]:
+    """``argv`` run with ``private`` as its /tmp, by the launcher beside this module."""
+    launcher = Path(__file__).with_name("private_tmp.py")
+    return [sys.executable, "-I", str(launcher), str(private), "--", *argv]
+
+
 def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
     """Every process, in start order: Triton, the services, then the edge."""
     run_dir = config.run_dir.resolve()
@@ -139,10 +155,12 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
     triton_env["PYTHONPATH"] = os.pathsep.join(
         p for p in triton_env["PYTHONPATH"].split(os.pathsep) if Path(p) != repo
     )
+    triton_tmp = triton_tmp_dir(run_dir)
+    triton_env["TMPDIR"] = str(triton_tmp)
     specs = [
         ProcessSpec(
             name="triton",
-            argv=[
+            argv=with_private_tmp(triton_tmp, [
                 str(triton.binary),
                 f"--model-repository={repo_dir}",
                 f"--backend-directory={triton.backends}",
@@ -158,10 +176,11 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
                 "--exit-timeout-secs=10",
                 "--log-warning=true",
                 *triton_tls_args(config.internal_tls),
-            ],
+            ]),
             env=triton_env,
             cwd=run_dir,
-            leftovers=(f"/dev/shm/{shm_prefix}*",),
+            # Its own /tmp is emptied too, before a restart: python_env_* of the dead one.
+            leftovers=(f"/dev/shm/{shm_prefix}*", f"{triton_tmp}/*", f"{triton_tmp}/.*"),
             probe=http_ok(f"http://{LOOPBACK}:{config.triton_http_port}/v2/health/ready"),
             endpoints=[
                 ("gRPC", f"{LOOPBACK}:{config.triton_grpc_port}"),
@@ -208,6 +227,7 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
         max_concurrent_streams=config.edge_max_concurrent_streams,
         max_queue=config.edge_max_queue,
         rate_limit=config.edge_rate_limit(),
+        trusted_proxy_hops=config.edge_trusted_proxy_hops,
         upstream_tls=config.internal_tls if config.internal_tls.enabled else None,
     )
     envoy_config = write(edge, run_dir / "envoy.json")

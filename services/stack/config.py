@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.settings import InternalTls, SettingsError, check_port, env_field, from_env
-from services.gateway.edge_limits import EdgeRateLimit, check_limits
+from services.gateway.edge_limits import MAX_TRUSTED_PROXY_HOPS, EdgeRateLimit, check_limits
 from services.gateway.edge_security import EdgeJwt, EdgeTls, check_jwks
 from services.gateway.envoy import MAX_BODY_BYTES
 from services.stack.model_repo import parse_instances
@@ -79,6 +79,9 @@ class StackConfig:
     edge_max_queue: int = env_field("EDGE_MAX_QUEUE", 1000)
     edge_rate_limit_per_second: float = env_field("EDGE_RATE_LIMIT_PER_SECOND", 0.0)
     edge_rate_limit_burst: int = env_field("EDGE_RATE_LIMIT_BURST", 10)
+    # Proxies in front of the edge that append the address they saw to X-Forwarded-For
+    # (a load balancer); 0: the client is the TCP peer, whatever X-Forwarded-For says.
+    edge_trusted_proxy_hops: int = env_field("EDGE_TRUSTED_PROXY_HOPS", 0)
     # Mutual TLS between every internal hop (edge -> gateway -> TTS / RVC, TTS ->
     # Triton's gRPC): off unless INTERNAL_TLS_CERT, _KEY and _CA are set.
     internal_tls: InternalTls = dataclasses.field(default_factory=InternalTls)
@@ -112,6 +115,9 @@ class StackConfig:
             )
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
+        if not 0 <= self.edge_trusted_proxy_hops <= MAX_TRUSTED_PROXY_HOPS:
+            raise SettingsError(f"EDGE_TRUSTED_PROXY_HOPS={self.edge_trusted_proxy_hops}: "
+                                f"expected 0..{MAX_TRUSTED_PROXY_HOPS}")
 
     def _validate_edge_security(self) -> None:
         if (self.edge_tls_cert is None) != (self.edge_tls_key is None):

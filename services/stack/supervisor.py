@@ -12,6 +12,7 @@ import contextlib
 import glob
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -184,7 +185,10 @@ class Supervisor:
         for pattern in child.spec.leftovers:
             for path in glob.glob(pattern):
                 with contextlib.suppress(OSError):
-                    os.unlink(path)
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path)
+                    else:
+                        os.unlink(path)
                     log.info("removed %s left by %s", path, child.spec.name)
 
     @staticmethod

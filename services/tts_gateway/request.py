@@ -9,6 +9,7 @@ from enum import Enum
 
 from services.common.audio import PcmAudio
 from services.common.errors import InvalidArgument
+from services.common.seeds import check_seed
 
 
 class Engine(Enum):
@@ -65,8 +66,8 @@ class Sampling:
             raise InvalidArgument(f"sampling.top_p {self.top_p:g} is outside (0, 1]")
         if self.top_k is not None and self.top_k > 10_000:
             raise InvalidArgument(f"sampling.top_k {self.top_k} is above 10000")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise InvalidArgument(f"sampling.seed {self.seed} is outside 0..2^63-1")
+        if self.seed is not None:
+            check_seed(self.seed, "sampling.seed")
         if self.max_tokens is not None and not 1 <= self.max_tokens <= 10_000:
             raise InvalidArgument(f"sampling.max_tokens {self.max_tokens} is outside 1..10000")
 

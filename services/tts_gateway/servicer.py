@@ -44,6 +44,9 @@ def _level(value: int, what: str) -> Level:
 def speaker_from_proto(prompt: tts_pb2.SpeakerPrompt) -> Speaker | None:
     source = prompt.WhichOneof("source")
     if source == "reference":
+        if not prompt.reference.audio.pcm:
+            # Whatever the engine: a clip sent empty is a mistake, never "no clip".
+            raise InvalidArgument("speaker.reference.audio is empty (no PCM bytes)")
         audio = audio_from_proto(prompt.reference.audio, "speaker.reference.audio")
         return ReferenceSpeaker(audio, prompt.reference.transcript)
     if source == "speaker_id":

@@ -14,6 +14,7 @@ import numpy as np
 from services.common.audio import PcmAudio, resample, to_mono
 from services.common.errors import ServiceError, Unavailable
 from services.common.request_context import time_remaining
+from services.common.seeds import as_int64
 from services.tts_gateway.metrics import TtsMetrics
 from services.tts_gateway.request import (
     CachedSpeaker,
@@ -108,7 +109,8 @@ def triton_inputs(
         ("top_k", sampling.top_k, np.int32),
         ("top_p", sampling.top_p, np.float32),
         ("max_tokens", sampling.max_tokens or default_max_tokens, np.int32),
-        ("seed", sampling.seed, np.int64),
+        # Triton's seed tensor is INT64: the uint64 seed travels as its 64 bits.
+        ("seed", None if sampling.seed is None else as_int64(sampling.seed), np.int64),
     ):
         if value is not None:
             inputs[name] = np.array([value], dtype=dtype)

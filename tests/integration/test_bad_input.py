@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import requests
 import soundfile
+from google.protobuf import json_format
 from google.protobuf.message import Message
 from voice.v1 import (
     audio_pb2,
@@ -43,6 +44,12 @@ S16 = audio_pb2.SAMPLE_FORMAT_PCM_S16LE
 PORTS = {"edge": "api_port", "gateway": "gateway_port", "tts": "tts_port", "rvc": "rvc_port"}
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND"}
 LONG_TEXT = "Word after word, on and on. " * 3572  # 100,016 characters
+MODEL_RATE = 32_000  # MODEL's output rate
+SPARK_RATE = 16_000
+# Seeds are the proto's uint64 on every route; one past it is refused in one wording.
+PAST_SEED = 2**64
+PAST_SEED_MESSAGE = "18446744073709551616 is outside 0..2^64-1"
+LEGACY_SPEECH_ROUTES = ("/synthesize", "/synthesize/stream", "/synthesize/sse", "/tts")
 
 
 # --- audio ---------------------------------------------------------------------------
@@ -74,6 +81,14 @@ def silent_flac(seconds: int = 610, rate: int = 48_000, channels: int = 2) -> by
 
 
 LONG_FLAC = silent_flac()
+
+
+def without_length(flac: bytes) -> bytes:
+    """``flac`` with STREAMINFO's total sample count zeroed, as a streaming writer leaves it."""
+    data = bytearray(flac)
+    data[21] &= 0xF0
+    data[22:26] = bytes(4)
+    return bytes(data)
 
 
 def with_sizes(data: bytes, riff: int, chunk: int) -> bytes:
@@ -161,11 +176,16 @@ HTTP_CASES = [
     # Our own streamed WAVs leave both sizes at 0xFFFFFFFF: the audio present counts.
     rvc_upload("wav-sizes-unknown", with_sizes(SPEECH, 0xFFFFFFFF, 0xFFFFFFFF)),
     rvc_upload("wav-header-claims-more", with_sizes(SPEECH, 10 * len(SPEECH), 10 * len(SPEECH))),
+    # Containers that give no length: a streamed FLAC, Ogg.
+    rvc_upload("flac-without-length", without_length(wav(WAVE, fmt="FLAC")), filename="a.flac"),
+    rvc_upload("ogg-vorbis", wav(WAVE, subtype="VORBIS", fmt="OGG"), filename="a.ogg"),
     # Broken or empty audio.
     rvc_upload("truncated-header", SPEECH[:30], 400, "not a readable audio file"),
     rvc_upload("header-only", with_sizes(SPEECH[:44], 36 + 9_600, 9_600), 400, "audio is empty"),
     rvc_upload("zero-frames", wav(np.zeros(0)), 400, "audio is empty"),
-    rvc_upload("zero-bytes", b"", 400, "the file audio is required"),
+    rvc_upload("zero-bytes", b"", 400, "the file audio is empty (0 bytes)"),
+    as_json("rvc-json-audio-empty", "/rvc", 400, "the file audio is empty (0 bytes)",
+            {"model": MODEL, "audio": ""}),
     rvc_upload("one-sample", wav(np.array([0.25])), 400, "audio lasts 0.0001 s; at least 0.01 s"),
     rvc_upload("corrupt", bytes(range(256)) * 8, 400, "not a readable audio file"),
     rvc_upload("text-as-audio", b"hello, not audio", 400, "not a readable audio file",
@@ -228,11 +248,26 @@ HTTP_CASES = [
           "voice name '../../etc/passwd' is malformed", voice="../../etc/passwd"),
     speak("synthesize-seed-negative", "/synthesize", 400, "seed -1 is outside 0..2^64-1",
           seed="-1"),
+    *(speak(f"{path[1:].replace('/', '-')}-seed-2^64", path, 400, f"seed {PAST_SEED_MESSAGE}",
+            seed=str(PAST_SEED))
+      for path in LEGACY_SPEECH_ROUTES),
     speak("synthesize-sample-rate-high", "/synthesize", 400,
           "sample_rate 200000 Hz is outside 8000..48000", sample_rate="200000"),
     speak("synthesize-skip-rvc-maybe", "/synthesize", 400, "skip_rvc 'maybe' is not true or false",
           skip_rvc="maybe"),
     # Reference clips that cannot be a voice.
+    # An empty reference_audio file is refused, not taken for none (with no voice named,
+    # the default profile would speak without it).
+    *(Http(f"{path[1:].replace('/', '-')}-reference-audio-0-bytes", path, 400,
+           "the file reference_audio is empty (0 bytes)", {"text": "Hello."},
+           {"reference_audio": ("r.wav", b"", "audio/wav")})
+      for path in LEGACY_SPEECH_ROUTES),
+    Http("tts-reference-audio-blank-file-input", "/tts", 400,
+         "the file reference_audio is empty (0 bytes)", {"text": "Hello.", "voice": VOICE},
+         {"reference_audio": ("", b"", "application/octet-stream")}),
+    as_json("tts-json-reference-audio-empty", "/tts", 400,
+            "the file reference_audio is empty (0 bytes)",
+            {"text": "Hello.", "reference_audio": ""}),
     Http("tts-reference-corrupt", "/tts", 400, "reference_audio: not a readable audio file",
          {"text": "Hello."}, {"reference_audio": ("r.wav", b"RIFF....WAVEjunk", "audio/wav")}),
     Http("tts-reference-zero-frames", "/tts", 400, "speaker.reference.audio is empty",
@@ -258,6 +293,7 @@ HTTP_CASES = [
            b'{"model": "tts-1", "voice": "demo", "input": "Hi.", "sample_rate": Infinity}'),
     openai("speech-sample-rate-nan", 400, "sample_rate must be a finite number",
            b'{"model": "tts-1", "voice": "demo", "input": "Hi.", "sample_rate": NaN}'),
+    openai("speech-seed-2^64", 400, f"seed {PAST_SEED_MESSAGE}", speech_json(seed=PAST_SEED)),
     openai("speech-seed-1e999", 400, "seed must be a finite number",
            b'{"model": "tts-1", "voice": "demo", "input": "Hi.", "seed": 1e999}'),
     openai("speech-sample-rate-fraction", 400, "sample_rate must be a whole number",
@@ -284,6 +320,23 @@ HTTP_CASES = [
             {"model": MODEL, "bogus": 1, "audio": base64.b64encode(SPEECH).decode()}),
     as_json("v1-tts-wrong-type", "/v1/tts", 400, "temperature",
             {"text": "Hi.", "sampling": {"temperature": "hot"}}),
+    # A uint64 seed past the range: as the proto JSON mapping writes it (a string), and
+    # as a number (which the transcoder reads as a double).
+    *(as_json(f"v1-{route}-seed-2^64-{kind}", f"/v1/{route}", 400, f"sampling.seed {shown}",
+              {"text": "Hi.", **extra, "sampling": {"seed": value}})
+      for route, extra in (("tts", {}), ("synthesize", {"voice": VOICE}))
+      for kind, value, shown in (
+          ("string", str(PAST_SEED), PAST_SEED_MESSAGE),
+          ("number", PAST_SEED, "1.8446744073709552e+19 is outside 0..2^64-1"))),
+    as_json("v1-tts-seed-negative", "/v1/tts", 400, "sampling.seed -1 is outside 0..2^64-1",
+            {"text": "Hi.", "sampling": {"seed": "-1"}}),
+    # An empty reference clip is refused, even for Piper, which would ignore a clip.
+    as_json("v1-tts-reference-empty", "/v1/tts", 400, "speaker.reference.audio is empty",
+            {"text": "Hi.", "engine": "ENGINE_PIPER",
+             "speaker": {"reference": {"audio": {"pcm": "", "sample_rate": 16000}}}}),
+    as_json("v1-synthesize-reference-empty", "/v1/synthesize", 400,
+            "speaker.reference.audio is empty",
+            {"text": "Hi.", "voice": "demo", "speaker": {"reference": {"transcript": "Hi."}}}),
     as_json("v1-tts-max-tokens-0", "/v1/tts", 400, "sampling.max_tokens 0 is outside 1..10000",
             {"text": "Hi.", "speaker": {"control": {"gender": "GENDER_MALE"}},
              "sampling": {"max_tokens": 0}}),
@@ -323,6 +376,10 @@ def test_http(stack, case: Http):
         return
     audio, rate = soundfile.read(io.BytesIO(reply.content))
     assert rate == int(reply.headers["x-sample-rate"]) and np.all(np.isfinite(audio))
+    assert audio.shape[0] > 0, "no audio"
+    if case.path == "/rvc":  # converted by MODEL, as long as the upload (every one: 0.3 s)
+        assert rate == MODEL_RATE
+        assert audio.shape[0] / rate == pytest.approx(0.3, abs=0.011)
 
 
 # --- gRPC cases ----------------------------------------------------------------------
@@ -330,13 +387,15 @@ def test_http(stack, case: Http):
 
 @dataclass(frozen=True)
 class Rpc:
-    """One call, sent to each of ``targets``; ``code`` OK means it must succeed."""
+    """One call, sent to each of ``targets``; ``code`` OK means it must succeed (with
+    audio lasting ``seconds``, when given)."""
 
     id: str
     targets: tuple[str, ...]
     send: Callable[[grpc.Channel], object]
     code: grpc.StatusCode
     fragment: str = ""
+    seconds: float | None = None
 
 
 def drained(result):
@@ -388,6 +447,8 @@ def say(text: str = "Hello.", **sampling) -> tts_pb2.SynthesizeSpeechRequest:
 
 
 OK, BAD, MISSING = grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+EMPTY_REFERENCE = tts_pb2.SpeakerPrompt(reference=tts_pb2.ReferenceAudio(
+    audio=audio_pb2.Audio(pcm=b"", sample_rate=16_000)))
 EDGE_AND_GATEWAY = ("edge", "gateway")
 NAN = np.array([0.0, np.nan, 0.1] * 100)
 INF = np.array([0.0, np.inf, 0.1] * 100)
@@ -398,7 +459,12 @@ RVC_DIRECT_AND_VIA_GATEWAY = [
 
 
 def rvc_everywhere(id, request, code, fragment="") -> list[Rpc]:
-    return [Rpc(id, (target,), make(request), code, fragment)
+    seconds = None
+    if code is OK:  # a conversion lasts as long as its input
+        audio = request.audio
+        seconds = len(audio.pcm) / (4 if audio.sample_format == F32 else 2) / (
+            audio.channels or 1) / audio.sample_rate
+    return [Rpc(id, (target,), make(request), code, fragment, seconds)
             for target, make in RVC_DIRECT_AND_VIA_GATEWAY]
 
 
@@ -411,7 +477,8 @@ RPC_CASES = [
     # Valid PCM in every shape the proto allows: served.
     *rvc_everywhere("pcm-f32-8k-stereo", convert(pcm(tone(0.3, 8_000, 2), 8_000, channels=2)), OK),
     *rvc_everywhere("pcm-s16-96k-6ch", convert(pcm(tone(0.2, 96_000, 6), 96_000, S16, 6)), OK),
-    Rpc("pcm-silence-192k", ("rvc",), rvc("Convert", convert(pcm(np.zeros(19_200), 192_000))), OK),
+    Rpc("pcm-silence-192k", ("rvc",), rvc("Convert", convert(pcm(np.zeros(19_200), 192_000))), OK,
+        seconds=0.1),
     # Bad PCM.
     *rvc_everywhere("pcm-nan", convert(pcm(NAN)), BAD, "audio: audio contains NaN"),
     *rvc_everywhere("pcm-inf", convert(pcm(INF)), BAD, "NaN or infinite"),
@@ -468,7 +535,17 @@ RPC_CASES = [
     *tts_everywhere("text-control-character", say("a\x00b"), BAD, "control character U+0000"),
     *tts_everywhere("temperature-nan", say(temperature=float("nan")), BAD,
                     "sampling.temperature nan is outside (0, 5]"),
-    Rpc("seed-2^63", ("tts",), tts(say(seed=2**63)), BAD, "sampling.seed"),
+    # The proto's whole uint64 range (test_every_uint64_seed_... checks reproducibility).
+    *tts_everywhere("seed-2^63", say(seed=2**63), OK),
+    *tts_everywhere("seed-2^64-1", say(seed=2**64 - 1), OK),
+    # An empty reference clip is refused, even for Piper, which would ignore a clip.
+    *tts_everywhere("reference-empty", tts_pb2.SynthesizeSpeechRequest(
+        text="Hi.", engine=tts_pb2.ENGINE_PIPER, speaker=EMPTY_REFERENCE), BAD,
+        "speaker.reference.audio is empty"),
+    *(Rpc(f"{method.lower()}-reference-empty", EDGE_AND_GATEWAY, gateway(method,
+          gateway_pb2.SynthesizeRequest(text="Hi.", voice="demo", speaker=EMPTY_REFERENCE)),
+          BAD, "speaker.reference.audio is empty")
+      for method in ("Synthesize", "SynthesizeStream")),
     Rpc("top-k-20000", ("tts",), tts(say(top_k=20_000)), BAD,
         "sampling.top_k 20000 is above 10000"),
     Rpc("max-tokens-0", ("tts",), tts(say(max_tokens=0)), BAD, "sampling.max_tokens 0"),
@@ -507,16 +584,84 @@ def channels(stack):
         channel.close()
 
 
+def pcm_seconds(audio: audio_pb2.Audio) -> float:
+    width = 4 if audio.sample_format == F32 else 2
+    assert audio.sample_rate > 0 and len(audio.pcm) % (width * (audio.channels or 1)) == 0
+    return len(audio.pcm) / width / (audio.channels or 1) / audio.sample_rate
+
+
+def check_served(reply, seconds: float | None) -> None:
+    """The audio a served call must carry, at the rate its stage produces."""
+    if isinstance(reply, rvc_pb2.ConvertResponse):
+        assert reply.audio.sample_rate == MODEL_RATE and reply.audio.pcm, reply.audio.sample_rate
+        if seconds is not None:
+            assert pcm_seconds(reply.audio) == pytest.approx(seconds, abs=0.011)
+        return
+    if isinstance(reply, gateway_pb2.TtsResponse):
+        assert (reply.engine, reply.audio.sample_rate) == (tts_pb2.ENGINE_SPARK, SPARK_RATE)
+        assert pcm_seconds(reply.audio) > 0
+        return
+    # The TTS service's stream: chunks in order, the last one final, audio in them.
+    assert isinstance(reply, list) and reply, reply
+    assert all(isinstance(r, tts_pb2.SynthesizeSpeechResponse) for r in reply)
+    assert [r.chunk.sequence for r in reply] == list(range(len(reply)))
+    assert reply[-1].chunk.final and reply[0].engine == tts_pb2.ENGINE_SPARK
+    assert {r.chunk.audio.sample_rate for r in reply} == {SPARK_RATE}
+    assert sum(pcm_seconds(r.chunk.audio) for r in reply) > 0
+
+
 @pytest.mark.parametrize("case, target", RPC_PARAMS)
 def test_grpc(channels, case: Rpc, target: str):
     if case.code is OK:
-        reply = case.send(channels[target])
-        assert reply, "no reply"
+        check_served(case.send(channels[target]), case.seconds)
         return
     with pytest.raises(grpc.RpcError) as caught:
         case.send(channels[target])
     assert caught.value.code() is case.code, caught.value.details()
     assert case.fragment in caught.value.details(), caught.value.details()
+
+
+# --- seeds: the proto's uint64, whole, on every route ------------------------------
+
+
+def spoken_with_seed(stack, channels, family: str, seed: int) -> bytes:
+    """The audio one route family answers for the same words with ``seed``."""
+    if family == "grpc-tts":
+        return b"".join(r.chunk.audio.pcm for r in tts(say(seed=seed))(channels["tts"]))
+    if family == "grpc-edge":
+        return gateway("Tts", say(seed=seed))(channels["edge"]).audio.pcm
+    if family == "v1-json":  # the proto JSON mapping: the seed as a string
+        body = json_format.MessageToDict(say(seed=seed), preserving_proto_field_name=True)
+        assert body["sampling"]["seed"] == str(seed)
+        reply = requests.post(f"{stack.api}/v1/tts", json=body, timeout=TIMEOUT)
+        assert reply.status_code == 200, reply.text[:300]
+        return base64.b64decode(reply.json()["audio"]["pcm"])
+    if family == "legacy":
+        reply = requests.post(f"{stack.api}/tts", data={
+            "voice": VOICE, "text": "Hello.", "seed": str(seed)}, timeout=TIMEOUT)
+    else:  # OpenAI's speech API: TTS, then RVC with the profile's voice
+        reply = requests.post(f"{stack.api}/v1/audio/speech", timeout=TIMEOUT,
+                              json=speech_json(seed=seed, response_format="pcm"))
+    assert reply.status_code == 200, reply.text[:300]
+    return reply.content
+
+
+@pytest.mark.parametrize("family", ["grpc-tts", "grpc-edge", "v1-json", "legacy", "openai"])
+def test_every_uint64_seed_is_taken_whole_and_reproduces(stack, channels, family):
+    """2^63 and 2^64-1 (past int64) are served, the same seed twice gives the same
+    audio, and the two seeds give different audio: the seed reaches the sampler."""
+    audio = {seed: [spoken_with_seed(stack, channels, family, seed) for _ in range(2)]
+             for seed in (2**63, 2**64 - 1)}
+    for seed, (first, again) in audio.items():
+        assert len(first) > 1_000 and first == again, (family, seed)
+    assert audio[2**63][0] != audio[2**64 - 1][0], family
+
+
+def test_a_seed_past_uint64_cannot_leave_a_grpc_client():
+    """The gRPC family's range is the field's: 2^64 does not fit a uint64, so no stub sends
+    it (the REST routes above refuse it in the services' words)."""
+    with pytest.raises(ValueError, match="out of range"):
+        tts_pb2.SamplingParams(seed=PAST_SEED)
 
 
 # --- still serving -------------------------------------------------------------------

@@ -5,6 +5,8 @@ HPACK table: every later grpc-timeout on Envoy's shared connection failed with
 INTERNAL "Error parsing 'grpc-timeout' metadata" until the gateway restarted.
 """
 
+import http.client
+import json
 import urllib.request
 
 import grpc
@@ -37,6 +39,26 @@ def test_rest_old_path_refusal_keeps_its_detail(stack):
     assert reply.status == 400
     body = reply.json()
     assert "grpc-timeout" in body["detail"] == body["error"]["message"]
+
+
+@pytest.mark.parametrize("content_type", ["application/grpc-web", "application/grpc-web+proto"])
+def test_grpc_web_is_rest_and_gets_the_400(stack, content_type):
+    """Envoy's gRPC is application/grpc or application/grpc+...: the transcoder takes a
+    grpc-web request for REST, so its refusal is the REST 400, not a trailers-only gRPC
+    reply (the filter once took anything starting application/grpc for gRPC)."""
+    connection = http.client.HTTPConnection("127.0.0.1", stack.config.api_port, timeout=30)
+    try:
+        connection.request("POST", "/v1/synthesize", body=b'{"text": "Hi."}',
+                           headers={"content-type": content_type, "grpc-timeout": "abc"})
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    assert response.status == 400, body
+    assert response.getheader("grpc-status") is None
+    error = json.loads(body)["error"]
+    assert (error["code"], error["status"]) == (400, "INVALID_ARGUMENT")
+    assert "grpc-timeout" in error["message"]
 
 
 @pytest.mark.parametrize("value", ["5S", "500m", "99999999u", "1H", "30M", "20000000n"])

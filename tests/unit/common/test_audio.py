@@ -156,3 +156,70 @@ def test_files_within_the_limit_decode():
     audio = decode_container(flac, max_seconds=20, limit="RVC_MAX_AUDIO_SECONDS")
     assert (audio.frames, audio.channels, audio.sample_rate) == (320_000, 1, 16_000)
     assert decode_container(silent_flac(seconds=20)).samples.shape == (960_000, 2)
+
+
+def encoded(samples: np.ndarray, rate: int, fmt: str, subtype: str) -> bytes:
+    out = io.BytesIO()
+    soundfile.write(out, samples, rate, format=fmt, subtype=subtype)
+    return out.getvalue()
+
+
+def wav_sizes(wav: bytes, size: int) -> bytes:
+    """A 44-byte-header WAV with both sizes set to ``size``, as a stream's writer leaves them."""
+    assert wav[36:40] == b"data"
+    field = size.to_bytes(4, "little")
+    return wav[:4] + field + wav[8:40] + field + wav[44:]
+
+
+# Short files whose container gives no length, as a writer streaming to a pipe leaves
+# them: name -> (bytes, frames, rate). libsndfile counts the frames of none of them
+# from a header; FLAC's reader fails to seek to the end, where soundfile's read
+# would go after every block.
+def lengthless_files() -> dict[str, tuple[bytes, int, int]]:
+    files = {}
+    for seconds in (0.05, 0.3, 2.0, 5.0):  # under one block of 64k frames, and several
+        mono = tone(seconds).samples
+        frames = mono.shape[0]
+        files[f"flac-{seconds}s"] = (
+            without_length(encoded(mono, 16_000, "FLAC", "PCM_16")), frames, 16_000)
+        for size in (0xFFFFFFFF, 0x7FFFFFFF):
+            files[f"wav-{size:x}-{seconds}s"] = (
+                wav_sizes(encoded(mono, 16_000, "WAV", "PCM_16"), size), frames, 16_000)
+        files[f"ogg-vorbis-{seconds}s"] = (encoded(mono, 16_000, "OGG", "VORBIS"), frames, 16_000)
+        opus = tone(seconds, rate=48_000).samples
+        files[f"ogg-opus-{seconds}s"] = (encoded(opus, 48_000, "OGG", "OPUS"), opus.shape[0],
+                                         48_000)
+    stereo = tone(1.0, channels=2).samples
+    files["flac-stereo-1.0s"] = (
+        without_length(encoded(stereo, 16_000, "FLAC", "PCM_16")), 16_000, 16_000)
+    return files
+
+
+LENGTHLESS = lengthless_files()
+
+
+@pytest.mark.parametrize("name", sorted(LENGTHLESS))
+@pytest.mark.parametrize("limit", [None, 30.0])
+def test_short_files_without_a_length_decode_whole(name, limit):
+    data, frames, rate = LENGTHLESS[name]
+    audio = decode_container(data, max_seconds=limit, limit="TTS_MAX_REFERENCE_SECONDS")
+    assert (audio.frames, audio.sample_rate) == (frames, rate), name
+    assert np.isfinite(audio.samples).all() and np.abs(audio.samples).max() > 0.1
+
+
+def test_a_flac_without_a_length_decodes_to_the_same_samples():
+    mono = tone(2.0).samples
+    flac = encoded(mono, 16_000, "FLAC", "PCM_16")
+    whole = decode_container(flac).samples
+    np.testing.assert_array_equal(decode_container(without_length(flac)).samples, whole)
+    np.testing.assert_allclose(whole, mono, atol=1 / 32_768)
+
+
+def test_a_flac_without_a_length_past_the_limit_is_refused():
+    flac = without_length(silent_flac(seconds=20, rate=16_000, channels=1))
+    with pytest.raises(InvalidArgument) as caught:
+        decode_container(flac, max_seconds=5, limit="TTS_MAX_REFERENCE_SECONDS")
+    assert caught.value.message == "the file is longer than 5 s, the limit (TTS_MAX_REFERENCE_SECONDS)"
+    # Exactly at the limit is within it.
+    audio = decode_container(flac, max_seconds=20, limit="TTS_MAX_REFERENCE_SECONDS")
+    assert audio.frames == 320_000

@@ -429,6 +429,24 @@ def test_service_env_is_what_the_code_reads(overlay, deployment, tmp_path):
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
+# The gateway decodes uploads under the TTS and RVC services' own limits (it reads
+# their variables): variable -> the service's Deployment.
+UPLOAD_LIMITS = {"TTS_MAX_REFERENCE_SECONDS": "tts-gateway", "RVC_MAX_AUDIO_SECONDS": "rvc"}
+
+
+@pytest.mark.parametrize("variable", sorted(UPLOAD_LIMITS))
+def test_the_gateway_decodes_uploads_under_the_services_limits(overlay, variable):
+    """Set in the gateway's pods as in the service's: a clip the gateway let through
+    is not refused further on, and none is refused that the service would take."""
+    deployments = of_kind(overlay, "Deployment")
+    values = {}
+    for name in ("gateway", UPLOAD_LIMITS[variable]):
+        env = env_of(container(deployments[name], SERVICES[name][0]))
+        assert variable in env, f"the {name} Deployment does not set {variable}"
+        values[name] = float(env[variable])
+    assert len(set(values.values())) == 1, (variable, values)
+
+
 def _triton_parameters() -> set[str]:
     keys = set()
     for config in (REPO / "triton" / "model_repo").glob("*/config.pbtxt"):
@@ -792,15 +810,20 @@ def _envoy_on_free_ports(envoy: str, descriptor: Path, tmp_path: Path):
         api, stats, admin = _free_port(), _free_port(), _free_port()
         config["admin"]["address"]["socket_address"]["port_value"] = admin
         for listener in config["static_resources"]["listeners"]:
-            address = listener["address"]["socket_address"]
-            address["address"] = "127.0.0.1"
-            address["port_value"] = {"edge": api, "stats": stats}[listener["name"]]
+            # The internal 100-continue listener (edge_continue) has no address, but a
+            # transcoder of its own.
+            if "address" in listener:
+                address = listener["address"]["socket_address"]
+                address["address"] = "127.0.0.1"
+                address["port_value"] = {"edge": api, "stats": stats}[listener["name"]]
             for chain in listener["filter_chains"]:
                 for http_filter in chain["filters"][0]["typed_config"].get("http_filters", []):
                     if "proto_descriptor" in http_filter.get("typed_config", {}):
                         http_filter["typed_config"]["proto_descriptor"] = str(descriptor)
         for cluster in config["static_resources"]["clusters"]:
             endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            if "socket_address" not in endpoint["address"]:
+                continue  # the internal listener's cluster
             socket_address = endpoint["address"]["socket_address"]
             if cluster["name"] == "envoy_admin":
                 socket_address["port_value"] = admin

@@ -7,8 +7,14 @@ from pathlib import Path
 import pytest
 
 from services.gateway import edge_limits
-from services.gateway.edge_errors import ERRORS_FILTER, GRPC_CODE_NAMES, HTTP_STATUS_NAMES
+from services.gateway.edge_errors import (
+    ERRORS_FILTER,
+    GRPC_CODE_NAMES,
+    GRPC_CONTENT_TYPE,
+    HTTP_STATUS_NAMES,
+)
 from services.gateway.edge_fields import FIELDS_FILTER
+from services.gateway.edge_paths import GRPC_ONLY_FILTER
 from services.gateway.edge_timeout import TIMEOUT_FILTER
 from services.gateway.envoy import MAX_BODY_BYTES, EdgeConfig, render, write
 from services.stack.components import envoy_binary
@@ -23,15 +29,32 @@ def test_only_the_gateway_health_and_reflection_are_public_and_admin_is_loopback
     routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
     prefixes = [r["match"].get("prefix") or r["match"]["path"] for r in routes]
     assert prefixes == [
+        "/",  # a request that expects 100-continue, to the internal listener (edge_limits)
         "/voice.v1.Gateway/",
         "/grpc.health.v1.Health/",
         "/grpc.reflection.v1.ServerReflection/",
         "/grpc.reflection.v1alpha.ServerReflection/",
         # REST's JSON routes, for the buffer their bodies need (services.gateway.edge_fields)
-        "/v1/rvc", "/v1/synthesize", "/v1/synthesize:stream", "/v1/tts",
+        "/v1/rvc", "/v1/rvc/", "/v1/synthesize", "/v1/synthesize/", "/v1/synthesize:stream",
+        "/v1/tts", "/v1/tts/",
         "/",
     ]
+    assert routes[0]["route"]["cluster"] == edge_limits.CONTINUE_LISTENER
+    # The gRPC routes take gRPC calls only: a REST request to their paths is a 404.
+    assert all(r["match"]["grpc"] == {} for r in routes[1:5])
     assert routes[-1]["direct_response"]["status"] == 404
+    # Only the public listener has an address; the other is the internal 100-continue one.
+    public, internal = config["static_resources"]["listeners"]
+    assert "address" not in internal and internal["internal_listener"] == {}
+
+
+def test_paths_are_normalized_before_they_are_routed():
+    """``..``, ``%2e%2e``, ``%2F``, ``%5C`` and ``//`` resolve before routing, so no
+    path reaches a service the routes do not name (services.gateway.edge_paths)."""
+    manager = _manager(render(EdgeConfig(descriptor=DESCRIPTOR)))
+    assert manager["normalize_path"] is True
+    assert manager["merge_slashes"] is True
+    assert manager["path_with_escaped_slashes_action"] == "UNESCAPE_AND_FORWARD"
 
 
 @pytest.mark.parametrize("discovery", ["STATIC", "STRICT_DNS"])
@@ -50,7 +73,10 @@ def test_envoy_validates_the_configuration(tmp_path, discovery):
 
 
 def _manager(config: dict) -> dict:
-    listener = config["static_resources"]["listeners"][0]
+    return _manager_of(config["static_resources"]["listeners"][0])
+
+
+def _manager_of(listener: dict) -> dict:
     return listener["filter_chains"][0]["filters"][0]["typed_config"]
 
 
@@ -60,9 +86,11 @@ def test_the_error_filter_sees_responses_after_the_transcoder():
     filters = _manager(render(EdgeConfig(descriptor=DESCRIPTOR)))["http_filters"]
     assert [f["name"] for f in filters] == [
         ERRORS_FILTER,
+        edge_limits.BODY_LIMIT_FILTER,  # every request's body, from its headers on
         TIMEOUT_FILTER,  # refuses a malformed grpc-timeout; its refusals are shaped
         FIELDS_FILTER,  # reads a request's JSON before the transcoder drops unknown fields
         "envoy.filters.http.grpc_json_transcoder",
+        GRPC_ONLY_FILTER,  # a request still REST here is a 404, never a call to a gateway
         "envoy.filters.http.router",
     ]
     lua = filters[0]["typed_config"]
@@ -102,7 +130,8 @@ def test_local_replies_to_rest_requests_are_in_the_error_shape():
         comparison = status["status_code_filter"]["comparison"]
         header = not_grpc["header_filter"]["header"]
         assert header["name"] == "content-type" and header["invert_match"] is True
-        assert header["string_match"] == {"prefix": "application/grpc"}
+        # gRPC as Envoy tells it: application/grpc-web is REST to the transcoder.
+        assert header["string_match"] == {"safe_regex": {"regex": GRPC_CONTENT_TYPE}}
         assert header["treat_missing_header_as_empty"] is True
         body = mapper["body_format_override"]
         assert body["content_type"] == "application/json"
@@ -136,6 +165,42 @@ def test_the_body_limit_reaches_the_transcoder():
     small = transcoder(EdgeConfig(descriptor=DESCRIPTOR, max_body_bytes=1234))
     assert small["max_request_body_size"] == small["max_response_body_size"] == 1234
     assert transcoder(EdgeConfig(descriptor=DESCRIPTOR))["max_request_body_size"] == MAX_BODY_BYTES
+
+
+def test_the_transcoder_ignores_query_parameters_that_name_no_field():
+    """The old server ignored ``?t=1``; without the option the transcoder maps no method
+    for such a request and passes it on as REST."""
+    (transcoder,) = (f for f in _manager(render(EdgeConfig(descriptor=DESCRIPTOR)))["http_filters"]
+                     if f["name"] == "envoy.filters.http.grpc_json_transcoder")
+    assert transcoder["typed_config"]["ignore_unknown_query_parameters"] is True
+
+
+@pytest.mark.parametrize("cors", [(), ("https://a.b",)])
+def test_only_grpc_reaches_the_router(cors):
+    """The guard is the last filter before the router, after CORS (which answers every
+    preflight itself), in both listeners; it answers a request that is not gRPC with the
+    edge's 404 (services.gateway.edge_paths)."""
+    config = render(EdgeConfig(descriptor=DESCRIPTOR, cors_origins=cors))
+    for listener in config["static_resources"]["listeners"]:
+        names = [f["name"] for f in _manager_of(listener)["http_filters"]]
+        assert names[-2:] == [GRPC_ONLY_FILTER, "envoy.filters.http.router"], names
+    (guard,) = (f for f in _manager(config)["http_filters"] if f["name"] == GRPC_ONLY_FILTER)
+    source = guard["typed_config"]["default_source_code"]["inline_string"]
+    assert source.startswith('local NO_ROUTE = "no such route"\n')
+    assert "local function is_grpc(content_type)" in source
+    assert 'if not is_grpc(handle:headers():get("content-type")) then' in source
+    assert '[":status"] = "404"' in source and "envoy_on_response" not in source
+
+
+def test_the_client_is_the_tcp_peer_or_what_trusted_proxies_say():
+    """A client's X-Forwarded-For never picks its address (its rate-limit bucket); behind
+    N proxies that append to it, the Nth entry from the right does."""
+    plain = _manager(render(EdgeConfig(descriptor=DESCRIPTOR)))
+    assert plain["use_remote_address"] is True and plain["xff_num_trusted_hops"] == 0
+    # A request from outside keeps the x-request-id its client sent (the services log it).
+    assert plain["preserve_external_request_id"] is True
+    behind = _manager(render(EdgeConfig(descriptor=DESCRIPTOR, trusted_proxy_hops=2)))
+    assert behind["use_remote_address"] is True and behind["xff_num_trusted_hops"] == 2
 
 
 def test_the_old_server_paths_are_the_unversioned_rest_routes():

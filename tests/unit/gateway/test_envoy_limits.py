@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.common.settings import SettingsError
-from services.gateway import edge_limits
+from services.gateway import edge_errors, edge_limits
 from services.gateway.edge_errors import ERRORS_FILTER
 from services.gateway.edge_limits import RATE_LIMIT_FILTER, EdgeRateLimit
 from services.gateway.edge_security import JWT_FILTER, EdgeJwt
@@ -76,6 +76,7 @@ def test_rate_limit_keeps_a_bucket_per_client_address_and_spares_health():
     assert match["expect_match"] is False and match["descriptor_key"] == edge_limits.LIMITED_KEY
     regex = re.compile(match["headers"][0]["string_match"]["safe_regex"]["regex"])
     for path in ("/health", "/health?verbose=1", "/v1/health", "/v1/health?x=1",
+                 "/health/", "/v1/health/?t=1",
                  "/voice.v1.Gateway/GetHealth", "/voice.v1.Gateway/GetLegacyHealth",
                  "/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"):
         assert regex.fullmatch(path), path
@@ -157,7 +158,7 @@ def test_routes_retry_only_calls_no_gateway_began():
     config = render(EdgeConfig(DESCRIPTOR))
     routes = _manager(config)["route_config"]["virtual_hosts"][0]["routes"]
     to_gateway = [r for r in routes if r.get("route", {}).get("cluster") == "gateway"]
-    assert len(to_gateway) == 8  # the four public prefixes, the four JSON REST paths
+    assert len(to_gateway) == 11  # the four public prefixes, the JSON REST paths (edge_fields)
     for route in to_gateway:
         policy = route["route"]["retry_policy"]
         assert set(policy["retry_on"].split(",")) == {
@@ -192,7 +193,9 @@ def test_more_gateways_join_the_load_assignment_with_health_checks():
      ({"edge_rate_limit_per_second": float("nan")}, "EDGE_RATE_LIMIT_PER_SECOND"),
      ({"edge_rate_limit_per_second": 25.5}, "EDGE_RATE_LIMIT_PER_SECOND"),
      ({"edge_rate_limit_per_second": 5.0, "edge_rate_limit_burst": 4}, "EDGE_RATE_LIMIT_BURST"),
-     ({"edge_rate_limit_per_second": 1.0, "edge_rate_limit_burst": 0}, "EDGE_RATE_LIMIT_BURST")],
+     ({"edge_rate_limit_per_second": 1.0, "edge_rate_limit_burst": 0}, "EDGE_RATE_LIMIT_BURST"),
+     ({"edge_trusted_proxy_hops": -1}, "EDGE_TRUSTED_PROXY_HOPS"),
+     ({"edge_trusted_proxy_hops": 11}, "EDGE_TRUSTED_PROXY_HOPS")],
 )
 def test_out_of_range_limits_stop_the_stack_naming_the_setting(changes, named):
     with pytest.raises(SettingsError, match=named):
@@ -213,9 +216,11 @@ def test_limit_settings_are_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("EDGE_MAX_CONCURRENT_STREAMS", "12")
     monkeypatch.setenv("EDGE_RATE_LIMIT_PER_SECOND", "2.5")
     monkeypatch.setenv("EDGE_RATE_LIMIT_BURST", "6")
+    monkeypatch.setenv("EDGE_TRUSTED_PROXY_HOPS", "1")
     config = StackConfig.load()
     assert config.edge_max_concurrent_streams == 12
     assert config.edge_rate_limit() == EdgeRateLimit(per_second=2.5, burst=6)
+    assert config.edge_trusted_proxy_hops == 1
 
 
 @pytest.mark.parametrize("jwt", [False, True])
@@ -230,6 +235,7 @@ def test_envoy_validates_a_config_with_every_limit(tmp_path, jwt):
         more_gateways=(("127.0.0.2", 50061),),
         jwt=EdgeJwt(jwks=credentials.jwks) if jwt else None,
         cors_origins=("https://app.example",),
+        trusted_proxy_hops=1,
     )
     path = write(edge, tmp_path / "envoy.json")
     result = subprocess.run(
@@ -237,3 +243,93 @@ def test_envoy_validates_a_config_with_every_limit(tmp_path, jwt):
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_request_passes_the_body_limit_second_in_the_chain():
+    """Right after the error filter (which shapes the 413), before anything that could
+    read a body: jwt_authn, the rate limit, the unknown-field filter, the transcoder."""
+    config = render(EdgeConfig(DESCRIPTOR, max_body_bytes=5000, rate_limit=EdgeRateLimit(1, 1)))
+    filters = _manager(config)["http_filters"]
+    assert [f["name"] for f in filters[:2]] == [ERRORS_FILTER, edge_limits.BODY_LIMIT_FILTER]
+    assert filters[1]["typed_config"] == {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.body_size_limit.v3."
+                 "BodySizeLimit",
+        "max_request_bytes": 5000,
+    }
+    # No route turns it off, save nothing: the 100-continue route keeps it too.
+    for route in _manager(config)["route_config"]["virtual_hosts"][0]["routes"]:
+        assert edge_limits.BODY_LIMIT_FILTER not in route.get("typed_per_filter_config", {})
+
+
+def test_a_grpc_call_over_the_body_limit_is_resource_exhausted():
+    texts = _mapper_texts(render(EdgeConfig(DESCRIPTOR, max_body_bytes=5000)))
+    (grpc, _), (rest, _) = [(m, t) for m, t in texts if "EDGE_MAX_BODY_BYTES=5000" in t]
+    assert grpc["filter"]["and_filter"]["filters"][1] == edge_limits.grpc_filter()
+    # Envoy would make a local 413 UNKNOWN for gRPC.
+    assert grpc["headers_to_add"] == [{
+        "header": {"key": "grpc-status", "value": "8"},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+    assert rest["body_format_override"]["json_format"]["error"]["status"] == "RESOURCE_EXHAUSTED"
+
+
+@pytest.mark.parametrize("jwt", [False, True])
+def test_100_continue_is_answered_after_the_body_limit_by_an_internal_listener(tmp_path, jwt):
+    """The public connection manager proxies 100-continue (its filters run first); a
+    request that expects it goes, past the body limit, authentication and the rate limit,
+    to an internal listener whose connection manager is the same but answers 100 itself."""
+    credentials = edge_credentials.make(tmp_path)
+    config = render(EdgeConfig(DESCRIPTOR, max_body_bytes=5000, max_concurrent_streams=7,
+                               rate_limit=EdgeRateLimit(1, 1), cors_origins=("https://a.b",),
+                               jwt=EdgeJwt(jwks=credentials.jwks) if jwt else None))
+    public = _manager(config)
+    assert public["proxy_100_continue"] is True
+    detour = public["route_config"]["virtual_hosts"][0]["routes"][0]
+    expect, not_grpc = detour["match"]["headers"]
+    assert detour["match"]["prefix"] == "/"
+    assert expect == {"name": "expect",
+                      "string_match": {"exact": "100-continue", "ignore_case": True}}
+    assert not_grpc == edge_errors.not_grpc_header()
+    assert detour["route"] == {"cluster": edge_limits.CONTINUE_LISTENER, "timeout": "0s"}
+    # Only the error filter, the body limit, authentication, the rate limit and the router
+    # run on the way: all read headers only.
+    names = [f["name"] for f in public["http_filters"]]
+    off = detour["typed_per_filter_config"]
+    assert set(off) == set(names) - {ERRORS_FILTER, edge_limits.BODY_LIMIT_FILTER, JWT_FILTER,
+                                     RATE_LIMIT_FILTER, edge_limits.ROUTER_FILTER}
+    assert (JWT_FILTER in names) is jwt and RATE_LIMIT_FILTER in names
+    assert all(c == {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                     "disabled": True} for c in off.values())
+    (forwarded,) = detour["request_headers_to_add"]
+    # The address the public connection manager settled on (the TCP peer, or the trusted
+    # proxies' client), last, after whatever the client sent.
+    assert forwarded["header"] == {
+        "key": "x-forwarded-for", "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"}
+    assert forwarded["append_action"] == "APPEND_IF_EXISTS_OR_ADD"
+
+    listeners = {listener["name"]: listener for listener in config["static_resources"]["listeners"]}
+    internal = listeners[edge_limits.CONTINUE_LISTENER]
+    assert internal["internal_listener"] == {} and "address" not in internal
+    inner = internal["filter_chains"][0]["filters"][0]["typed_config"]
+    assert inner["proxy_100_continue"] is False
+    assert "access_log" not in inner  # the public listener logs each request once
+    assert inner["stat_prefix"] == edge_limits.CONTINUE_LISTENER
+    # Its peer is this process: the client is the last X-Forwarded-For entry, the detour's.
+    assert public["use_remote_address"] is True
+    assert inner["use_remote_address"] is False and "xff_num_trusted_hops" not in inner
+    # Otherwise the edge's own: filters but those the detour ran (one set of token buckets,
+    # the token checked once), local replies, routes but the detour.
+    assert inner["http_filters"] == [f for f in public["http_filters"]
+                                     if f["name"] not in (JWT_FILTER, RATE_LIMIT_FILTER)]
+    assert inner["local_reply_config"] == public["local_reply_config"]
+    inner_routes = inner["route_config"]["virtual_hosts"][0]["routes"]
+    assert inner_routes == public["route_config"]["virtual_hosts"][0]["routes"][1:]
+    assert inner["normalize_path"] is True
+    (extension,) = config["bootstrap_extensions"]
+    assert extension["name"] == "envoy.bootstrap.internal_listener"
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    to_inner = clusters[edge_limits.CONTINUE_LISTENER]
+    (locality,) = to_inner["load_assignment"]["endpoints"]
+    (endpoint,) = locality["lb_endpoints"]
+    assert endpoint["endpoint"]["address"] == {
+        "envoy_internal_address": {"server_listener_name": edge_limits.CONTINUE_LISTENER}}
+    assert to_inner["circuit_breakers"]["thresholds"][0]["max_requests"] == 7

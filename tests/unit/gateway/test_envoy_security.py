@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.common.settings import SettingsError, from_env
+from services.gateway.edge_limits import BODY_LIMIT_FILTER
 from services.gateway.edge_security import EdgeJwt, EdgeTls, check_jwks
 from services.gateway.envoy import ACCESS_LOG_FIELDS, EdgeConfig, render, write
 from services.stack.components import envoy_binary
@@ -88,8 +89,12 @@ def test_only_health_is_open_and_every_other_path_requires_a_token(tmp_path):
     rules = jwt["rules"]
     open_matches = [r["match"] for r in rules if "requires" not in r]
     assert open_matches == [
+        # With a trailing slash too (the transcoder maps it); Envoy matches a path
+        # without its query string, so /v1/health?t=1 is open as well.
         {"path": "/health"},
+        {"path": "/health/"},
         {"path": "/v1/health"},
+        {"path": "/v1/health/"},
         {"path": "/voice.v1.Gateway/GetHealth"},
         {"path": "/voice.v1.Gateway/GetLegacyHealth"},
         {"prefix": "/grpc.health.v1.Health/"},
@@ -122,8 +127,9 @@ def test_filter_order_auth_then_transcoding_then_cors(tmp_path):
     CORS acts on the route a rewritten path finds; the error filter stays first so it
     sees every response last."""
     assert _filters(render(_secure(tmp_path))) == [
-        "voice.edge_errors", JWT, "voice.edge_timeout", "voice.edge_fields",
-        "envoy.filters.http.grpc_json_transcoder", CORS, "envoy.filters.http.router",
+        "voice.edge_errors", BODY_LIMIT_FILTER, JWT, "voice.edge_timeout", "voice.edge_fields",
+        "envoy.filters.http.grpc_json_transcoder", CORS, "voice.edge_grpc_only",
+        "envoy.filters.http.router",
     ]
     no_cors = render(dataclasses.replace(_secure(tmp_path), cors_origins=()))
     assert CORS not in _filters(no_cors)

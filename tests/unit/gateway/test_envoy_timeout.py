@@ -1,12 +1,13 @@
 """The edge's check of the grpc-timeout header (services.gateway.edge_timeout)."""
 
+import re
 from pathlib import Path
 
 import pytest
 
 from services.common.server import HPACK_DECODER_TABLE, server_options
 from services.gateway import edge_timeout
-from services.gateway.edge_errors import ERRORS_FILTER
+from services.gateway.edge_errors import ERRORS_FILTER, GRPC_CONTENT_TYPE, IS_GRPC_LUA, is_grpc
 from services.gateway.edge_limits import RATE_LIMIT_FILTER, EdgeRateLimit
 from services.gateway.edge_security import JWT_FILTER, EdgeJwt
 from services.gateway.envoy import EdgeConfig, render
@@ -35,6 +36,34 @@ def test_the_lua_pattern_is_the_spec():
     assert '"^(%d+)[" .. UNITS .. "]$"' in source
     # A REST refusal is 400 in the error shape, a gRPC one INVALID_ARGUMENT (3).
     assert '[":status"] = "400"' in source and '["grpc-status"] = "3"' in source
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/grpc", "application/grpc+proto", "application/grpc+json"])
+def test_grpc_is_what_envoy_takes_for_grpc(content_type):
+    assert is_grpc(content_type)
+
+
+@pytest.mark.parametrize("content_type", [
+    "application/grpc-web", "application/grpc-web+proto", "application/grpc-web-text",
+    "application/grpcx", "Application/GRPC", "application/json", "", None])
+def test_grpc_web_and_the_rest_are_rest(content_type):
+    """The transcoder transcodes application/grpc-web: its client reads a REST 400, not a
+    trailers-only gRPC reply it cannot parse."""
+    assert not is_grpc(content_type)
+    assert not re.fullmatch(GRPC_CONTENT_TYPE, content_type or "")
+
+
+def test_a_refusal_is_grpc_only_for_what_envoy_takes_for_grpc():
+    """The filter shares edge_errors' test (IS_GRPC_LUA) rather than a prefix of its own:
+    it used to take anything starting application/grpc, grpc-web included, for gRPC."""
+    source = edge_timeout.timeout_lua()
+    assert IS_GRPC_LUA in source
+    assert source.index(IS_GRPC_LUA) < source.index("function envoy_on_request")
+    assert 'if is_grpc(headers:get("content-type")) then' in source
+    own = source.replace(IS_GRPC_LUA, "")
+    assert "sub(1, 16)" not in own and '== "application/grpc' not in own
+    assert ":lower()" not in source  # Envoy's test is case-sensitive
 
 
 def test_the_check_runs_after_the_errors_filter_and_before_the_transcoder():

@@ -492,3 +492,32 @@ async def test_what_the_tts_engine_ignored_reaches_the_caller_once(stack):
     tts = await stack["stub"].Tts(tts_pb2.SynthesizeSpeechRequest(
         text="Hi.", engine=tts_pb2.ENGINE_PIPER))
     assert (tts.engine, list(tts.notes)) == (tts_pb2.ENGINE_PIPER, [])
+
+
+@pytest.mark.parametrize("method", ["Synthesize", "SynthesizeStream"])
+@pytest.mark.parametrize("reference", [
+    tts_pb2.ReferenceAudio(audio=audio_pb2.Audio(pcm=b"", sample_rate=RATE)),
+    tts_pb2.ReferenceAudio(transcript="Hello."),
+])
+async def test_an_empty_reference_clip_is_invalid_before_any_work(stack, method, reference):
+    """Even for Piper, which would ignore a clip: an empty one is a mistake, never none."""
+    for engine in (tts_pb2.ENGINE_UNSPECIFIED, tts_pb2.ENGINE_PIPER):
+        call = getattr(stack["stub"], method)(gateway_pb2.SynthesizeRequest(
+            text="Hi.", speaker=tts_pb2.SpeakerPrompt(reference=reference), engine=engine,
+            skip_rvc=True))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            if method == "Synthesize":
+                await call
+            else:
+                [r async for r in call]
+        assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert caught.value.details() == "speaker.reference.audio is empty (no PCM bytes)"
+    assert stack["tts"].seen == []
+
+
+async def test_the_seed_drawn_for_a_request_is_any_uint64(stack, monkeypatch):
+    import random
+
+    monkeypatch.setattr(random, "getrandbits", lambda bits: 2**bits - 1)
+    await stack["stub"].Synthesize(request("Hi.", skip_rvc=True))
+    assert [s["seed"] for s in stack["tts"].seen] == [2**64 - 1]

@@ -256,3 +256,56 @@ async def test_text_beyond_the_gateway_limit_is_refused_before_any_synthesis():
     assert job(form, NO_VOICES).text == form.fields["text"]
 
 
+
+
+@pytest.mark.parametrize("seed", [0, 2**63, 2**64 - 1])
+def test_every_uint64_seed_is_taken_whole(seed):
+    form = parse_form("application/json", json.dumps(
+        {"seed": str(seed), "reference_audio": base64.b64encode(wav()).decode()}).encode())
+    assert job(form, NO_VOICES).sampling.seed == seed
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 2**70])
+def test_a_seed_outside_uint64_is_refused_in_the_one_wording(seed):
+    form = parse_form("application/json", json.dumps(
+        {"seed": str(seed), "reference_audio": base64.b64encode(wav()).decode()}).encode())
+    with pytest.raises(InvalidArgument) as caught:
+        job(form, NO_VOICES)
+    assert caught.value.message == f"seed {seed} is outside 0..2^64-1"
+
+
+def empty_file_bodies(name: str) -> dict[str, tuple[str, bytes]]:
+    """``name`` sent as a file of 0 bytes, as each body kind carries it."""
+    multipart = encode_multipart_formdata({"text": "Hi.", name: ("a.wav", b"", "audio/wav")})
+    blank = encode_multipart_formdata({"text": "Hi.", name: ("", b"", "application/octet-stream")})
+    return {
+        "multipart": (multipart[1], multipart[0]),
+        # A browser form's file input left blank: filename="", no bytes.
+        "multipart-blank-input": (blank[1], blank[0]),
+        "json": ("application/json", json.dumps({"text": "Hi.", name: ""}).encode()),
+    }
+
+
+@pytest.mark.parametrize("kind", ["multipart", "multipart-blank-input", "json"])
+def test_an_empty_reference_audio_is_refused_not_ignored(tmp_path, kind):
+    # Even where a default profile would speak without a clip.
+    (tmp_path / "demo.json").write_text(json.dumps({"engine": "piper"}))
+    content_type, body = empty_file_bodies("reference_audio")[kind]
+    form = parse_form(content_type, body)
+    for voices in (NO_VOICES, VoiceBook(tmp_path, "demo")):
+        with pytest.raises(InvalidArgument) as caught:
+            job(form, voices)
+        assert caught.value.message == "the file reference_audio is empty (0 bytes)"
+
+
+@pytest.mark.parametrize("kind", ["multipart", "multipart-blank-input", "json"])
+def test_an_empty_audio_file_is_refused_as_empty(kind):
+    content_type, body = empty_file_bodies("audio")[kind]
+    with pytest.raises(InvalidArgument) as caught:
+        parse_form(content_type, body).audio("audio")
+    assert caught.value.message == "the file audio is empty (0 bytes)"
+
+
+def test_a_null_file_in_json_is_no_file():
+    form = parse_form("application/json", b'{"text": "Hi.", "reference_audio": null}')
+    assert form.audio("reference_audio", required=False) is None

@@ -73,11 +73,15 @@ async def test_sse_sends_start_a_chunk_per_sentence_and_end(stack):
 
 async def test_sse_reports_a_failure_after_the_start_as_an_error_event(stack):
     write_profile(stack, "bob", control=CONTROL)
-    replies = [r async for r in stack["stub"].LegacySynthesizeSse(
-        body(text="Fine. explode", voice="bob", skip_rvc=True))]
+    replies = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # then the call fails: no end event
+        async for reply in stack["stub"].LegacySynthesizeSse(
+                body(text="Fine. explode", voice="bob", skip_rvc=True)):
+            replies.append(reply)
     events = [json.loads(r.data.decode().split("data: ", 1)[1]) for r in replies]
-    assert [e["type"] for e in events] == ["start", "chunk", "error", "end"]
+    assert [e["type"] for e in events] == ["start", "chunk", "error"]
     assert events[2]["message"] == "internal error"  # no internals leak
+    assert caught.value.code() is grpc.StatusCode.INTERNAL
 
 
 async def test_sse_fails_with_a_status_before_its_start(stack):

@@ -83,3 +83,15 @@ def test_events_are_server_sent_json():
     assert delta == b'data: {"type":"speech.audio.delta","audio":"AAE="}\n\n'
     done = json.loads(audio_done(5)[len(b"data: "):])
     assert done["type"] == "speech.audio.done" and done["usage"]["input_tokens"] == 5
+
+
+@pytest.mark.parametrize("seed", [0, 2**63, 2**64 - 1])
+def test_every_uint64_seed_is_taken_whole(seed):
+    assert parse(model="tts-1", input="Hi.", voice="demo", seed=seed).seed == seed
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 2**70])
+def test_a_seed_outside_uint64_is_refused_in_the_one_wording(seed):
+    with pytest.raises(InvalidArgument) as caught:
+        parse(model="tts-1", input="Hi.", voice="demo", seed=seed)
+    assert caught.value.message == f"seed {seed} is outside 0..2^64-1"

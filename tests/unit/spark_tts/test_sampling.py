@@ -113,3 +113,32 @@ def test_a_vanishing_top_p_still_keeps_the_best_token():
     logits = torch.tensor([0.1, 3.0, 0.2])
     config = SamplingConfig(top_k=0, top_p=0.0, temperature=1.0)
     assert next_token(logits, config, torch.Generator().manual_seed(0)) == 1
+
+
+@pytest.mark.parametrize("seed", [0, 5, 2**32 + 5, 2**63 - 1, 2**63, 2**64 - 1])
+def test_every_uint64_seed_arrives_whole_and_reproduces(seed):
+    """The TTS service sends a seed's 64 bits in Triton's INT64 tensor; the llm
+    model reads the uint64 back and seeds its generator with all of it."""
+    from spark_tts.sampling import seed_from_int64, torch_seed
+
+    as_int64 = seed - 2**64 if seed >= 2**63 else seed
+    assert seed_from_int64(as_int64) == seed
+    assert seed_from_int64(None) is None
+    logits = torch.linspace(0.0, 3.0, 300)
+
+    def sequence(value):
+        generator = seeded(torch_seed(value, "cpu"))
+        return [next_token(logits, PLAIN, generator) for _ in range(40)]
+
+    assert sequence(seed) == sequence(seed)
+    # Every bit counts, the top ones too: torch's CPU generator alone keeps the
+    # low 32 (and a 63-bit seed would lose the top one).
+    for bit in (0, 31, 32, 63):
+        assert sequence(seed) != sequence(seed ^ 2**bit), bit
+
+
+def test_a_small_seed_seeds_the_cpu_generator_as_it_always_did():
+    from spark_tts.sampling import torch_seed
+
+    assert [torch_seed(s, "cpu") for s in (0, 7, 2**32 - 1)] == [0, 7, 2**32 - 1]
+    assert torch_seed(2**64 - 1, "cuda") == 2**64 - 1  # Philox keys on all 64 bits

@@ -153,6 +153,26 @@ def test_set_sampling_fields_are_sent_with_their_dtypes():
         assert inputs[name][0] == pytest.approx(value), name
 
 
+@pytest.mark.parametrize(
+    ("seed", "sent"),
+    [(0, 0), (2**63 - 1, 2**63 - 1), (2**63, -(2**63)), (2**64 - 1, -1)],
+)
+def test_a_uint64_seed_travels_as_its_64_bits(seed, sent):
+    """Triton's seed tensor is INT64; the llm model reads the same uint64 back."""
+    from spark_tts.sampling import seed_from_int64
+
+    inputs = triton_inputs(SpeechRequest("Hi.", CachedSpeaker("spk"), Sampling(seed=seed)), True)
+    assert inputs["seed"].dtype == np.int64 and inputs["seed"].tolist() == [sent]
+    assert seed_from_int64(inputs["seed"].reshape(-1)[0].item()) == seed
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 2**70])
+def test_a_seed_outside_uint64_is_refused_in_the_one_wording(seed):
+    with pytest.raises(InvalidArgument) as caught:
+        Sampling(seed=seed)
+    assert caught.value.message == f"sampling.seed {seed} is outside 0..2^64-1"
+
+
 def test_zero_valued_sampling_fields_are_still_sent():
     request = SpeechRequest("Hi.", CachedSpeaker("spk"), Sampling(top_k=0, seed=0))
     inputs = triton_inputs(request, True)

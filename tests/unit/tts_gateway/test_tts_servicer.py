@@ -103,11 +103,16 @@ def reference(seconds, rate=16_000):
             tts_pb2.SynthesizeSpeechRequest(text="bell\x07 and\tnull\x00", speaker=CONTROL),
             "text contains the control character U+0007 at position 4",
         ),
-        (
-            tts_pb2.SynthesizeSpeechRequest(
-                text="hi", speaker=CONTROL, sampling=tts_pb2.SamplingParams(seed=2**63)
-            ),
-            "sampling.seed",
+        # A clip sent empty is refused whatever the engine (Piper ignores a clip).
+        *(
+            (tts_pb2.SynthesizeSpeechRequest(text="hi", speaker=speaker, engine=engine),
+             "speaker.reference.audio is empty")
+            for speaker in (
+                tts_pb2.SpeakerPrompt(reference=tts_pb2.ReferenceAudio(
+                    audio=audio_pb2.Audio(pcm=b"", sample_rate=16_000))),
+                tts_pb2.SpeakerPrompt(reference=tts_pb2.ReferenceAudio(transcript="Hello.")),
+            )
+            for engine in (tts_pb2.ENGINE_UNSPECIFIED, tts_pb2.ENGINE_SPARK, tts_pb2.ENGINE_PIPER)
         ),
         (
             tts_pb2.SynthesizeSpeechRequest(
@@ -154,6 +159,15 @@ async def test_good_request_with_triton_down_is_unavailable(tts):
     )
     assert code is grpc.StatusCode.UNAVAILABLE
     assert "Triton" in details
+
+
+@pytest.mark.parametrize("seed", [0, 2**63 - 1, 2**63, 2**64 - 1])
+async def test_every_uint64_seed_passes_the_checks(tts, seed):
+    """The proto's whole uint64 range: the request gets as far as Triton (down here)."""
+    request = tts_pb2.SynthesizeSpeechRequest(
+        text="hi", speaker=CONTROL, sampling=tts_pb2.SamplingParams(seed=seed))
+    code, details = await status_of(tts.Synthesize(request))
+    assert code is grpc.StatusCode.UNAVAILABLE, details
 
 
 async def test_status_reports_triton_down(tts):

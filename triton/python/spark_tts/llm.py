@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from spark_tts import prompts
-from spark_tts.sampling import SamplingConfig, next_token
+from spark_tts.sampling import SamplingConfig, next_token, torch_seed
 
 _STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|end_semantic_token|>")
 
@@ -156,4 +156,4 @@ class SparkLlm:
     def _generator(self, seed: int | None) -> torch.Generator | None:
         if seed is None:
             return None
-        return torch.Generator(device=self.device).manual_seed(seed)
+        return torch.Generator(device=self.device).manual_seed(torch_seed(seed, self.device.type))

@@ -10,7 +10,7 @@ from spark_serving.errors import triton_error
 from spark_serving.tensors import device, optional, parameter, required, scalar, tensor, text
 from spark_tts.layout import LLM_DIR
 from spark_tts.llm import Job, SparkLlm
-from spark_tts.sampling import SamplingConfig
+from spark_tts.sampling import SamplingConfig, seed_from_int64
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 KINDS = {"semantic": 0, "global": 1}
@@ -22,13 +22,12 @@ MAX_GROUP = 64
 
 def sampling_from(request) -> SamplingConfig:
     defaults = SamplingConfig()
-    seed = scalar(optional(request, "seed"), -1)
     return SamplingConfig(
         temperature=float(scalar(optional(request, "temperature"), defaults.temperature)),
         top_k=int(scalar(optional(request, "top_k"), defaults.top_k)),
         top_p=float(scalar(optional(request, "top_p"), defaults.top_p)),
         max_tokens=int(scalar(optional(request, "max_tokens"), defaults.max_tokens)),
-        seed=None if seed < 0 else int(seed),
+        seed=seed_from_int64(scalar(optional(request, "seed"), None)),
     )
 
 
