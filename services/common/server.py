@@ -35,9 +35,19 @@ GRPC_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 )
+# Request metadata a server takes (gRPC's default soft limit is 8 KiB, refused with
+# RESOURCE_EXHAUSTED). The edge refuses headers past 32 KiB, and forwards a REST
+# call's URL twice (as :path and as x-envoy-original-path), so a long query string
+# the edge let through must fit here.
+MAX_METADATA_BYTES = 96 * 1024
 # gRPC servers share ports by default; a second copy of a service must fail
 # to start instead of silently taking half of the first one's traffic.
-SERVER_OPTIONS = (*GRPC_OPTIONS, ("grpc.so_reuseport", 0))
+SERVER_OPTIONS = (
+    *GRPC_OPTIONS,
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+    ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES + 32 * 1024),
+)
 # Our channels (channels.py) ping a connection this often while a call is open, and
 # our servers accept pings twice as often. gRPC's default server policy allows one
 # ping in 5 minutes without data and answers the third early one with GOAWAY

@@ -356,11 +356,11 @@ def errors_lua() -> str:
     )
 
 
-def error_format(status: str) -> dict:
+def error_format(status: str, message: str = "%LOCAL_REPLY_BODY%") -> dict:
     """A local reply's body in the error shape, naming gRPC code ``status``."""
     return {
         "json_format": {
-            "error": {"code": "%RESPONSE_CODE%", "message": "%LOCAL_REPLY_BODY%", "status": status}
+            "error": {"code": "%RESPONSE_CODE%", "message": message, "status": status}
         },
         "content_type": "application/json",
     }
@@ -388,7 +388,7 @@ def not_grpc_filter() -> dict:
     return {"header_filter": {"header": not_grpc_header()}}
 
 
-def local_reply_config() -> dict:
+def local_reply_config(max_headers_kb: int) -> dict:
     """Envoy's own error replies, in the error shape, unless the request is gRPC.
 
     One mapper per named HTTP status, then one for any other status from 400
@@ -409,7 +409,27 @@ def local_reply_config() -> dict:
             }
         }
 
+    # The HTTP codec's refusals, and the path normalisation's (a '#' fragment or an
+    # encoded NUL in the path), carry no body of their own: the message names the rule.
+    malformed = {"or_filter": {"filters": [
+        {"response_flag_filter": {"flags": ["DPE"]}},
+        {"header_filter": {"header": {
+            "name": ":path", "string_match": {"safe_regex": {"regex": ".*(#|%00).*"}}}}},
+    ]}}
     mappers = [
+        {
+            "filter": {"and_filter": {"filters": [status_is("EQ", 431), not_grpc]}},
+            "body_format_override": error_format(
+                HTTP_STATUS_NAMES[431],
+                f"the request's headers, its URL included, exceed {max_headers_kb} KiB"),
+        },
+        {
+            "filter": {"and_filter": {"filters": [status_is("EQ", 400), malformed, not_grpc]}},
+            "body_format_override": error_format(
+                "INVALID_ARGUMENT", "malformed HTTP request (%RESPONSE_CODE_DETAILS%)"),
+        },
+    ]
+    mappers += [
         {
             "filter": {"and_filter": {"filters": [status_is("EQ", code), not_grpc]}},
             "body_format_override": error_format(name),

@@ -137,6 +137,9 @@ MAX_TRUSTED_PROXY_HOPS = 10
 # Upper bounds on the settings, to catch typos such as an extra zero.
 MAX_STREAMS_LIMIT = 1_000_000
 MAX_BODY_LIMIT = 1 << 31
+# A request's headers, URL included, in KiB (Envoy's default is 60); a gateway takes
+# more metadata than twice this (services.common.server.MAX_METADATA_BYTES).
+MAX_HEADERS_KB = 32
 
 
 @dataclass(frozen=True)

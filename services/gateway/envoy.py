@@ -187,6 +187,10 @@ def render(config: EdgeConfig) -> dict:
         "stat_prefix": "edge",
         "codec_type": "AUTO",
         "generate_request_id": True,
+        # A request's headers (its URL among them) past this are refused with 431. The
+        # gateway takes twice as much metadata (services.common.server): the transcoder
+        # forwards the URL again in x-envoy-original-path.
+        "max_request_headers_kb": edge_limits.MAX_HEADERS_KB,
         # The client is the TCP peer (or, behind trusted proxies, the address the first of
         # them saw), never what a client wrote in X-Forwarded-For: its rate-limit bucket.
         "use_remote_address": True,
@@ -232,7 +236,7 @@ def render(config: EdgeConfig) -> dict:
                 }
             ],
         },
-        "local_reply_config": edge_errors.local_reply_config(),
+        "local_reply_config": edge_errors.local_reply_config(edge_limits.MAX_HEADERS_KB),
         "http_filters": filters,
         # Filters run before Envoy would answer 100-continue (services.gateway.edge_limits).
         "proxy_100_continue": True,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ TIMEOUT = 60
 F32 = audio_pb2.SAMPLE_FORMAT_PCM_F32LE
 S16 = audio_pb2.SAMPLE_FORMAT_PCM_S16LE
 PORTS = {"edge": "api_port", "gateway": "gateway_port", "tts": "tts_port", "rvc": "rvc_port"}
-STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND"}
+STATUS_NAMES = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED"}
 LONG_TEXT = "Word after word, on and on. " * 3572  # 100,016 characters
 MODEL_RATE = 32_000  # MODEL's output rate
 SPARK_RATE = 16_000
@@ -347,6 +348,23 @@ HTTP_CASES = [
     as_json("v1-rvc-model-path", "/v1/rvc", 400, "model name '../../etc/passwd' is invalid",
             {"params": {"model": "../../etc/passwd"},
              "audio": {"pcm": "AAA=", "sample_rate": 16000}}),
+    # The unknown-field check on every spelling of a JSON route (it once missed these).
+    as_json("v1-synthesize-slash-unknown-field", "/v1/synthesize/", 400,
+            "unknown field 'skip_rcv' (voice.v1.SynthesizeRequest has no such field)",
+            {"text": "Hi.", "voice": VOICE, "skip_rcv": True}),
+    as_json("v1-tts-slash-unknown-field", "/v1/tts/", 400,
+            "unknown field 'skip_rcv' (voice.v1.SynthesizeSpeechRequest has no such field)",
+            {"text": "Hi.", "skip_rcv": True}),
+    Http("v1-synthesize-grpc-web-unknown-field", "/v1/synthesize", 400,
+         "unknown field 'skip_rcv'", body=b'{"text": "Hi.", "voice": "demo", "skip_rcv": true}',
+         content_type="application/grpc-web"),
+    # No path trick reaches an internal service (once 503: the gateway reset it).
+    *(as_json(f"path-trick-{n}", path, 404, "no such route", {}) for n, path in enumerate([
+        "/voice.v1.Gateway/../voice.v1.VoiceConversion/ListModels",
+        "/voice.v1.Gateway/%2e%2e/voice.v1.VoiceConversion/ListModels",
+        "/voice.v1.Gateway/..%2Fvoice.v1.VoiceConversion%2FLoadModel",
+        "/voice.v1.Gateway/ListVoices",  # a gRPC path, asked in JSON
+    ])),
 ]
 
 
@@ -380,6 +398,24 @@ def test_http(stack, case: Http):
     if case.path == "/rvc":  # converted by MODEL, as long as the upload (every one: 0.3 s)
         assert rate == MODEL_RATE
         assert audio.shape[0] / rate == pytest.approx(0.3, abs=0.011)
+
+
+@pytest.mark.parametrize("path", ["/v1/synthesize", "/synthesize"])
+def test_a_declared_body_past_the_edge_limit_is_413_before_any_100_continue(stack, path):
+    """Refused from the headers: the body is never sent, and no 100 Continue invites it."""
+    with socket.create_connection(("127.0.0.1", stack.config.api_port), timeout=30) as conn:
+        conn.sendall(f"POST {path} HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: {2**31}\r\nExpect: 100-continue\r\n\r\n".encode())
+        reply = conn.makefile("rb")
+        status = reply.readline().split()
+        assert status[1] == b"413", status
+        headers = {}
+        for line in iter(reply.readline, b"\r\n"):
+            name, _, value = line.decode().partition(":")
+            headers[name.lower()] = value.strip()
+        body = json.loads(reply.read(int(headers["content-length"])))
+    assert body["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert "EDGE_MAX_BODY_BYTES=" in body["error"]["message"], body
 
 
 # --- gRPC cases ----------------------------------------------------------------------

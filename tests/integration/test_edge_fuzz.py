@@ -6,8 +6,8 @@ messages with wrong types, unknown and duplicate keys, huge numbers, NaN and
 Infinity, nesting and odd unicode; the old multipart routes get forms with random
 or duplicate fields, broken boundaries, wrong content types, random bytes and
 truncated WAVs as files; every request may carry random headers, and those to the
-transcoded routes a query string binding the message's fields. (A query parameter
-that is no field meets a defect pinned in test_an_unknown_query_parameter_is_ignored.)
+query string: on the transcoded routes it may bind the message's fields, and on
+every route it may carry names that are no field (ignored, as the old server did).
 The properties, for every answer:
 
 * the edge answers, within a bound (no hang);
@@ -333,13 +333,15 @@ def _quoted(text: str) -> str:
 def extras(draw, message: Descriptor | None = None) -> tuple[str, dict[str, str]]:
     """A query string and headers beside the content type.
 
-    Queries only on the transcoded JSON routes, and only with the message's own fields
-    (``?sampling.seed=...``): any other parameter, and any query on the other routes,
-    meets the defects pinned in test_an_unknown_query_parameter_is_ignored.
+    A query's names are the message's own fields (``?sampling.seed=...``) on the
+    transcoded JSON routes, and names that are no field on every route (the edge
+    ignores them, test_an_unknown_query_parameter_is_ignored).
     """
     query = ""
-    if message is not None and draw(st.integers(0, 2)) == 0:
-        names = st.sampled_from(field_paths(message))
+    if draw(st.integers(0, 2)) == 0:
+        unknown = st.text(st.characters(codec="utf-8", exclude_characters="#"), min_size=1,
+                          max_size=12).filter(lambda name: name not in ("text", "voice"))
+        names = unknown if message is None else st.sampled_from(field_paths(message)) | unknown
         values = legacy_value("text") | st.sampled_from(["true", "ENGINE_PIPER", "demo"])
         pairs = draw(st.lists(st.tuples(names, values), max_size=3))
         query = "&".join(f"{_quoted(k)}={_quoted(v)}" for k, v in pairs)

@@ -22,6 +22,7 @@ from google.api import annotations_pb2
 from voice.v1 import gateway_pb2
 
 from services.gateway.edge_errors import OLD_SERVER_PATHS
+from services.gateway.edge_limits import MAX_HEADERS_KB
 from services.gateway.edge_paths import GRPC_ONLY_FILTER
 from services.gateway.envoy import EdgeConfig, render
 from services.stack.components import envoy_binary
@@ -168,6 +169,29 @@ def test_a_malformed_unknown_parameter_is_ignored(stack):
     reply = send(stack.config.api_port, "GET", "/v1/voices?a=%zz&%E9=%E9&b%zz")
     assert reply.status == 200, reply.body[:300]
     assert reply.json()["voices"]
+
+
+def test_a_long_query_the_edge_takes_reaches_the_gateway_whole(stack):
+    # The transcoder forwards the URL twice (:path, x-envoy-original-path): 2 x 28 KB of
+    # metadata, past gRPC's default 8 KiB that answered 429 "metadata size exceeds".
+    reply = send(stack.config.api_port, "GET", "/v1/voices?t=" + "a" * 28_000)
+    assert reply.status == 200, reply.body[:300]
+    assert reply.json()["voices"]
+
+
+@pytest.mark.parametrize("path", ["/v1/voices", "/health"])
+def test_a_query_past_the_header_limit_is_431_naming_it(stack, path):
+    reply = send(stack.config.api_port, "GET", f"{path}?t=" + "a" * 40_000)
+    assert reply.status == 431, reply.body[:300]
+    assert reply.error()["message"] == (
+        f"the request's headers, its URL included, exceed {MAX_HEADERS_KB} KiB")
+
+
+@pytest.mark.parametrize("target", ["/v1/synthesize?#frag", "/v1/tts#x", "/v1/a%00b"])
+def test_a_path_envoy_cannot_normalise_is_400_saying_so(stack, target):
+    reply = send(stack.config.api_port, "POST", target, b'{"text": "Hi."}')
+    assert reply.status == 400, reply.body[:300]
+    assert reply.error()["message"] == "malformed HTTP request (path_normalization_failed)"
 
 
 # --- a request the transcoder leaves alone --------------------------------------------------

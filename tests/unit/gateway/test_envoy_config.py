@@ -124,6 +124,14 @@ def test_local_replies_to_rest_requests_are_in_the_error_shape():
     )
     assert mappers[: len(limits)] == limits
     mappers = mappers[len(limits):]
+    # Then Envoy's own refusals that carry no body: a message of ours names the rule.
+    too_large, malformed = mappers[:2]
+    assert too_large["body_format_override"]["json_format"]["error"]["message"] == (
+        f"the request's headers, its URL included, exceed {edge_limits.MAX_HEADERS_KB} KiB")
+    assert manager["max_request_headers_kb"] == edge_limits.MAX_HEADERS_KB
+    assert malformed["body_format_override"]["json_format"]["error"]["message"] == (
+        "malformed HTTP request (%RESPONSE_CODE_DETAILS%)")
+    mappers = mappers[2:]
     named = {}
     for mapper in mappers:
         status, not_grpc = mapper["filter"]["and_filter"]["filters"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from services.common.server import HPACK_DECODER_TABLE, server_options
-from services.gateway import edge_timeout
+from services.gateway import edge_limits, edge_timeout
 from services.gateway.edge_errors import ERRORS_FILTER, GRPC_CONTENT_TYPE, IS_GRPC_LUA, is_grpc
 from services.gateway.edge_limits import RATE_LIMIT_FILTER, EdgeRateLimit
 from services.gateway.edge_security import JWT_FILTER, EdgeJwt
@@ -86,3 +86,10 @@ def test_servers_decode_headers_without_a_dynamic_table():
     # grpcio remembered an unparsable grpc-timeout in the table and failed every later one.
     assert HPACK_DECODER_TABLE == ("grpc.http2.hpack_table_size.decoder", 0)
     assert HPACK_DECODER_TABLE in server_options(1024)
+
+
+def test_servers_take_the_metadata_of_the_largest_request_the_edge_lets_through():
+    # The transcoder sends a REST call's URL twice (:path and x-envoy-original-path).
+    options = dict(server_options(1024))
+    assert options["grpc.max_metadata_size"] >= 2 * edge_limits.MAX_HEADERS_KB * 1024
+    assert options["grpc.absolute_max_metadata_size"] > options["grpc.max_metadata_size"]
