@@ -168,6 +168,9 @@ def _json(body: bytes) -> Form:
                 raise InvalidArgument(f"{name} is not base64") from None
         elif isinstance(value, bool):
             form.fields[name] = "true" if value else "false"
+        elif isinstance(value, (list, dict)):  # a form field holds one value
+            raise InvalidArgument(f"{name} must be a string, a number or a boolean, "
+                                  f"not a JSON {'array' if isinstance(value, list) else 'object'}")
         else:
             form.fields[name] = str(value)
     return form

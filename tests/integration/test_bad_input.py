@@ -358,6 +358,9 @@ HTTP_CASES = [
     Http("v1-synthesize-grpc-web-unknown-field", "/v1/synthesize", 400,
          "unknown field 'skip_rcv'", body=b'{"text": "Hi.", "voice": "demo", "skip_rcv": true}',
          content_type="application/grpc-web"),
+    # The old routes' JSON form holds one value per field, as a form does.
+    as_json("legacy-json-array", "/tts", 400, "text must be a string, a number or a boolean",
+            {"text": ["Hi."]}),
     # No path trick reaches an internal service (once 503: the gateway reset it).
     *(as_json(f"path-trick-{n}", path, 404, "no such route", {}) for n, path in enumerate([
         "/voice.v1.Gateway/../voice.v1.VoiceConversion/ListModels",

@@ -309,3 +309,11 @@ def test_an_empty_audio_file_is_refused_as_empty(kind):
 def test_a_null_file_in_json_is_no_file():
     form = parse_form("application/json", b'{"text": "Hi.", "reference_audio": null}')
     assert form.audio("reference_audio", required=False) is None
+
+
+@pytest.mark.parametrize(("value", "kind"), [('["Hi."]', "array"), ('{"a": 1}', "object")])
+def test_a_json_array_or_object_is_no_form_value(value, kind):
+    # It once became Python's text of it: {"text": ["Hi."]} spoke "['Hi.']".
+    with pytest.raises(InvalidArgument, match=f"text must be a string, a number or a boolean, "
+                                              f"not a JSON {kind}"):
+        parse_form("application/json", b'{"text": ' + value.encode() + b'}')
