@@ -311,8 +311,11 @@ async def test_streamed_sentences_start_playing_before_the_last_is_synthesised(s
     assert [r.sentence_index for r in replies] == [0, 1, 2, 3, 4]
     assert replies[-1].chunk.final and all(r.rvc_applied for r in replies)
     timing = replies[-1].timing
-    # The first sentence was out while later ones were still being synthesised.
-    assert arrivals[0] < timing.tts.compute_seconds
-    assert arrivals[0] < 0.6 * arrivals[-1]
+    # The first sentence was out while later ones were still in the pipeline: proportions
+    # on one clock each (the gateway's own, and the client's), so a loaded machine that
+    # slows every stage alike changes neither; a gateway that held the audio back until
+    # the end would put both near 1.
+    assert timing.first_audio_seconds < 0.6 * timing.total_seconds, timing
+    assert arrivals[0] < 0.6 * arrivals[-1], arrivals
     streamed = sum(audio_from_proto(r.chunk.audio).frames for r in replies)
     assert streamed == audio_from_proto(whole.audio).frames
