@@ -50,7 +50,10 @@ parse: a 400 that named no parameter). Otherwise:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from google.api import annotations_pb2
+from google.api.http_pb2 import HttpRule
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from voice.v1 import gateway_pb2
 
@@ -255,17 +258,21 @@ def transcoded_paths(path: str) -> tuple[str, ...]:
     return (path, path + "/")
 
 
-def json_routes(service: ServiceDescriptor) -> dict[str, Descriptor]:
-    """POST path -> request message, for each route whose whole body is that message as JSON."""
-    routes = {}
+def _message_bindings(service: ServiceDescriptor) -> Iterator[tuple[HttpRule, Descriptor]]:
+    """Each REST binding of ``service`` and its request message, but those of the
+    google.api.HttpBody methods, whose body is the whole request."""
     for method in service.methods:
         if method.input_type.full_name == "google.api.HttpBody":
             continue
         rule = method.GetOptions().Extensions[annotations_pb2.http]
         for binding in (rule, *rule.additional_bindings):
-            if binding.post and binding.body == "*":
-                routes[binding.post] = method.input_type
-    return routes
+            yield binding, method.input_type
+
+
+def json_routes(service: ServiceDescriptor) -> dict[str, Descriptor]:
+    """POST path -> request message, for each route whose whole body is that message as JSON."""
+    return {binding.post: message for binding, message in _message_bindings(service)
+            if binding.post and binding.body == "*"}
 
 
 def query_routes(service: ServiceDescriptor) -> dict[str, Descriptor]:
@@ -273,16 +280,12 @@ def query_routes(service: ServiceDescriptor) -> dict[str, Descriptor]:
     maps: transcoded_paths) whose query parameters the transcoder binds to its fields:
     not the google.api.HttpBody ones, whose body is the whole message."""
     routes = {}
-    for method in service.methods:
-        if method.input_type.full_name == "google.api.HttpBody":
+    for binding, message in _message_bindings(service):
+        verb = binding.WhichOneof("pattern")
+        if verb in (None, "custom"):
             continue
-        rule = method.GetOptions().Extensions[annotations_pb2.http]
-        for binding in (rule, *rule.additional_bindings):
-            verb = binding.WhichOneof("pattern")
-            if verb in (None, "custom"):
-                continue
-            for path in transcoded_paths(getattr(binding, verb)):
-                routes[f"{verb.upper()} {path}"] = method.input_type
+        for path in transcoded_paths(getattr(binding, verb)):
+            routes[f"{verb.upper()} {path}"] = message
     return routes
 
 

@@ -6,11 +6,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import subprocess
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from services.stack import components
+from services.stack.components import envoy_binary
 from services.stack.config import StackConfig
 from services.stack.models import TINY_RVC_DIR, TINY_SPARK_DIR
 from services.stack.supervisor import Supervisor
@@ -59,3 +63,23 @@ def supervised(config: StackConfig) -> Iterator[Supervisor]:
         if watcher.is_alive():
             watcher.join(timeout=15)
         supervisor.stop(timeout=30)
+
+
+def run_envoy(config: Path, admin: int, folder: Path, stdout=subprocess.DEVNULL) -> subprocess.Popen:
+    """Envoy on ``config`` (one worker), ready (its admin port ``admin`` says so); its log
+    in ``folder``/envoy.log, which a failed start shows."""
+    with open(folder / "envoy.log", "wb") as stderr:
+        process = subprocess.Popen(
+            [envoy_binary(), "-c", str(config), "--disable-hot-restart", "--log-level", "warning",
+             "--concurrency", "1"], stdout=stdout, stderr=stderr)
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None and time.monotonic() < deadline, \
+            (folder / "envoy.log").read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as ready:
+                if ready.status == 200:
+                    return process
+        except OSError:
+            pass
+        time.sleep(0.05)

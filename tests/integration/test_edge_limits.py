@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +31,12 @@ from services.gateway.edge_errors import OLD_SERVER_PATHS
 from services.gateway.edge_limits import EdgeRateLimit
 from services.gateway.edge_security import EdgeJwt
 from services.gateway.envoy import EdgeConfig, write
-from services.stack.components import envoy_binary, service_spec
+from services.stack.components import service_spec
 from services.stack.config import free_ports
 from services.stack.models import DEMO_VOICES
 from services.stack.supervisor import Supervisor
 from tests import edge_credentials
-from tests.integration.stacks import REPO
+from tests.integration.stacks import REPO, run_envoy
 from tests.processes import stop
 
 pytestmark = pytest.mark.integration
@@ -97,48 +98,38 @@ def _start(stack, folder: Path, gateway_port: int = 0, **limits) -> tuple[Edge, 
         admin_port=admin,
         **limits,
     )
-    with open(folder / "access.log", "wb") as stdout, open(folder / "envoy.log", "wb") as stderr:
-        process = subprocess.Popen(
-            [envoy_binary(), "-c", str(write(config, folder / "envoy.json")),
-             "--disable-hot-restart", "--log-level", "warning", "--concurrency", "1"],
-            stdout=stdout, stderr=stderr,
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None and time.monotonic() < deadline, \
-            (folder / "envoy.log").read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as ready:
-                if ready.status == 200:
-                    return Edge(port, admin, folder), process
-        except OSError:
-            pass
-        time.sleep(0.05)
+    with open(folder / "access.log", "wb") as stdout:
+        process = run_envoy(write(config, folder / "envoy.json"), admin, folder, stdout)
+    return Edge(port, admin, folder), process
+
+
+@contextlib.contextmanager
+def _serving(stack, name: str, tmp_path_factory, **limits) -> Iterator[Edge]:
+    """An edge of ``limits`` in a folder of its own, stopped on leaving."""
+    edge, process = _start(stack, tmp_path_factory.mktemp(name), **limits)
+    try:
+        yield edge
+    finally:
+        stop(process)
 
 
 @pytest.fixture(scope="module")
 def rated(stack, tmp_path_factory):
     """One call a second per client, burst 1; small bodies (each way: no synthesis
     fits); a second gateway endpoint nobody serves."""
-    folder = tmp_path_factory.mktemp("rated_edge")
     (closed,) = free_ports(1)
-    edge, process = _start(stack, folder, rate_limit=EdgeRateLimit(per_second=1, burst=1),
-                           max_body_bytes=BODY_LIMIT, more_gateways=(("127.0.0.1", closed),))
-    try:
+    with _serving(stack, "rated_edge", tmp_path_factory,
+                  rate_limit=EdgeRateLimit(per_second=1, burst=1), max_body_bytes=BODY_LIMIT,
+                  more_gateways=(("127.0.0.1", closed),)) as edge:
         yield edge
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="module")
 def narrow(stack, tmp_path_factory):
     """One call in flight at a time, no rate limit."""
-    folder = tmp_path_factory.mktemp("narrow_edge")
-    edge, process = _start(stack, folder, max_concurrent_streams=1, max_queue=1)
-    try:
+    with _serving(stack, "narrow_edge", tmp_path_factory,
+                  max_concurrent_streams=1, max_queue=1) as edge:
         yield edge
-    finally:
-        stop(process)
 
 
 def _until_refused(send, tries: int = 3):
@@ -274,23 +265,16 @@ EXPECT = {"expect": "100-continue"}
 @pytest.fixture(scope="module")
 def slow(stack, tmp_path_factory):
     """A client address gets one call, then waits ten seconds; no proxy in front."""
-    folder = tmp_path_factory.mktemp("slow_edge")
-    edge, process = _start(stack, folder, rate_limit=SLOW)
-    try:
+    with _serving(stack, "slow_edge", tmp_path_factory, rate_limit=SLOW) as edge:
         yield edge
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="module")
 def proxied(stack, tmp_path_factory):
     """As ``slow``, behind one trusted proxy that appends the client to X-Forwarded-For."""
-    folder = tmp_path_factory.mktemp("proxied_edge")
-    edge, process = _start(stack, folder, rate_limit=SLOW, trusted_proxy_hops=1)
-    try:
+    with _serving(stack, "proxied_edge", tmp_path_factory,
+                  rate_limit=SLOW, trusted_proxy_hops=1) as edge:
         yield edge
-    finally:
-        stop(process)
 
 
 def _statuses(edge: Edge, source: str, calls: list[tuple[str, dict]]) -> list[int]:
@@ -652,12 +636,8 @@ def assert_over_the_limit(reply: RawReply, path: str, content_type: str) -> None
 @pytest.fixture(scope="module")
 def bounded(stack, tmp_path_factory):
     """An edge with a small body limit and no rate limit, in front of the stack's gateway."""
-    folder = tmp_path_factory.mktemp("bounded_edge")
-    edge, process = _start(stack, folder, max_body_bytes=BODY_LIMIT)
-    try:
+    with _serving(stack, "bounded_edge", tmp_path_factory, max_body_bytes=BODY_LIMIT) as edge:
         yield edge
-    finally:
-        stop(process)
 
 
 @pytest.mark.parametrize("method, path, content_type", ROUTES)
@@ -735,12 +715,8 @@ def test_expect_100_continue_within_the_limit_gets_100_at_once_and_then_its_answ
 @pytest.fixture(scope="module")
 def roomy(stack, tmp_path_factory):
     """An edge whose limit is above what Envoy reads at once (1 MiB), as the default is."""
-    folder = tmp_path_factory.mktemp("roomy_edge")
-    edge, process = _start(stack, folder, max_body_bytes=ROOMY_LIMIT)
-    try:
+    with _serving(stack, "roomy_edge", tmp_path_factory, max_body_bytes=ROOMY_LIMIT) as edge:
         yield edge
-    finally:
-        stop(process)
 
 
 ROOMY_LIMIT = 2 * 1024 * 1024

@@ -13,9 +13,6 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
-import time
-import urllib.request
-from dataclasses import dataclass
 
 import pytest
 from google.api import annotations_pb2
@@ -25,8 +22,9 @@ from services.gateway.edge_errors import OLD_SERVER_PATHS
 from services.gateway.edge_limits import MAX_HEADERS_KB
 from services.gateway.edge_paths import GRPC_ONLY_FILTER
 from services.gateway.envoy import EdgeConfig, render
-from services.stack.components import envoy_binary
 from services.stack.config import free_ports
+from tests.integration.http_client import Reply as PlainReply
+from tests.integration.stacks import run_envoy
 from tests.processes import stop
 
 pytestmark = pytest.mark.integration
@@ -39,15 +37,7 @@ UNKNOWN = "t=1712345678&_=%zz&flag&=x&utm_source=a%20b&content_type=%zz&data=%E9
 CHANGES_STATE = {("DELETE", "/config/reference-audio")}
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self):
-        return json.loads(self.body)
-
+class Reply(PlainReply):
     def error(self) -> dict:
         assert self.headers.get("content-type") == "application/json", (self.status, self.body)
         return self.json()["error"]
@@ -206,21 +196,7 @@ def _edge(stack, tmp_path, change) -> tuple[int, subprocess.Popen]:
     change(config)
     path = tmp_path / "envoy.json"
     path.write_text(json.dumps(config))
-    with open(tmp_path / "envoy.log", "wb") as log:
-        process = subprocess.Popen(
-            [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--log-level", "warning",
-             "--concurrency", "1"], stdout=subprocess.DEVNULL, stderr=log)
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None and time.monotonic() < deadline, \
-            (tmp_path / "envoy.log").read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as ready:
-                if ready.status == 200:
-                    return port, process
-        except OSError:
-            pass
-        time.sleep(0.05)
+    return port, run_envoy(path, admin, tmp_path)
 
 
 def _managers(config: dict):
