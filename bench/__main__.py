@@ -2,14 +2,19 @@
 
     python -m bench [--api HOST:PORT] [--scenarios tts,rvc,...] [--concurrency 1,4,16]
                     [--requests 16] [--out bench/results] [--quick] [--max-tokens N]
-                    [--full-size] [--layer-requests N]
+                    [--full-size] [--layer-requests N] [--llm-engine vllm,transformers]
+                    [--llm-concurrency 1,4,16] [--llm-requests N] [--llm-max-tokens N]
 
 Without --api, starts the local stack (tiny generated models, free ports, a
 temporary run directory) exactly as `make run` does, and measures each stack
-process's CPU and memory too, and enters the same requests at each layer
-(bench/layers.py). Then the RVC worker-scaling measurement
-(bench/rvc_workers.py) and the in-process baseline (bench/baseline.py) run
-on their own, with the stack stopped.
+process's CPU and memory too, the LLM alone (bench/llm.py: token streams
+straight to Triton's llm model, and vLLM's prefix cache), and enters the same
+requests at each layer (bench/layers.py). With --llm-engine transformers the
+stack's llm model is the decoding loop vLLM replaced (bench/legacy_llm); with
+vllm,transformers one stack runs after the other and the report compares
+them. Then the RVC worker-scaling measurement (bench/rvc_workers.py) and the
+in-process baseline (bench/baseline.py) run on their own, with the stack
+stopped.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from pathlib import Path
 from bench import models as bench_models
 from bench import stats
 from bench.layers import breakdown, measure_layers
+from bench.legacy_llm.repo import CPU_CONCURRENCY, GPU_CONCURRENCY, legacy_model_repo
+from bench.llm import measure_llm, prefix_counters, prefix_hit_rate
 from bench.load import run_load
 from bench.models import ModelDirs
 from bench.procstats import ProcessSampler
@@ -44,6 +51,9 @@ REPO = Path(__file__).resolve().parents[1]
 # Semantic tokens per sentence on the local stack (2 s of speech): its models are
 # random weights, which run every sentence to the service's cap otherwise.
 LOCAL_MAX_TOKENS = 100
+# What decodes the Spark LLM behind Triton's llm model: vLLM (the stack as it is), or
+# the transformers loop it replaced (bench/legacy_llm), kept for this comparison only.
+ENGINES = ("vllm", "transformers")
 
 
 def environment() -> dict:
@@ -67,17 +77,31 @@ def environment() -> dict:
             "host": socket.gethostname(), "git_commit": commit}
 
 
-def start_stack(run_dir: Path, models_dir: Path | None = None):
-    """The local stack on free ports, on ``models_dir`` (None: generated tiny models)."""
+def start_stack(run_dir: Path, models_dir: Path | None = None, engine: str = "vllm"):
+    """The local stack on free ports, on ``models_dir`` (None: generated tiny models),
+    its LLM decoded by ``engine``: vllm (the stack as it is), or transformers (the
+    llm model of bench/legacy_llm, spark_tts's old concurrency cap, and no vLLM)."""
     from services.stack import components
     from services.stack.config import StackConfig
     from services.stack.supervisor import Supervisor
 
+    if engine not in ENGINES:
+        raise ValueError(f"LLM engine {engine!r}: one of {', '.join(ENGINES)}")
     config = dataclasses.replace(
         StackConfig.load(), run_dir=run_dir, models_dir=models_dir or run_dir / "models",
         model_repo=REPO / "triton" / "model_repo", descriptor=REPO / "gen" / "voice_v1.pb",
     ).with_free_ports()
-    supervisor = Supervisor(components.build(config, REPO), run_dir / "logs")
+    if engine == "transformers":
+        # As services/stack/components.py decides where the models run.
+        gpu = (components.gpu_visible() if config.spark_tts_device == "auto"
+               else config.spark_tts_device != "cpu")
+        repo = legacy_model_repo(config.model_repo, run_dir / "legacy-model-repo",
+                                 GPU_CONCURRENCY if gpu else CPU_CONCURRENCY)
+        config = dataclasses.replace(config, model_repo=repo)
+    specs = components.build(config, REPO)
+    if engine == "transformers":  # nothing asks the vLLM server: it would only take memory
+        specs = [spec for spec in specs if spec.name != "vllm"]
+    supervisor = Supervisor(specs, run_dir / "logs")
     try:
         supervisor.start(timeout=max(config.startup_timeout, 300))
     except BaseException:
@@ -106,11 +130,16 @@ def load_baseline():
 
 
 async def measure(args, inputs: Inputs, address: str, roots: dict[str, int],
-                  ports: dict[str, int] | None = None) -> dict:
-    """The scenarios through the edge at ``address``; then, given the stack's internal
+                  ports: dict[str, int] | None = None, engine: str | None = None,
+                  triton: str | None = None, vllm_metrics: str | None = None) -> dict:
+    """The scenarios through the edge at ``address`` (rows tagged with the LLM
+    ``engine``); then, given Triton's gRPC address ``triton``, the LLM alone
+    (bench/llm.py); given vLLM's ``vllm_metrics`` URL, its prefix-cache hit rate
+    over the scenarios and over the LLM-alone load; given the stack's internal
     ``ports``, the per-layer measurement (bench/layers.py)."""
     client = Client(address)
     runs, procs = [], {}
+    before = prefix_counters(vllm_metrics) if vllm_metrics else None
     try:
         for name in args.scenarios:
             scenario = SCENARIOS[name]
@@ -127,6 +156,8 @@ async def measure(args, inputs: Inputs, address: str, roots: dict[str, int],
                 with sampler:
                     result = await run_load(name, call, c, args.requests)
                 row = stats.summarize(name, c, result.samples, result.wall_seconds)
+                if engine is not None:
+                    row["engine"] = engine
                 runs.append(row)
                 if roots:
                     procs[f"{name}@{c}"] = sampler.result()
@@ -135,6 +166,23 @@ async def measure(args, inputs: Inputs, address: str, roots: dict[str, int],
         stages = stats.stage_medians(client.stages)
     finally:
         await client.close()
+    prefix = []
+    if vllm_metrics:
+        after = prefix_counters(vllm_metrics)
+        prefix.append({"engine": engine, "load": "scenarios", **prefix_hit_rate(before, after)})
+        before = after
+    llm_rows, llm_note = [], "skipped" if not triton else "skipped (--llm-requests 0)"
+    if triton and args.llm_requests:
+        try:
+            llm_rows = await measure_llm(triton, engine, args.llm_concurrency,
+                                         args.llm_requests, args.llm_max_tokens)
+            llm_note = "measured"
+        except Exception as exc:  # keep the scenarios' figures: report it, go on
+            llm_note = f"failed: {type(exc).__name__}: {exc}"
+            print(f"LLM-alone measurement {llm_note}", flush=True)
+        if vllm_metrics:
+            prefix.append({"engine": engine, "load": "llm",
+                           **prefix_hit_rate(before, prefix_counters(vllm_metrics))})
     layer_rows, layer_note = [], "skipped" if not ports else "skipped (--layer-requests 0)"
     if ports and args.layer_requests:
         try:
@@ -144,7 +192,8 @@ async def measure(args, inputs: Inputs, address: str, roots: dict[str, int],
             layer_note = f"failed: {type(exc).__name__}: {exc}"
             print(f"per-layer measurement {layer_note}", flush=True)
     return {"runs": runs, "procstats": procs, "stages": stages, "layers": layer_rows,
-            "layers_note": layer_note}
+            "layers_note": layer_note, "llm": llm_rows, "llm_note": llm_note,
+            "prefix_cache": prefix}
 
 
 def baseline_device() -> str:
@@ -261,13 +310,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "compute without the trained weights, e.g. on a GPU host")
     parser.add_argument("--models-cache", type=Path, default=REPO / ".bench-models",
                         help="where --full-size writes and keeps its models")
+    parser.add_argument("--llm-engine",
+                        help="what decodes the LLM on the local stack: vllm (default), "
+                             "transformers (the loop vLLM replaced, bench/legacy_llm), or "
+                             "vllm,transformers: one stack after the other, compared")
+    parser.add_argument("--llm-concurrency",
+                        help="levels of the LLM-alone measurement (default 1,4,16; --quick 1,4)")
+    parser.add_argument("--llm-requests", type=int,
+                        help="streams per LLM-alone level, at least its concurrency "
+                             "(default 16, --quick 4; 0 skips it; local stack only)")
+    parser.add_argument("--llm-max-tokens", type=int,
+                        help="tokens per LLM-alone stream (default --max-tokens, else "
+                             f"{LOCAL_MAX_TOKENS})")
     args = parser.parse_args(argv)
     if args.full_size and args.api:
         parser.error("--full-size starts a local stack: it cannot be combined with --api")
-    quick = ("1,2", 4, 2) if args.quick else ("1,4,16", 16, 8)
+    if args.llm_engine and args.api:
+        parser.error("--llm-engine picks the local stack's LLM: it cannot be combined with --api")
+    engines = [e.strip() for e in (args.llm_engine or "vllm").split(",") if e.strip()]
+    if not engines or set(engines) - set(ENGINES) or len(set(engines)) != len(engines):
+        parser.error(f"--llm-engine {args.llm_engine!r}: one or both of {', '.join(ENGINES)}, "
+                     "each once")
+    args.llm_engines = [] if args.api else engines
+    quick = ("1,2", 4, 2, "1,4") if args.quick else ("1,4,16", 16, 8, "1,4,16")
     args.concurrency = args.concurrency or quick[0]
     args.requests = args.requests or quick[1]
     args.layer_requests = quick[2] if args.layer_requests is None else args.layer_requests
+    args.llm_requests = quick[1] if args.llm_requests is None else args.llm_requests
+    if args.llm_requests < 0:
+        parser.error("--llm-requests must not be negative")
+    try:
+        args.llm_concurrency = [int(c) for c in (args.llm_concurrency or quick[3]).split(",")
+                                if c.strip()]
+    except ValueError:
+        parser.error(f"--llm-concurrency {args.llm_concurrency!r}: comma-separated integers")
+    if not args.llm_concurrency or min(args.llm_concurrency) < 1:
+        parser.error("--llm-concurrency needs levels of at least 1")
     if args.max_tokens is None:
         args.max_tokens = None if args.api else LOCAL_MAX_TOKENS
     elif args.max_tokens == 0:
@@ -275,6 +353,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     elif not 1 <= args.max_tokens <= 3000:
         parser.error("--max-tokens must be within 1..3000 (the TTS service's own ceiling), "
                      "or 0 for none")
+    if args.llm_max_tokens is None:
+        args.llm_max_tokens = args.max_tokens or LOCAL_MAX_TOKENS
+    elif not 1 <= args.llm_max_tokens <= 3000:
+        parser.error("--llm-max-tokens must be within 1..3000")
     if args.layer_requests < 0:
         parser.error("--layer-requests must not be negative")
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -291,6 +373,69 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def primary_engine(engines: list[str]) -> str | None:
+    """The engine whose rows the issue's other targets, the per-layer run and the
+    baseline comparison use: vLLM (what the stack serves) when it was measured."""
+    if not engines:
+        return None
+    return "vllm" if "vllm" in engines else engines[0]
+
+
+def merge_engine(results: dict, part: dict, engine: str, labelled: bool) -> None:
+    """One engine's stack measurement into ``results``: rows appended (each tagged
+    with its engine), per-process and stage figures keyed ``name [engine]`` when
+    several engines share the report, the per-layer rows of the primary engine."""
+    def label(name: str) -> str:
+        return f"{name} [{engine}]" if labelled else name
+
+    results["runs"] += part["runs"]
+    results["llm"] += part["llm"]
+    results["prefix_cache"] += part["prefix_cache"]
+    results["llm_notes"][engine] = part["llm_note"]
+    for key, per in part["procstats"].items():
+        scenario, _, c = key.rpartition("@")
+        results["procstats"][f"{label(scenario)}@{c}"] = per
+    for name, medians in part["stages"].items():
+        results["stages"][label(name)] = medians
+    for name, count in part.get("restarts", {}).items():
+        results["restarts"][label(name)] = count
+    if engine == results.get("llm_engine"):
+        results["layers"], results["layers_note"] = part["layers"], part["layers_note"]
+
+
+def serve(args, inputs: Inputs, engine: str, dirs: ModelDirs | None, primary: bool) -> dict:
+    """The local stack with ``engine`` behind its llm model, measured, then stopped.
+    The per-layer run is the primary engine's only."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-stack-{engine}-") as tmp:
+        print(f"starting the local stack ({'full-size' if dirs else 'generated tiny'} "
+              f"random-weight models, LLM on {engine})...", flush=True)
+        config, supervisor = start_stack(Path(tmp), dirs.models_dir if dirs else None, engine)
+        # As under `make run` (and Kubernetes): a process that dies is restarted.
+        stop_watching = threading.Event()
+        watcher = threading.Thread(target=watch, args=(supervisor, stop_watching),
+                                   name="bench-watch", daemon=True)
+        watcher.start()
+        part = {}
+        try:
+            roots = {c.spec.name: c.process.pid for c in supervisor.children}
+            address = f"127.0.0.1:{config.api_port}"
+            ports = {"api": config.api_port, "gateway": config.gateway_port,
+                     "tts": config.tts_port, "rvc": config.rvc_port,
+                     "triton": config.triton_grpc_port}
+            metrics = (f"http://127.0.0.1:{config.vllm_port}/metrics" if engine == "vllm"
+                       else None)
+            part = asyncio.run(measure(
+                args, inputs, address, roots, ports if primary else None, engine=engine,
+                triton=f"127.0.0.1:{config.triton_grpc_port}", vllm_metrics=metrics))
+        finally:
+            stop_watching.set()
+            watcher.join(timeout=15)
+            supervisor.stop(timeout=30)
+            part["restarts"] = {c.spec.name: c.starts - 1 for c in supervisor.children
+                                if c.starts > 1}
+        return part
+
+
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args = parse_args(argv)
@@ -301,13 +446,21 @@ def main(argv: list[str] | None = None) -> int:
             inputs = dataclasses.replace(inputs, max_tokens=args.max_tokens)
         else:  # the local stack's TTS service caps every request, as the baseline does
             os.environ["TTS_MAX_TOKENS"] = str(args.max_tokens)
-    dirs = None
+    dirs, failures = None, []
+    stem = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H%M%SZ}-{socket.gethostname()}"
     results = {"environment": environment(), "texts_version": inputs.version,
                "scenario_texts": SCENARIO_TEXT,
                "settings": {"scenarios": args.scenarios, "concurrency": args.concurrency,
                             "requests": args.requests, "quick": args.quick,
                             "max_tokens": args.max_tokens, "full_size": args.full_size,
-                            "layer_requests": args.layer_requests}}
+                            "layer_requests": args.layer_requests,
+                            "llm_engines": args.llm_engines,
+                            "llm_concurrency": args.llm_concurrency,
+                            "llm_requests": args.llm_requests,
+                            "llm_max_tokens": args.llm_max_tokens},
+               "llm_engine": primary_engine(args.llm_engines),
+               "rvc_workers": [], "baseline": {"available": False, "note": "not run yet"},
+               "overhead": []}
     if args.api:
         results["target"] = args.api
         results.update(asyncio.run(measure(args, inputs, args.api, {})))
@@ -315,37 +468,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.full_size:
             print(f"full-size random-weight models in {args.models_cache}...", flush=True)
             dirs = bench_models.full_size(args.models_cache)
-        with tempfile.TemporaryDirectory(prefix="bench-stack-") as tmp:
-            print(f"starting the local stack ({'full-size' if dirs else 'generated tiny'} "
-                  "random-weight models)...", flush=True)
-            config, supervisor = start_stack(Path(tmp), dirs.models_dir if dirs else None)
-            # As under `make run` (and Kubernetes): a process that dies is restarted.
-            stop_watching = threading.Event()
-            watcher = threading.Thread(target=watch, args=(supervisor, stop_watching),
-                                       name="bench-watch", daemon=True)
-            watcher.start()
+        results.update(target="local stack", runs=[], procstats={}, stages={}, layers=[],
+                       layers_note="not measured", llm=[], llm_notes={}, prefix_cache=[],
+                       restarts={})
+        for engine in args.llm_engines:
             try:
-                roots = {c.spec.name: c.process.pid for c in supervisor.children}
-                address = f"127.0.0.1:{config.api_port}"
-                ports = {"api": config.api_port, "gateway": config.gateway_port,
-                         "tts": config.tts_port, "rvc": config.rvc_port,
-                         "triton": config.triton_grpc_port}
-                results["target"] = f"local stack {address}"
-                results.update(asyncio.run(measure(args, inputs, address, roots, ports)))
-            finally:
-                stop_watching.set()
-                watcher.join(timeout=15)
-                supervisor.stop(timeout=30)
-                results["restarts"] = {c.spec.name: c.starts - 1 for c in supervisor.children
-                                       if c.starts > 1}
-    stem = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H%M%SZ}-{socket.gethostname()}"
-    results.update(rvc_workers=[], baseline={"available": False, "note": "not run yet"},
-                   overhead=[], layer_breakdown=breakdown(results.get("layers", []), []))
+                part = serve(args, inputs, engine, dirs, engine == results["llm_engine"])
+            except Exception as exc:  # e.g. a stack that would not start: the other engine
+                failures.append(engine)  # is still measured; the run exits 1
+                results["llm_notes"][engine] = f"stack failed: {type(exc).__name__}: {exc}"
+                print(f"the stack with the LLM on {engine} failed: {exc}", flush=True)
+                continue
+            merge_engine(results, part, engine, labelled=len(args.llm_engines) > 1)
+            results["layer_breakdown"] = breakdown(results["layers"], [])
+            write_report(results, args.out, stem)  # each stack's figures are safe at once
+    results["layer_breakdown"] = breakdown(results.get("layers", []), [])
     write_report(results, args.out, stem)  # the stack's figures are safe before the rest runs
     if not args.no_rvc_workers:
         results["rvc_workers"] = asyncio.run(rvc_scaling(args.quick, args.rvc_f0))
         write_report(results, args.out, stem)
-    results.update(asyncio.run(baselines(args, inputs, results["runs"], dirs)))
+    served = [r for r in results["runs"] if r.get("engine") == results["llm_engine"]]
+    results.update(asyncio.run(baselines(args, inputs, served, dirs)))
     results["layer_breakdown"] = breakdown(results.get("layers", []),
                                            results["baseline"].get("runs", []))
     paths = write_report(results, args.out, stem)
@@ -353,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     print(paths["markdown"].read_text())
     print(f"wrote {paths['json']}, {paths['markdown']}"
           + "".join(f", {p}" for p in paths["charts"]))
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

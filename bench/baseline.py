@@ -126,7 +126,7 @@ class _Models:
     """One loaded copy of each model, shared by every thread."""
 
     tokenizer: object  # spark_tts.audio_tokenizer.AudioTokenizer
-    llm: object  # spark_tts.llm.SparkLlm
+    llm: object  # bench.legacy_llm.loop.SparkLlm (the transformers loop)
     vocoder: object  # spark_tts.vocoder.Vocoder
     rvc: object  # services.rvc.worker.ConversionWorker
     # The LLM's Hugging Face tokenizer is not safe to call from two threads at once.
@@ -146,10 +146,10 @@ def load_models(inputs: BaselineInputs) -> _Models:
     with _load_lock:
         models = _loaded.get(key)
         if models is None:
+            from bench.legacy_llm.loop import SparkLlm
             from services.rvc.worker import create
             from spark_tts.audio_tokenizer import AudioTokenizer
             from spark_tts.layout import LLM_DIR
-            from spark_tts.llm import SparkLlm
             from spark_tts.vocoder import Vocoder
 
             spark = Path(inputs.spark_model_dir)

@@ -18,6 +18,7 @@ tensors the TTS service builds (``triton_inputs``); "RVC service" is
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -69,7 +70,7 @@ async def _tts_service(channel: grpc.aio.Channel, inputs: Inputs) -> Sample:
 async def _triton(client, inputs: Inputs) -> Sample:
     """The spark_tts model through Triton's client (``client``: the TTS service's
     ``Triton``, one connection for every request), as the TTS service calls it."""
-    from services.tts_gateway.request import ReferenceSpeaker, Sampling, SpeechRequest
+    from services.tts_gateway.request import Engine, ReferenceSpeaker, Sampling, SpeechRequest
     from services.tts_gateway.settings import TtsSettings
     from services.tts_gateway.synthesis import OUTPUTS, SPARK_MODEL, token_cap, triton_inputs
 
@@ -81,15 +82,26 @@ async def _triton(client, inputs: Inputs) -> Sample:
     start = time.perf_counter()
     first, seconds = None, 0.0
     try:
-        async for reply in client.stream(SPARK_MODEL, tensors, OUTPUTS, DEADLINE_S):
+        async for reply in client.stream(SPARK_MODEL, tensors, OUTPUTS[Engine.SPARK], DEADLINE_S):
             if first is None:
                 first = time.perf_counter() - start
             rate = int(reply["sample_rate"].reshape(-1)[0])
             seconds += reply["waveform"].size / rate
-    except Exception as exc:  # Triton's and the client's errors alike: a failed sample
+    except (Exception, asyncio.CancelledError) as exc:  # Triton's and the client's errors
+        # alike (grpc reports a request it could not build as a locally cancelled call)
+        if isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside():
+            raise
         return failed(type(exc).__name__, start)
     total = time.perf_counter() - start
     return Sample(True, "OK", total if first is None else first, total, seconds, start)
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether this task itself is being cancelled (Python 3.11+ can tell; before, a
+    CancelledError is taken to be the task's own)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 async def measure_layers(ports: dict[str, int], inputs: Inputs, requests: int) -> list[dict]:

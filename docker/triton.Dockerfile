@@ -1,5 +1,8 @@
 # NVIDIA Triton serving the TTS engines, Spark TTS and Piper: triton/model_repo
-# (five Python-backend models) with the model code of triton/python.
+# (five Python-backend models) with the model code of triton/python. The llm
+# model does not decode here: it streams from the vLLM server
+# (docker/vllm.Dockerfile) at SPARK_TTS_LLM_URL (default http://127.0.0.1:8003;
+# in Kubernetes a container of the same pod).
 #
 #   docker build -f docker/triton.Dockerfile -t voice-pipeline/triton:TAG .          # CUDA torch
 #   docker build -f docker/triton.Dockerfile -t voice-pipeline/triton:TAG-cpu \
@@ -116,7 +119,7 @@ USER 10001:10001
 # shared library here, or the model code cannot import, as the pods would.
 RUN libs="$(ldd /opt/tritonserver/bin/tritonserver /opt/tritonserver/backends/python/libtriton_python.so /opt/tritonserver/backends/python/triton_python_backend_stub)" \
  && case "$libs" in *"not found"*) echo "$libs"; exit 1 ;; esac \
- && python -c 'import spark_tts.audio_tokenizer, spark_tts.llm, spark_tts.vocoder, spark_tts.download'
+ && python -c 'import spark_tts.audio_tokenizer, spark_serving.vllm_client, spark_tts.vocoder, spark_tts.download'
 
 # HTTP (health: /v2/health/ready), gRPC (tts_gateway's TRITON_GRPC_URL), metrics.
 EXPOSE 8000 8001 8002

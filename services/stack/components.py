@@ -11,7 +11,7 @@ from pathlib import Path
 
 from services.common.settings import TLS_VARIABLES, InternalTls
 from services.gateway.envoy import EdgeConfig, write
-from services.stack import model_repo, models, triton_dist
+from services.stack import model_repo, models, triton_dist, vllm
 from services.stack.config import StackConfig
 from services.stack.probes import Probe, grpc_serving, http_ok
 
@@ -104,10 +104,11 @@ def envoy_binary() -> str:
     return found
 
 
-def triton_tmp_dir(run_dir: Path) -> Path:
+def triton_tmp_dir(run_dir: Path, name: str = "triton-tmp") -> Path:
     """tritonserver's own /tmp in ``run_dir`` (see services/stack/private_tmp.py), emptied:
-    a killed tritonserver leaves its Python backend's python_env_* directory there."""
-    private = run_dir / "triton-tmp"
+    a killed tritonserver leaves its Python backend's python_env_* directory there.
+    (vLLM's TMPDIR, ``vllm-tmp``, is made the same way.)"""
+    private = run_dir / name
     if private.is_dir() and not private.is_symlink():
         shutil.rmtree(private)
     private.mkdir(parents=True, exist_ok=True)
@@ -121,7 +122,7 @@ def with_private_tmp(private: Path, argv: list[str]) -> list[str]:
 
 
 def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
-    """Every process, in start order: Triton, the services, then the edge."""
+    """Every process, in start order: vLLM, Triton, the services, then the edge."""
     run_dir = config.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     triton = triton_dist.locate(run_dir)
@@ -144,8 +145,21 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
     # Triton's Python models import spark_tts; they run in the run directory so
     # the repository root (with its triton/ folder) is not on their path.
     tts_threads, rvc_threads = config.cpu_threads()
+    llm_server = vllm.VllmServer(
+        python=vllm.python_of(config.vllm_venv, repo),
+        llm_dir=spark_dir / "LLM",
+        host=LOOPBACK,
+        port=config.vllm_port,
+        gpu=gpu,
+        cpu_kv_cache_gib=config.vllm_cpu_kv_cache_gib,
+        gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+        eager=config.vllm_eager,
+        cpu_threads=tts_threads,
+    )
     triton_env = triton.env(_python_env(repo, {
         "SPARK_TTS_MODEL_DIR": str(spark_dir),
+        "SPARK_TTS_LLM_URL": llm_server.url,
+        "SPARK_TTS_LLM_DEVICE": "cuda" if gpu else "cpu",
         "SPARK_TTS_CANCEL_DIR": str(run_dir / "cancel"),
         "SPARK_TTS_DEVICE": config.spark_tts_device,
         "PIPER_VOICES_DIR": str(models.piper_voices_dir(config.models_dir)),
@@ -156,8 +170,24 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
         p for p in triton_env["PYTHONPATH"].split(os.pathsep) if Path(p) != repo
     )
     triton_tmp = triton_tmp_dir(run_dir)
+    vllm_tmp = triton_tmp_dir(run_dir, "vllm-tmp")
     triton_env["TMPDIR"] = str(triton_tmp)
     specs = [
+        ProcessSpec(
+            name="vllm",
+            # A /tmp of its own, as Triton's: vLLM leaves its rendezvous file
+            # (vllm_dist_*) and ZeroMQ sockets there, removed once it exits. Mounted on
+            # /tmp, not given as TMPDIR: a socket's path must stay under 108 bytes.
+            argv=with_private_tmp(vllm_tmp, llm_server.argv()),
+            env={**llm_server.env(), "TMPDIR": "/tmp"},
+            cwd=run_dir,
+            leftovers=(f"{vllm_tmp}/*", f"{vllm_tmp}/.*"),
+            probe=http_ok(f"{llm_server.url}/health"),
+            endpoints=[
+                ("OpenAI API", f"{llm_server.url}/v1"),
+                ("metrics", f"{llm_server.url}/metrics"),
+            ],
+        ),
         ProcessSpec(
             name="triton",
             argv=with_private_tmp(triton_tmp, [
@@ -191,6 +221,7 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
         service_spec(
             repo, "tts_gateway", "TTS", config.tts_port, config.tts_metrics_port,
             {"TRITON_GRPC_URL": f"{LOOPBACK}:{config.triton_grpc_port}",
+             "TTS_LLM_URL": llm_server.url,
              "TTS_DEFAULT_ENGINE": engine},
             config.internal_tls,
         ),

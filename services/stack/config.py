@@ -26,6 +26,7 @@ PORT_FIELDS = (
     "triton_http_port",
     "triton_grpc_port",
     "triton_metrics_port",
+    "vllm_port",
 )
 
 
@@ -44,6 +45,15 @@ class StackConfig:
     triton_http_port: int = env_field("TRITON_HTTP_PORT", 8000)
     triton_grpc_port: int = env_field("TRITON_GRPC_PORT", 8001)
     triton_metrics_port: int = env_field("TRITON_METRICS_PORT", 8002)
+    # The vLLM server of the Spark LLM (services/stack/vllm.py): its environment
+    # (make vllm-env), eager mode (auto: on the CPU only), the CPU KV cache in GiB
+    # and, on a GPU, the fraction of its memory vLLM takes. (Not VLLM_*: vLLM reads
+    # variables of that prefix itself; VLLM_PORT is one of its own.)
+    vllm_port: int = env_field("LLM_SERVER_PORT", 8003)
+    vllm_venv: Path = env_field("LLM_SERVER_VENV", Path(".venv-vllm"))
+    vllm_eager: str = env_field("LLM_SERVER_EAGER", "auto")
+    vllm_cpu_kv_cache_gib: int = env_field("LLM_SERVER_CPU_KV_CACHE_GIB", 1)
+    vllm_gpu_memory_utilization: float = env_field("LLM_SERVER_GPU_MEMORY_UTILIZATION", 0.5)
     model_repo: Path = env_field("TRITON_MODEL_REPO", Path("triton/model_repo"))
     # Instances per Triton model, "llm=2,vocoder=2"; unnamed models get one.
     triton_instances: str = env_field("TRITON_INSTANCES", "")
@@ -98,6 +108,14 @@ class StackConfig:
             "cuda"
         ):
             raise SettingsError(f"SPARK_TTS_DEVICE={self.spark_tts_device!r}: auto, cpu or cuda[:N]")
+        if self.vllm_eager not in ("auto", "on", "off"):
+            raise SettingsError(f"LLM_SERVER_EAGER={self.vllm_eager!r}: expected auto, on or off")
+        if not 1 <= self.vllm_cpu_kv_cache_gib <= 1024:
+            raise SettingsError(f"LLM_SERVER_CPU_KV_CACHE_GIB={self.vllm_cpu_kv_cache_gib}: "
+                                "expected 1..1024 (GiB)")
+        if not 0 < self.vllm_gpu_memory_utilization < 1:
+            raise SettingsError(f"LLM_SERVER_GPU_MEMORY_UTILIZATION={self.vllm_gpu_memory_utilization:g}: "
+                                "expected a fraction between 0 and 1")
         for name, var in (("tts_cpu_threads", "STACK_TTS_CPU_THREADS"),
                           ("rvc_cpu_threads", "STACK_RVC_CPU_THREADS")):
             if not 0 <= getattr(self, name) <= 1024:

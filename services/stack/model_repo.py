@@ -15,10 +15,6 @@ import shutil
 from pathlib import Path
 
 _INSTANCE_GROUP = re.compile(r"instance_group\s*\[[^\]]*\]")
-_CONCURRENCY = re.compile(r'(key: "spark_tts_max_concurrency" value: \{ string_value: ")\d+(")')
-# Requests spark_tts serves at once on a GPU, where the llm batches them. On the
-# CPU the repository's 2 stands: more gains nothing on a few cores.
-GPU_CONCURRENCY = 8
 
 
 def parse_instances(spec: str) -> dict[str, int]:
@@ -46,8 +42,6 @@ def render(src: Path, dst: Path, instances: dict[str, int], gpu: bool) -> Path:
         text = config.read_text()
         group = f"instance_group [ {{ kind: {kind} count: {count} }} ]"
         text = _INSTANCE_GROUP.sub(group, text, count=1)
-        if gpu:
-            text = _CONCURRENCY.sub(rf"\g<1>{GPU_CONCURRENCY}\g<2>", text)
         config.write_text(text)
     return dst
 

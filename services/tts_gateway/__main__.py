@@ -18,7 +18,7 @@ async def build(settings: TtsSettings) -> ServiceHost:
     metrics = ServerMetrics()
     engine = TtsEngine(settings, triton, TtsMetrics(metrics.registry))
     servicer = Servicer(
-        TextToSpeechServicer(engine),
+        TextToSpeechServicer(engine, settings.llm_url),
         tts_pb2_grpc.add_TextToSpeechServicer_to_server,
         tts_pb2.DESCRIPTOR.services_by_name["TextToSpeech"].full_name,
     )

@@ -8,6 +8,7 @@ from voice.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
 
 from services.common.audio_proto import audio_from_proto, audio_to_proto
 from services.common.errors import InvalidArgument
+from services.tts_gateway.llm_server import llm_server_state
 from services.tts_gateway.request import (
     CachedSpeaker,
     ControlledSpeaker,
@@ -103,8 +104,9 @@ def speech_request_from_proto(request: tts_pb2.SynthesizeSpeechRequest) -> Speec
 
 
 class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
-    def __init__(self, engine: TtsEngine) -> None:
+    def __init__(self, engine: TtsEngine, llm_url: str = "") -> None:
         self._engine = engine
+        self._llm_url = llm_url
 
     async def Synthesize(self, request, context):
         speech = speech_request_from_proto(request)
@@ -139,6 +141,7 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
     async def GetStatus(self, request, context):
         state = await self._engine.triton.state()
         engines = await self._engine.engines(state)
+        llm = await llm_server_state(self._llm_url) if self._llm_url else None
         return tts_pb2.TtsStatus(
             triton_ready=state.ready,
             triton_address=state.address,
@@ -153,4 +156,9 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
                                      voices=e.voices, default_voice=e.default_voice)
                 for e in engines
             ],
+            llm_server=None if llm is None else tts_pb2.LlmServerStatus(
+                address=llm.address, ready=llm.ready, requests_running=llm.running,
+                requests_waiting=llm.waiting, prefix_cache_hit_rate=llm.prefix_cache_hit_rate,
+                generated_tokens=llm.generated_tokens, error=llm.error,
+            ),
         )

@@ -13,6 +13,9 @@ class TtsSettings:
         default_factory=lambda: ServerSettings(grpc_port=50052, metrics_port=9102)
     )
     triton_url: str = env_field("TRITON_GRPC_URL", "127.0.0.1:8001")
+    # The vLLM server behind Triton's llm model (http://host:port), for the status
+    # only; empty: the status leaves it out.
+    llm_url: str = ""
     max_text_chars: int = 5_000
     max_reference_seconds: float = 30.0
     # Cap on generated semantic tokens when a request sets none: about twice
@@ -32,6 +35,8 @@ class TtsSettings:
     default_engine: str = "spark"
 
     def validate(self) -> None:
+        if self.llm_url and not (self.llm_url.startswith("http://") and len(self.llm_url) > 7):
+            raise SettingsError(f"TTS_LLM_URL={self.llm_url!r}: expected http://host:port")
         if self.default_engine not in ("spark", "piper"):
             raise SettingsError(
                 f"TTS_DEFAULT_ENGINE={self.default_engine!r}: expected spark or piper")

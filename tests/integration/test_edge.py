@@ -38,6 +38,10 @@ def test_status_shows_every_stage(stack):
     assert body["rvc"]["workers_alive"] == body["rvc"]["workers_configured"] == 1
     assert body["rvc"]["workers"][0]["device"] == "cpu"
     assert call("GET", f"{stack.api}/status").json()["version"] == body["version"]
+    # The vLLM server behind Triton's llm model, with its own counters.
+    llm = body["tts"]["llm_server"]
+    assert llm["address"] == f"http://127.0.0.1:{stack.config.vllm_port}"
+    assert llm["ready"] is True and not llm.get("error")
 
 
 def test_without_profiles_the_generated_demo_voices_are_listed(stack):

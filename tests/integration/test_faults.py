@@ -71,6 +71,7 @@ DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 SURFACE_BOUND = 10.0
 SERVICE_RECOVERY_BOUND = 90.0
 TRITON_RECOVERY_BOUND = 150.0
+LLM_RECOVERY_BOUND = 120.0  # vLLM restarts in about 20 s on an idle 2-core machine
 # From Triton ready again to the TTS service serving: a readiness poll (2 s) and a
 # reconnect (back-off capped at 1 s), with room for a loaded machine.
 TRITON_TO_TTS_BOUND = 8.0
@@ -203,7 +204,9 @@ def faults(tmp_path_factory) -> FaultStack:
     config = stack_config(run_dir)
     specs = components.build(config, REPO)
     for spec in specs:
-        spec.env["TMPDIR"] = str(tmpdir)
+        # vLLM has a /tmp of its own (run_dir/vllm-tmp, emptied once it exits: checked below).
+        if spec.name != "vllm":
+            spec.env["TMPDIR"] = str(tmpdir)
         if spec.name == "rvc":
             spec.env["RVC_WORKERS"] = str(WORKERS)
     triton = next(spec for spec in specs if spec.name == "triton")
@@ -617,6 +620,39 @@ def test_a_killed_tts_service_is_restarted_and_rvc_keeps_serving(faults):
     check_idle(faults)
 
 
+def test_a_killed_llm_server_is_restarted_and_synthesis_with_it(faults):
+    """vLLM dies under synthesis: the streams it was decoding fail UNAVAILABLE (not
+    INTERNAL: the caller may retry), conversion is untouched, the supervisor restarts
+    it, and synthesis works again without Triton or the TTS service restarting."""
+    with faults.watch() as watch, Load(faults.gateway, LOAD) as load:
+        assert wait_for(faults.healthy, WARM_BOUND, 0.5) is not None, "the stack is not serving"
+        warm(faults, load, {"synthesize", "convert"})
+        before = faults.processes()
+        starts = {name: faults.child(name).starts for name in ("vllm", "triton", "tts_gateway")}
+        victim = faults.pid("vllm")
+        tree = {victim, *descendants(victim)}
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        gone = check_tree_gone(faults, tree, killed)
+        failed = Expected("a synthesis failed", lambda: next(
+            (o.ended for o in load.snapshot() if not o.ok and o.kind == "synthesize"
+             and o.ended > killed), None), killed + SURFACE_BOUND + 20)
+        back = [Expected("a synthesis sent after the fault succeeded",
+                         lambda: load.first_success_after(killed, {"synthesize"}),
+                         killed + LLM_RECOVERY_BOUND)]
+        found = watch_for([failed, *back])
+        report("vllm killed", surfaced=(found[failed.what] or float("inf")) - killed,
+               tree_gone=gone, recovered=latest(found, back) - killed)
+        check_seen(found, [failed, *back], killed, summary(load.snapshot(), killed))
+    check_requests(load, killed, allowed={UNAVAILABLE}, unaffected=frozenset({"convert"}))
+    assert faults.child("vllm").starts == starts["vllm"] + 1
+    assert faults.child("triton").starts == starts["triton"]
+    assert faults.child("tts_gateway").starts == starts["tts_gateway"]
+    assert [s for _, s in watch.of("gateway") if refused(s)] == []
+    check_survivors(before, tree)
+    check_idle(faults)
+
+
 def test_a_stalled_triton_fails_requests_by_their_deadline_and_recovers(faults):
     """Triton, with its backend stubs, stops (SIGSTOP, as a frozen container) for longer
     than the requests' deadline: synthesis fails with DEADLINE_EXCEEDED or UNAVAILABLE
@@ -821,3 +857,5 @@ def test_after_the_faults_stopping_the_stack_leaves_nothing_behind(faults):
     left = [p for p in faults.tmpdir.rglob("*")
             if not (p.is_dir() and p.parent == faults.tmpdir and p.name.startswith("torchinductor_"))]
     assert left == [], f"left in TMPDIR: {left}"
+    vllm_tmp = faults.config.run_dir / "vllm-tmp"  # vLLM's /tmp
+    assert vllm_tmp.is_dir() and list(vllm_tmp.iterdir()) == []

@@ -32,6 +32,7 @@ ENV_NAMES = {
     "triton_http_port": "TRITON_HTTP_PORT",
     "triton_grpc_port": "TRITON_GRPC_PORT",
     "triton_metrics_port": "TRITON_METRICS_PORT",
+    "vllm_port": "LLM_SERVER_PORT",
 }
 
 

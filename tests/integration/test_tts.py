@@ -235,53 +235,52 @@ async def test_tts_then_rvc_through_the_gateway(stack):
     assert abs(audio.duration - spoken) <= 0.011
 
 
-async def test_concurrent_requests_share_llm_batches(stack):
-    """Dynamic batching: requests that reach the llm while it is busy run together.
+def vllm_metric(stack, name: str) -> float:
+    body = call("GET", f"http://127.0.0.1:{stack.config.vllm_port}/metrics").body
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
 
-    Five streams go straight to the llm model at once (spark_tts would stagger them: it
-    lets 2 through at a time on a CPU). Whatever the timing, the first generation lasts
-    far longer than the others take to arrive, so they queue and run as one batch."""
-    from tritonclient.grpc import InferInput
-    from tritonclient.grpc.aio import InferenceServerClient
 
-    from spark_tts.prompts import control_prompt
-
-    executions = triton_metric(stack, "nv_inference_exec_count", model="llm")
-    inferences = triton_metric(stack, "nv_inference_count", model="llm")
-
-    def tensor(name, value, datatype):
-        types = {"BYTES": object, "INT32": np.int32, "INT64": np.int64}
-        array = np.array([[value]], dtype=types[datatype])  # [batch, 1]
-        item = InferInput(name, [1, 1], datatype)
-        item.set_data_from_numpy(array)
-        return item
+async def test_concurrent_syntheses_decode_together_in_vllm(stack, tts):
+    """Continuous batching end to end: five syntheses at once through the TTS service
+    (spark_tts no longer lets only 2 through on a CPU) share vLLM's decoding steps, so
+    the engine takes far fewer steps than it generates tokens."""
+    steps = vllm_metric(stack, "vllm:iteration_tokens_total_count")
+    generated = vllm_metric(stack, "vllm:generation_tokens_total")
 
     async def one(seed):
-        inputs = [
-            tensor("prompt", control_prompt("Many voices at once.", "female").encode(), "BYTES"),
-            tensor("max_tokens", 120, "INT32"),
-            tensor("seed", seed, "INT64"),
-        ]
+        replies, _ = await collect(tts.Synthesize(clone_request(seed=seed, max_tokens=120)))
+        return replies[-1].timing.audio_seconds
 
-        async def requests():
-            yield {"model_name": "llm", "inputs": inputs}
+    spoken = await asyncio.gather(*(one(seed) for seed in range(5)))
+    assert all(seconds > 0 for seconds in spoken)
+    steps = vllm_metric(stack, "vllm:iteration_tokens_total_count") - steps
+    generated = vllm_metric(stack, "vllm:generation_tokens_total") - generated
+    assert generated >= 5 * 60
+    # One stream at a time would take a step per token (and one per prompt).
+    assert steps < 0.6 * generated, f"{generated:.0f} tokens in {steps:.0f} engine steps"
 
-        tokens = 0
-        client = InferenceServerClient(f"127.0.0.1:{stack.config.triton_grpc_port}")
-        try:  # the stream ends once its one request has had its last response
-            async for result, error in client.stream_infer(requests(), stream_timeout=300):
-                assert error is None, error.message()
-                tokens += result.as_numpy("kind").size
-        finally:
-            await client.close()
-        return tokens
 
-    tokens = await asyncio.gather(*(one(seed) for seed in range(5)))
-    assert all(count > 0 for count in tokens)
-    ran = triton_metric(stack, "nv_inference_count", model="llm") - inferences
-    batches = triton_metric(stack, "nv_inference_exec_count", model="llm") - executions
-    assert ran == 5
-    assert batches <= 2, f"{ran} requests in {batches} executions: nothing was batched"
+async def test_a_voices_transcript_is_reused_from_vllms_prefix_cache(stack, tts):
+    """The reference's transcript comes first in the prompt (Spark's own format, token
+    for token): each later sentence in that voice finds it in vLLM's prefix cache, and
+    the TTS service's status shows the hit rate."""
+    async def status():
+        return (await tts.GetStatus(tts_pb2.GetTtsStatusRequest(), timeout=10)).llm_server
+
+    transcript = "This is what the reference clip says, word for word, at some length. " * 2
+    before = await status()
+    hits_before = vllm_metric(stack, "vllm:prefix_cache_hits_total")
+    for text in ("The first sentence.", "The second sentence.", "The third one."):
+        await collect(tts.Synthesize(clone_request(text, max_tokens=5, transcript=transcript)))
+    after = await status()
+    assert after.ready and after.address.endswith(f":{stack.config.vllm_port}")
+    assert after.generated_tokens >= before.generated_tokens + 15
+    hits = vllm_metric(stack, "vllm:prefix_cache_hits_total")
+    queries = vllm_metric(stack, "vllm:prefix_cache_queries_total")
+    assert after.prefix_cache_hit_rate == pytest.approx(hits / queries, abs=0.02)
+    # The second and third sentences each find the transcript's full blocks (32 tokens).
+    assert hits - hits_before >= 2 * 32
 
 
 FIVE = (

@@ -44,3 +44,35 @@ def test_streams_compare_first_audio_and_a_missing_baseline_leaves_no_addition()
 def test_the_http_baseline_row_is_not_taken_for_an_operation():
     out = breakdown([row("pipeline_stream", "gateway", 3.0)], [baseline("http_stream", 1.0)])
     assert out[0]["adds"] is None
+
+
+class _Triton:
+    """A stand-in for the TTS service's Triton client: records what it is asked."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def stream(self, model, tensors, outputs, timeout=None):
+        import numpy as np
+
+        self.calls.append((model, sorted(tensors), outputs))
+        yield {"waveform": np.zeros(16000, np.float32), "sample_rate": np.array([16000])}
+
+
+async def test_the_triton_layer_asks_spark_tts_for_its_outputs():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from bench.layers import _triton
+    from services.common.audio import PcmAudio
+
+    inputs = SimpleNamespace(short="Hello there.", reference_transcript="A clip.", seed=7,
+                             reference=PcmAudio(np.zeros(16000, np.float32), 16000),
+                             max_tokens=None)
+    client = _Triton()
+    sample = await _triton(client, inputs)
+    assert sample.ok and sample.audio_seconds == 1.0
+    model, tensors, outputs = client.calls[0]
+    assert model == "spark_tts" and "reference_wav" in tensors
+    assert outputs == ["waveform", "sample_rate", "speaker_id", "semantic_tokens", "final"]

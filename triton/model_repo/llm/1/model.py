@@ -1,4 +1,9 @@
-"""Triton model: Spark TTS LLM generation, streamed token by token (decoupled)."""
+"""Triton model: the Spark TTS LLM's tokens, streamed from vLLM (decoupled).
+
+vLLM batches every stream continuously; this model only turns each request into a
+vLLM request (spark_serving.vllm_client) and its tokens into responses, each
+request on a thread of its own, so none waits for another to end.
+"""
 
 from pathlib import Path
 
@@ -6,106 +11,51 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from spark_serving.cancellation import CancelFlags
-from spark_serving.errors import triton_error
-from spark_serving.tensors import device, optional, parameter, required, scalar, tensor, text
+from spark_serving.llm_io import KINDS, sampling_from, token_group
+from spark_serving.side_by_side import SideBySide
+from spark_serving.tensors import parameter, required, tensor, text
+from spark_serving.vllm_client import VllmLlm
 from spark_tts.layout import LLM_DIR
-from spark_tts.llm import Job, SparkLlm
-from spark_tts.sampling import SamplingConfig, seed_from_int64
-
-FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-KINDS = {"semantic": 0, "global": 1}
-# Tokens per response at most. Each response is a message between Triton's
-# Python stubs: grouping cuts that traffic (and its per-token cost) by the
-# group size, for at most group - 1 tokens of delay.
-MAX_GROUP = 64
 
 
-def sampling_from(request) -> SamplingConfig:
-    defaults = SamplingConfig()
-    return SamplingConfig(
-        temperature=float(scalar(optional(request, "temperature"), defaults.temperature)),
-        top_k=int(scalar(optional(request, "top_k"), defaults.top_k)),
-        top_p=float(scalar(optional(request, "top_p"), defaults.top_p)),
-        max_tokens=int(scalar(optional(request, "max_tokens"), defaults.max_tokens)),
-        seed=seed_from_int64(scalar(optional(request, "seed"), None)),
-    )
-
-
-class TritonPythonModel:
+class TritonPythonModel(SideBySide):
     def initialize(self, args):
         model_dir = Path(parameter(args, "spark_tts_model_dir"))
-        self.llm = SparkLlm(model_dir / LLM_DIR, device(args))
+        self.start_pool(int(parameter(args, "spark_tts_llm_max_streams", "256")))
+        self.llm = VllmLlm(
+            parameter(args, "spark_tts_llm_url"), model_dir / LLM_DIR,
+            cpu=parameter(args, "spark_tts_llm_device", "cpu") == "cpu",
+        )
         self.cancel_flags = CancelFlags(parameter(args, "spark_tts_cancel_dir"))
 
-    def execute(self, requests):
-        # One batched generation for everything Triton handed over together.
-        jobs, states = [], []
-        for request in requests:
-            group = int(scalar(optional(request, "token_group"), 1))
-            state = _RequestState(request, self.cancel_flags, max(1, min(group, MAX_GROUP)))
-            try:
-                prompt = text(required(request, "prompt"))
-                jobs.append(Job(prompt, sampling_from(request), state.cancelled))
-                states.append(state)
-            except Exception as exc:  # a bad request fails alone
-                state.finish(triton_error(exc))
+    def answer(self, request, sender):
+        group = token_group(request)
+        flag = request.request_id()
+        outcome, produced, pending = "failed", 0, []
+
+        def cancelled() -> bool:
+            return request.is_cancelled() or self.cancel_flags.is_set(flag)
+
+        def flush() -> None:
+            sender.send(pb_utils.InferenceResponse([
+                tensor("kind", np.array([[KINDS[t.kind] for t in pending]], np.int32)),
+                tensor("index", np.array([[t.index for t in pending]], np.int32)),
+            ]))
+            pending.clear()
+
         try:
-            for index, token in self.llm.generate_many(jobs):
-                if token is None:
-                    states[index].finish()
-                else:
-                    states[index].send(token)
-        except Exception as exc:  # the batch failed: every unfinished request hears why
-            for state in states:
-                if not state.done:
-                    state.finish(triton_error(exc))
-        return None
-
-
-class _RequestState:
-    """One request of a batch: its sender, cancellation and bookkeeping. Tokens leave
-    in groups of ``group`` (the last group may be shorter), one response each."""
-
-    def __init__(self, request, cancel_flags: CancelFlags, group: int = 1) -> None:
-        self.request = request
-        self.sender = request.get_response_sender()
-        self.flag = request.request_id()
-        self.flags = cancel_flags
-        self.group = group
-        self.pending = []
-        self.produced = 0
-        self.stopped = False
-        self.done = False
-
-    def cancelled(self) -> bool:
-        # Never ask the request after its final response: Triton has freed it.
-        if not self.done and not self.stopped:
-            self.stopped = self.request.is_cancelled() or self.flags.is_set(self.flag)
-        return self.stopped
-
-    def send(self, token) -> None:
-        self.produced += 1
-        self.pending.append(token)
-        if len(self.pending) >= self.group:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        self.sender.send(pb_utils.InferenceResponse([
-            tensor("kind", np.array([[KINDS[t.kind] for t in self.pending]], np.int32)),
-            tensor("index", np.array([[t.index for t in self.pending]], np.int32)),
-        ]))
-        self.pending = []
-
-    def finish(self, error=None) -> None:
-        if error is None and not self.stopped:
-            self.flush()
-        outcome = "cancelled" if self.stopped else "failed" if error else "finished"
-        pb_utils.Logger.log_info(f"llm request {self.flag} {outcome} after {self.produced} tokens")
-        self.flags.clear(self.flag)
-        self.done = True
-        if error is not None:
-            self.sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
-        else:
-            self.sender.send(flags=FINAL)
+            prompt = text(required(request, "prompt"))
+            for token in self.llm.generate(prompt, sampling_from(request), cancelled):
+                produced += 1
+                pending.append(token)
+                if len(pending) >= group:
+                    flush()
+            if cancelled():
+                outcome = "cancelled"
+            else:
+                if pending:
+                    flush()
+                outcome = "finished"
+        finally:
+            pb_utils.Logger.log_info(f"llm request {flag} {outcome} after {produced} tokens")
+            self.cancel_flags.clear(flag)

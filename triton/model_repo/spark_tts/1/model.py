@@ -148,7 +148,7 @@ class TritonPythonModel(SideBySide):
                     pb_utils.Logger.log_info(f"spark_tts: client cancelled; stopping llm {llm_id}")
                     raise ModelError("CANCELLED", "the client cancelled the request")
                 if response.has_error():
-                    raise ModelError("INTERNAL", f"llm: {response.error().message()}")
+                    raise ModelError.passed_on("llm", response.error().message())
                 kinds = pb_utils.get_output_tensor_by_name(response, "kind")
                 if kinds is None:
                     continue  # the empty final response

@@ -1,4 +1,5 @@
-"""SparkLlm on the tiny random-weight Qwen2: seeding, limits, cancelling, stop tokens."""
+"""The transformers decoding loop that vLLM replaced (kept for the bench's comparison), on
+the tiny random-weight Qwen2: seeding, limits, cancelling, stop tokens."""
 
 import json
 import shutil
@@ -7,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from bench.legacy_llm.loop import AudioToken, SparkLlm
 from spark_tts import prompts
 from spark_tts.layout import LLM_DIR
-from spark_tts.llm import AudioToken, SparkLlm
 from spark_tts.sampling import SamplingConfig, next_token
 from spark_tts.tiny_models import write_llm
 
@@ -210,7 +211,7 @@ def test_a_tokenizer_lacking_an_audio_token_is_refused(llm_dir, tmp_path):
 
 
 def test_a_batch_streams_every_job_to_its_own_end(llm):
-    from spark_tts.llm import Job
+    from bench.legacy_llm.loop import Job
 
     jobs = [
         Job(clone_prompt("Short."), SamplingConfig(max_tokens=5, seed=1)),
@@ -232,7 +233,7 @@ def test_a_batch_streams_every_job_to_its_own_end(llm):
 
 
 def test_identical_jobs_in_one_batch_generate_identical_tokens(llm):
-    from spark_tts.llm import Job
+    from bench.legacy_llm.loop import Job
 
     prompt = clone_prompt("Twins in one batch.")
     jobs = [Job(prompt, SamplingConfig(max_tokens=10, seed=9)) for _ in range(2)]
@@ -244,7 +245,7 @@ def test_identical_jobs_in_one_batch_generate_identical_tokens(llm):
 
 
 def test_cancelling_one_job_leaves_the_others_running(llm):
-    from spark_tts.llm import Job
+    from bench.legacy_llm.loop import Job
 
     calls = {"n": 0}
 

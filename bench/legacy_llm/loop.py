@@ -1,4 +1,5 @@
-"""The Spark TTS language model (Qwen2 in ``LLM/``), generating token by token."""
+"""The transformers decoding loop the Spark LLM ran on before vLLM (one batch at a time,
+no paged cache), kept only for `python -m bench --llm-engine transformers`."""
 
 from __future__ import annotations
 
@@ -9,10 +10,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from spark_tts import prompts
+from spark_tts.llm_tokens import AudioToken, Reader, TokenTable
 from spark_tts.sampling import SamplingConfig, next_token, torch_seed
-
-_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|end_semantic_token|>")
 
 
 @dataclass(frozen=True)
@@ -24,14 +23,6 @@ class Job:
     cancelled: Callable[[], bool] = lambda: False
 
 
-@dataclass(frozen=True)
-class AudioToken:
-    """A generated BiCodec token: ``kind`` is "semantic" or "global"."""
-
-    kind: str
-    index: int
-
-
 class SparkLlm:
     def __init__(self, llm_dir: Path, device: str = "cpu", dtype: torch.dtype | None = None):
         self.device = torch.device(device)
@@ -40,26 +31,7 @@ class SparkLlm:
             dtype = torch.float16 if self.device.type == "cuda" else torch.float32
         self.model = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=dtype)
         self.model.to(self.device).eval()
-        self._audio_tokens = self._audio_token_table()
-        self._stop_ids = {
-            i for i in (self.tokenizer.convert_tokens_to_ids(t) for t in _STOP_TOKENS)
-            if i is not None and i != self.tokenizer.unk_token_id
-        }
-        if self.tokenizer.eos_token_id is not None:
-            self._stop_ids.add(self.tokenizer.eos_token_id)
-
-    def _audio_token_table(self) -> dict[int, AudioToken]:
-        table = {}
-        for kind, count, name in (
-            ("semantic", prompts.SEMANTIC_VOCAB, prompts.semantic_token),
-            ("global", prompts.GLOBAL_VOCAB, prompts.global_token),
-        ):
-            ids = self.tokenizer.convert_tokens_to_ids([name(i) for i in range(count)])
-            for index, token_id in enumerate(ids):
-                if token_id is None or token_id == self.tokenizer.unk_token_id:
-                    raise ValueError(f"the LLM tokenizer lacks {name(index)}")
-                table[token_id] = AudioToken(kind, index)
-        return table
+        self.table = TokenTable(self.tokenizer)
 
     def generate(
         self,
@@ -97,21 +69,7 @@ class SparkLlm:
         mask = encoded.attention_mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generators = [self._generator(jobs[i].sampling.seed) for i in live]
-        # A described voice (control mode) must first produce its 32 global tokens;
-        # max_tokens counts only the semantic tokens after them, so even max_tokens=1
-        # yields a complete voice. The budget bounds the whole run: the globals (with
-        # room for an untrained model, which emits them among other tokens), the
-        # semantic tokens, and some stray text tokens.
-        globals_needed = [
-            prompts.GLOBAL_TOKENS if prompts.TASK_CONTROLLABLE in jobs[i].prompt else 0
-            for i in live
-        ]
-        budgets = [
-            jobs[i].sampling.max_tokens + 6 * globals_needed[row] + 16
-            for row, i in enumerate(live)
-        ]
-        globals_seen = [0] * len(live)
-        semantic = [0] * len(live)
+        readers = [Reader(self.table, jobs[i].prompt, jobs[i].sampling.max_tokens) for i in live]
         active = [True] * len(live)
         cache = None
         while True:
@@ -133,18 +91,10 @@ class SparkLlm:
                     continue
                 token_id = next_token(output.logits[row, -1], jobs[i].sampling, generators[row])
                 chosen.append(token_id)
-                budgets[row] -= 1
-                token = self._audio_tokens.get(token_id)
+                token = readers[row].read(token_id)
                 if token is not None:
                     yield i, token
-                    globals_seen[row] += token.kind == "global"
-                    if globals_seen[row] >= globals_needed[row]:
-                        semantic[row] += token.kind == "semantic"
-                if (
-                    token_id in self._stop_ids
-                    or semantic[row] >= jobs[i].sampling.max_tokens
-                    or budgets[row] <= 0
-                ):
+                if readers[row].done:
                     active[row] = False
                     yield i, None
             if not any(active):
