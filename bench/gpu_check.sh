@@ -75,9 +75,11 @@ fi
 # The first chunk target is the per-layer run's TTS service row (c=1); the RTF target
 # is the tts scenario at c=4. SIGTERM stops the bench and its stack cleanly; the report
 # is written once each engine's stack has been measured (none if stopped before).
+# The bench names its report by the time it started, so the report is the .md file
+# that was not there before (file times are too coarse to tell a report written in
+# the same second as a marker).
 bench_status=0
-marker=$OUT/.gpu_check-bench-started
-touch "$marker"
+reports_before=$(find "$OUT" -maxdepth 1 -name '*.md' -print | sort)
 step "bench (--full-size, --llm-engine $LLM_ENGINE, at most $left s)" \
   timeout --signal=TERM --kill-after=20 "$left" \
   .venv/bin/python -m bench --full-size --models-cache "$MODELS" \
@@ -88,7 +90,7 @@ step "bench (--full-size, --llm-engine $LLM_ENGINE, at most $left s)" \
   --no-rvc-workers --no-baseline --out "$OUT" || bench_status=$?
 
 echo "== total: $((SECONDS - START)) s" | tee -a "$TIMINGS"
-report=$(find "$OUT" -maxdepth 1 -name '*.md' -newer "$marker" -print | sort | tail -n 1)
-rm -f "$marker"
+report=$(comm -13 <(echo "$reports_before") \
+  <(find "$OUT" -maxdepth 1 -name '*.md' -print | sort) | tail -n 1)
 echo "report: ${report:-none written}"
 exit "$bench_status"

@@ -67,7 +67,7 @@ echo "python $*" >> "$CALLS"
 if [[ " $* " == *" -m bench "* ]]; then
   out=""
   while (($#)); do [[ $1 == --out ]] && out=$2; shift; done
-  echo "# Benchmark" > "$out/run.md"
+  [[ ${BENCH_WRITES:-yes} == no ]] || echo "# Benchmark" > "$out/run.md"
   exit "${BENCH_EXIT:-0}"
 fi
 """
@@ -128,3 +128,20 @@ def test_no_time_left_for_the_bench_stops_before_it(tmp_path):
     result = run_script(tmp_path, str(tmp_path / "out"), DEADLINE_S="60")
     assert result.returncode == 1 and "not starting the bench" in result.stderr
     assert not any(" -m bench " in c for c in result.calls)
+
+
+def test_the_report_named_is_the_one_this_run_wrote_not_an_older_one(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "zz-earlier-run.md").write_text("# an earlier run\n")
+    result = run_script(tmp_path, str(out))
+    assert result.returncode == 0, result.stderr
+    assert f"report: {out}/run.md" in result.stdout
+
+
+def test_a_bench_that_writes_no_report_is_said_so(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "earlier.md").write_text("# an earlier run\n")
+    result = run_script(tmp_path, str(out), BENCH_WRITES="no")
+    assert "report: none written" in result.stdout
