@@ -176,10 +176,9 @@ def build(config: StackConfig, repo: Path) -> list[ProcessSpec]:
         ProcessSpec(
             name="vllm",
             # A /tmp of its own, as Triton's: vLLM leaves its rendezvous file
-            # (vllm_dist_*) and ZeroMQ sockets there, removed once it exits. Mounted on
-            # /tmp, not given as TMPDIR: a socket's path must stay under 108 bytes.
+            # (vllm_dist_*) and ZeroMQ sockets there, removed once it exits.
             argv=with_private_tmp(vllm_tmp, llm_server.argv()),
-            env={**llm_server.env(), "TMPDIR": "/tmp"},
+            env=llm_server.env(),
             cwd=run_dir,
             leftovers=(f"{vllm_tmp}/*", f"{vllm_tmp}/.*"),
             probe=http_ok(f"{llm_server.url}/health"),

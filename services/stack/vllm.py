@@ -72,6 +72,10 @@ class VllmServer:
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
             "PYTHONUNBUFFERED": "1",
+            # Its temporary files (the vllm_dist_* rendezvous file, ZeroMQ sockets) go
+            # in /tmp, which the stack mounts privately for it (private_tmp.py): not a
+            # deeper TMPDIR, since a socket's path must stay under 108 bytes.
+            "TMPDIR": "/tmp",
         })
         if not self.gpu:
             env.update({

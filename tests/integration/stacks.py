@@ -83,3 +83,11 @@ def run_envoy(config: Path, admin: int, folder: Path, stdout=subprocess.DEVNULL)
         except OSError:
             pass
         time.sleep(0.05)
+
+
+def vllm_metric(url: str, name: str) -> float:
+    """The sum of a vLLM server's (at ``url``) Prometheus samples named ``name``."""
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+

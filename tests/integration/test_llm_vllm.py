@@ -8,7 +8,6 @@ import contextlib
 import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,9 @@ from safetensors.torch import load_file, save_file
 
 from bench.legacy_llm.loop import Job, SparkLlm
 from services.stack import vllm
+from services.stack.components import triton_tmp_dir, with_private_tmp
 from services.stack.config import free_ports
+from services.stack.probes import http_ok
 from spark_serving.errors import ModelError
 from spark_serving.vllm_client import VllmLlm
 from spark_tts import prompts
@@ -25,7 +26,7 @@ from spark_tts.layout import LLM_DIR
 from spark_tts.llm_tokens import AudioToken
 from spark_tts.sampling import SamplingConfig
 from spark_tts.tiny_models import write_llm
-from tests.integration.stacks import REPO
+from tests.integration.stacks import REPO, vllm_metric
 
 TEXT = "The quick brown fox jumps over the lazy dog, twice."
 
@@ -43,14 +44,9 @@ def peaked(folder: Path) -> None:
     save_file(weights, str(path), metadata={"format": "pt"})
 
 
-def metric(url: str, name: str) -> float:
-    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
-
-
 @contextlib.contextmanager
-def serving(llm_dir: Path, log: Path):
+def serving(llm_dir: Path, folder: Path):
+    """vLLM as the stack runs it (its own /tmp), on a free port, until ready."""
     (port,) = free_ports(1)
     server = vllm.VllmServer(
         python=vllm.python_of(Path(".venv-vllm"), REPO), llm_dir=llm_dir,
@@ -58,20 +54,17 @@ def serving(llm_dir: Path, log: Path):
         # The loop ran float32 on the CPU: compare like with like.
         dtype="float32",
     )
+    log = folder / "vllm.log"
+    argv = with_private_tmp(triton_tmp_dir(folder, "vllm-tmp"), server.argv())
     with open(log, "wb") as out:
-        process = subprocess.Popen(server.argv(), env=server.env(), stdout=out,
+        process = subprocess.Popen(argv, env=server.env(), stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
+    ready = http_ok(f"{server.url}/health")
     try:
         deadline = time.monotonic() + 240
-        while True:
+        while not ready():
             assert process.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "vLLM not ready in 240 s"
-            try:
-                with urllib.request.urlopen(f"{server.url}/health", timeout=1) as ready:
-                    if ready.status == 200:
-                        break
-            except OSError:
-                pass
             time.sleep(0.2)
         yield server
     finally:
@@ -93,7 +86,7 @@ def llm_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(llm_dir, tmp_path_factory):
-    with serving(llm_dir, tmp_path_factory.mktemp("vllm") / "vllm.log") as running:
+    with serving(llm_dir, tmp_path_factory.mktemp("vllm")) as running:
         yield running
 
 
@@ -149,7 +142,7 @@ def test_max_tokens_counts_the_semantic_tokens_after_a_described_voices_globals(
 
 
 def test_cancelling_mid_stream_aborts_the_request_in_vllm(client, server):
-    before = metric(server.url, "vllm:generation_tokens_total")
+    before = vllm_metric(server.url, "vllm:generation_tokens_total")
     seen = []
     for token in client.generate(prompts.cloning_prompt(TEXT, list(range(32))),
                                  SamplingConfig(max_tokens=3000, seed=1),
@@ -158,10 +151,10 @@ def test_cancelling_mid_stream_aborts_the_request_in_vllm(client, server):
     assert len(seen) == 20
     # vLLM stops generating once the stream is closed: far fewer than 3000 tokens.
     deadline = time.monotonic() + 10
-    while metric(server.url, "vllm:num_requests_running") > 0:
+    while vllm_metric(server.url, "vllm:num_requests_running") > 0:
         assert time.monotonic() < deadline, "the cancelled request is still running"
         time.sleep(0.05)
-    assert metric(server.url, "vllm:generation_tokens_total") - before < 1000
+    assert vllm_metric(server.url, "vllm:generation_tokens_total") - before < 1000
 
 
 def test_a_request_joins_a_running_batch_at_once(client):
@@ -190,11 +183,11 @@ def test_a_request_joins_a_running_batch_at_once(client):
 def test_a_shared_transcript_prefix_hits_vllms_prefix_cache(client, server):
     transcript = "This is the reference clip's transcript, long enough to fill blocks. " * 3
     semantic = list(range(200, 300))
-    hits = metric(server.url, "vllm:prefix_cache_hits_total")
+    hits = vllm_metric(server.url, "vllm:prefix_cache_hits_total")
     for text in ("First sentence.", "Second sentence."):
         ids(client, prompts.cloning_prompt(text, list(range(32)), semantic, transcript),
             max_tokens=2, seed=1)
-    assert metric(server.url, "vllm:prefix_cache_hits_total") - hits >= 32
+    assert vllm_metric(server.url, "vllm:prefix_cache_hits_total") - hits >= 32
 
 
 def test_a_prompt_longer_than_the_model_is_invalid_argument(client):

@@ -15,6 +15,7 @@ from services.common.audio_proto import audio_from_proto, audio_to_proto
 from services.tts_gateway.triton import Triton
 from spark_tts.layout import SAMPLES_PER_TOKEN
 from tests.integration.http_client import call
+from tests.integration.stacks import vllm_metric
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +37,10 @@ def clone_request(text="Hello there, this is a test.", seed=7, max_tokens=40, cl
         ),
         sampling=tts_pb2.SamplingParams(seed=seed, max_tokens=max_tokens),
     )
+
+
+def llm_url(stack) -> str:
+    return f"http://127.0.0.1:{stack.config.vllm_port}"
 
 
 @pytest.fixture
@@ -188,6 +193,31 @@ async def test_cancelling_a_stream_stops_generation(stack, tts):
     assert int(found[-1]) < 3000
 
 
+async def test_streams_cancelled_while_others_start_hold_up_none(stack, tts):
+    """Six generating streams are cancelled one by one, a new synthesis starting after
+    each: every new one ends, and vLLM is left running nothing (each cancel aborted
+    its request there). The llm model's cancel watcher once held a lock while asking a
+    Triton request, and a stuck ask stopped every later stream from starting."""
+    pattern = re.compile(r"llm request \w+ cancelled after \d+ tokens")
+    cancelled_before = len(pattern.findall(stack.log("triton")))
+    long = [tts.Synthesize(clone_request(text="A long text. " * 20, max_tokens=3000,
+                                         seed=seed, clip=4)) for seed in range(6)]
+    for call_ in long:
+        assert (await call_.read()).chunk.audio.pcm
+    starts = []
+    for n, call_ in enumerate(long):
+        call_.cancel()
+        starts.append(asyncio.ensure_future(collect(tts.Synthesize(
+            clone_request(text=f"Sentence number {n}.", seed=n, max_tokens=30), timeout=120))))
+    for replies, audio in await asyncio.gather(*starts):
+        assert replies[-1].chunk.final and audio.size > 0
+    deadline = time.monotonic() + 60
+    while (len(pattern.findall(stack.log("triton"))) - cancelled_before < 6
+           or vllm_metric(llm_url(stack), "vllm:num_requests_running") > 0):
+        assert time.monotonic() < deadline, "cancelled streams still generating in vLLM"
+        await asyncio.sleep(0.1)
+
+
 async def test_tts_through_the_gateway_and_rest(stack):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.config.api_port}") as channel:
         reply = await gateway_pb2_grpc.GatewayStub(channel).Synthesize(
@@ -235,18 +265,12 @@ async def test_tts_then_rvc_through_the_gateway(stack):
     assert abs(audio.duration - spoken) <= 0.011
 
 
-def vllm_metric(stack, name: str) -> float:
-    body = call("GET", f"http://127.0.0.1:{stack.config.vllm_port}/metrics").body
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
-
-
 async def test_concurrent_syntheses_decode_together_in_vllm(stack, tts):
     """Continuous batching end to end: five syntheses at once through the TTS service
     (spark_tts no longer lets only 2 through on a CPU) share vLLM's decoding steps, so
     the engine takes far fewer steps than it generates tokens."""
-    steps = vllm_metric(stack, "vllm:iteration_tokens_total_count")
-    generated = vllm_metric(stack, "vllm:generation_tokens_total")
+    steps = vllm_metric(llm_url(stack), "vllm:iteration_tokens_total_count")
+    generated = vllm_metric(llm_url(stack), "vllm:generation_tokens_total")
 
     async def one(seed):
         replies, _ = await collect(tts.Synthesize(clone_request(seed=seed, max_tokens=120)))
@@ -254,8 +278,8 @@ async def test_concurrent_syntheses_decode_together_in_vllm(stack, tts):
 
     spoken = await asyncio.gather(*(one(seed) for seed in range(5)))
     assert all(seconds > 0 for seconds in spoken)
-    steps = vllm_metric(stack, "vllm:iteration_tokens_total_count") - steps
-    generated = vllm_metric(stack, "vllm:generation_tokens_total") - generated
+    steps = vllm_metric(llm_url(stack), "vllm:iteration_tokens_total_count") - steps
+    generated = vllm_metric(llm_url(stack), "vllm:generation_tokens_total") - generated
     assert generated >= 5 * 60
     # One stream at a time would take a step per token (and one per prompt).
     assert steps < 0.6 * generated, f"{generated:.0f} tokens in {steps:.0f} engine steps"
@@ -270,14 +294,14 @@ async def test_a_voices_transcript_is_reused_from_vllms_prefix_cache(stack, tts)
 
     transcript = "This is what the reference clip says, word for word, at some length. " * 2
     before = await status()
-    hits_before = vllm_metric(stack, "vllm:prefix_cache_hits_total")
+    hits_before = vllm_metric(llm_url(stack), "vllm:prefix_cache_hits_total")
     for text in ("The first sentence.", "The second sentence.", "The third one."):
         await collect(tts.Synthesize(clone_request(text, max_tokens=5, transcript=transcript)))
     after = await status()
     assert after.ready and after.address.endswith(f":{stack.config.vllm_port}")
     assert after.generated_tokens >= before.generated_tokens + 15
-    hits = vllm_metric(stack, "vllm:prefix_cache_hits_total")
-    queries = vllm_metric(stack, "vllm:prefix_cache_queries_total")
+    hits = vllm_metric(llm_url(stack), "vllm:prefix_cache_hits_total")
+    queries = vllm_metric(llm_url(stack), "vllm:prefix_cache_queries_total")
     assert after.prefix_cache_hit_rate == pytest.approx(hits / queries, abs=0.02)
     # The second and third sentences each find the transcript's full blocks (32 tokens).
     assert hits - hits_before >= 2 * 32

@@ -65,8 +65,14 @@ def completion_body(
 
 
 class _Watch:
-    """Closes the sockets of streams whose request was called off, so a read blocked
-    on vLLM (queued behind others, say) ends at once and vLLM aborts the request."""
+    """Closes the sockets of streams that were called off, so a read blocked on vLLM
+    (queued behind others, say) ends at once and vLLM aborts the request.
+
+    It polls each stream's ``called_off``, which must be safe to call from any thread
+    at any time (a file's existence, an event): never the Triton request itself, whose
+    API belongs to the thread serving it. The lock only guards the table; nothing is
+    called while it is held, so a slow check can hold up no stream's start or end.
+    """
 
     def __init__(self, interval: float = 0.05) -> None:
         self._streams: dict[int, tuple[Callable[[], bool], socket.socket]] = {}
@@ -75,38 +81,45 @@ class _Watch:
         self._wake = threading.Event()
         threading.Thread(target=self._run, name="vllm-cancel-watch", daemon=True).start()
 
-    def add(self, key: int, cancelled: Callable[[], bool], sock: socket.socket) -> None:
+    def add(self, key: int, called_off: Callable[[], bool], sock: socket.socket) -> None:
         with self._lock:
-            self._streams[key] = (cancelled, sock)
+            self._streams[key] = (called_off, sock)
 
     def remove(self, key: int) -> None:
         with self._lock:
             self._streams.pop(key, None)
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._streams)
+
     def _run(self) -> None:
         while not self._wake.wait(self._interval):
-            # Under the lock: once remove() returns, ``cancelled`` is never called again
-            # (a Triton request must not be asked after its final response).
             with self._lock:
-                for key, (cancelled, sock) in list(self._streams.items()):
-                    try:
-                        if cancelled():
-                            del self._streams[key]
-                            sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
+                streams = list(self._streams.items())
+            for key, (called_off, sock) in streams:
+                try:
+                    if called_off():
+                        self.remove(key)
+                        # A socket closed meanwhile by its stream raises OSError (its
+                        # descriptor is not reused under a closed socket object).
+                        sock.shutdown(socket.SHUT_RDWR)
+                except Exception:  # noqa: BLE001 - one stream's check must not stop the rest
+                    pass
 
 
 class VllmLlm:
     """Spark TTS generation through a vLLM server at ``url`` (http://host:port)."""
 
-    def __init__(self, url: str, llm_dir: Path, cpu: bool, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, llm_dir: Path, cpu: bool, timeout: float = 120.0) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"the LLM server's URL {url!r} is not http://host:port")
         self.host, self.port = parts.hostname, parts.port or 80
         self.url = url
         self.cpu = cpu
+        # The longest wait for the server's next bytes: generous, since a first token can
+        # wait behind many prompts' prefill on a loaded CPU; a cancel does not wait for it.
         self.timeout = timeout
         self.tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
         self.table = TokenTable(self.tokenizer)
@@ -123,7 +136,10 @@ class VllmLlm:
                 method, path, body=None if body is None else json.dumps(body),
                 headers={"Content-Type": "application/json"},
             )
-            return connection, connection.getresponse()
+            # The socket as sent on: a response that ends with the connection takes the
+            # connection's own handle away (connection.sock is None from then on).
+            sock = connection.sock
+            return connection, sock, connection.getresponse()
         except OSError as exc:
             connection.close()
             raise ModelError(
@@ -133,7 +149,7 @@ class VllmLlm:
     def max_model_len(self) -> int:
         """The longest prompt plus generation the server takes (asked once)."""
         if self._max_model_len is None:
-            connection, response = self._request("GET", "/v1/models")
+            connection, _, response = self._request("GET", "/v1/models")
             try:
                 models = json.loads(response.read() or b"{}").get("data", [])
             finally:
@@ -147,10 +163,15 @@ class VllmLlm:
 
     def generate(
         self, prompt: str, sampling: SamplingConfig, cancelled: Callable[[], bool] = lambda: False,
+        called_off: Callable[[], bool] | None = None,
     ) -> Iterator[AudioToken]:
         """Audio tokens as vLLM generates them, until a stop token, ``sampling.max_tokens``
         semantic tokens (after the globals, where the prompt asks for them), the budget,
-        or ``cancelled()``; leaving early aborts the request in vLLM."""
+        or a cancel; leaving early aborts the request in vLLM.
+
+        ``cancelled`` is asked on the caller's thread, between the server's events;
+        ``called_off`` (any thread, see _Watch) also ends a read that is waiting for one.
+        """
         reader = Reader(self.table, prompt, sampling.max_tokens)
         if reader.done or cancelled():
             return
@@ -161,13 +182,13 @@ class VllmLlm:
                                                  f"LLM takes {self.max_model_len()} in all")
         budget = min(token_budget(prompt, sampling.max_tokens), room)
         body = completion_body(prompt_ids, sampling, budget, self.table.stop_ids, self.cpu)
-        connection, response = self._request("POST", "/v1/completions", body)
+        connection, sock, response = self._request("POST", "/v1/completions", body)
         key = id(response)
         try:
             if response.status != 200:
                 raise _server_error(response)
-            if connection.sock is not None:
-                self._watch.add(key, cancelled, connection.sock)
+            if called_off is not None and sock is not None:
+                self._watch.add(key, called_off, sock)
             for token_ids in _token_ids(response):
                 for token_id in token_ids:
                     token = reader.read(token_id)
@@ -178,7 +199,7 @@ class VllmLlm:
                 if cancelled():
                     return
         except (OSError, http.client.HTTPException) as exc:
-            if cancelled():
+            if cancelled() or (called_off is not None and called_off()):
                 return
             raise ModelError("UNAVAILABLE", f"the LLM server at {self.url} broke off: {exc}") \
                 from None

@@ -33,8 +33,11 @@ class TritonPythonModel(SideBySide):
         flag = request.request_id()
         outcome, produced, pending = "failed", 0, []
 
-        def cancelled() -> bool:
-            return request.is_cancelled() or self.cancel_flags.is_set(flag)
+        def called_off() -> bool:  # spark_tts's flag: safe from the client's watcher
+            return self.cancel_flags.is_set(flag)
+
+        def cancelled() -> bool:  # asked on this request's own thread only
+            return request.is_cancelled() or called_off()
 
         def flush() -> None:
             sender.send(pb_utils.InferenceResponse([
@@ -45,7 +48,7 @@ class TritonPythonModel(SideBySide):
 
         try:
             prompt = text(required(request, "prompt"))
-            for token in self.llm.generate(prompt, sampling_from(request), cancelled):
+            for token in self.llm.generate(prompt, sampling_from(request), cancelled, called_off):
                 produced += 1
                 pending.append(token)
                 if len(pending) >= group:
