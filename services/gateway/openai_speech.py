@@ -2,10 +2,12 @@
 
 ``voice`` names a voice profile, or an alias such as OpenAI's voice names
 (services.gateway.voice_aliases). ``model`` is accepted as clients send it
-(tts-1, gpt-4o-mini-tts, ...): there is one engine, so it chooses nothing.
-Audio is 24 kHz unless ``sample_rate`` (an extension) asks otherwise, which
-is what clients that play OpenAI's raw ``pcm`` assume; ``seed`` (another)
-makes the sampling reproducible.
+(tts-1, gpt-4o-mini-tts, ...) and chooses nothing: the TTS service has two
+engines, Spark TTS and Piper, and the voice profile picks one (its
+``engine``: Spark TTS unless it says ``"piper"``); this route has no engine
+field of its own. Audio is 24 kHz unless ``sample_rate`` (an extension) asks
+otherwise, which is what clients that play OpenAI's raw ``pcm`` assume;
+``seed`` (another) makes Spark TTS's sampling reproducible (Piper ignores it).
 """
 
 from __future__ import annotations
