@@ -25,7 +25,8 @@ from services.common.errors import InvalidArgument, ServiceError
 from services.common.seeds import check_seed
 from services.gateway.audio_formats import parse_format
 from services.gateway.jobs import SpeechJob, build_job
-from services.gateway.voices import F0_METHODS, VoiceBook
+from services.gateway.voice_profiles import F0_METHODS
+from services.gateway.voices import VoiceBook
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 

@@ -14,7 +14,8 @@ from services.common.errors import ServiceError
 from services.gateway.legacy_http import OLD_DEFAULTS
 from services.gateway.pipeline import Health
 from services.gateway.stages import RvcStage
-from services.gateway.voices import F0_METHODS, VoiceBook, VoiceProfile
+from services.gateway.voice_profiles import F0_METHODS, VoiceProfile
+from services.gateway.voices import VoiceBook
 
 _TRITON_MODELS = {tts_pb2.ENGINE_SPARK: "spark_tts", tts_pb2.ENGINE_PIPER: "piper"}
 _F0_NAMES = {value: name for name, value in F0_METHODS.items()}

@@ -15,7 +15,8 @@ from services.rvc.conversion import Converter
 from services.rvc.model_store import ModelStore
 from services.rvc.servicer import VoiceConversionServicer
 from services.rvc.settings import RvcSettings
-from services.rvc.worker_pool import PoolConfig, WorkerPool
+from services.rvc.worker_pool import WorkerPool
+from services.rvc.worker_pool_types import PoolConfig
 
 log = logging.getLogger(__name__)
 

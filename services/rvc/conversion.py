@@ -22,7 +22,8 @@ from services.rvc.params import ConversionParams
 from services.rvc.settings import RvcSettings
 from services.rvc.streaming import StreamConverter
 from services.rvc.voice_catalog import VoiceCatalog, VoiceSummary
-from services.rvc.worker_pool import WorkerPool, WorkerStats
+from services.rvc.worker_pool import WorkerPool
+from services.rvc.worker_pool_types import WorkerStats
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from services.common.metrics import LATENCY_BUCKETS, REAL_TIME_FACTOR_BUCKETS
-from services.rvc.worker_pool import PoolStats
+from services.rvc.worker_pool_types import PoolStats
 
 log = logging.getLogger(__name__)
 

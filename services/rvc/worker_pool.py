@@ -3,6 +3,7 @@
 All state lives on the event loop; requests are written to the pipes from a
 small thread pool and replies and deaths arrive from one reader thread per
 process (see worker_child). A dead worker is respawned with back-off.
+The pool's config, stats and errors are defined in worker_pool_types.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,59 +34,19 @@ from services.rvc.worker_child import (
     rebuild_error,
     spawn,
 )
+from services.rvc.worker_pool_types import (
+    PoolConfig,
+    PoolStats,
+    WorkerFailed,
+    WorkerStartError,
+    WorkerStats,
+)
 
 log = logging.getLogger(__name__)
 
 _BACKOFF_CAP = 10.0  # seconds; the longest wait between respawns of a failing worker
 
 Reply = tuple[dict, np.ndarray | None]
-
-
-@dataclass(frozen=True)
-class PoolConfig:
-    handler: str  # "package.module:factory", importable in the child
-    handler_args: dict  # picklable keyword arguments for the factory
-    devices: tuple[str, ...]  # one entry per worker
-    max_queue: int = 16  # jobs waiting beyond those running; more are refused
-    start_timeout: float = 120.0
-    restart_backoff: float = 0.5  # first respawn delay, doubled per consecutive failure
-    name: str = "worker"  # process names are "<name>-<index>"; also the workers' log service
-
-    def __post_init__(self) -> None:
-        if not self.devices:
-            raise ValueError("a worker pool needs at least one device")
-        if self.max_queue < 0 or self.start_timeout <= 0 or self.restart_backoff < 0:
-            raise ValueError(f"bad pool limits in {self}")
-
-
-@dataclass(frozen=True)
-class WorkerStats:
-    index: int
-    pid: int | None
-    device: str
-    alive: bool
-    busy: bool
-    jobs_done: int
-    mean_seconds: float
-    restarts: int
-    info: dict
-
-
-@dataclass(frozen=True)
-class PoolStats:
-    configured: int
-    alive: int
-    busy: int
-    queue_depth: int
-    workers: tuple[WorkerStats, ...]
-
-
-class WorkerStartError(Unavailable):
-    """A worker process could not load its handler."""
-
-
-class WorkerFailed(ServiceError):
-    """A handler failed unexpectedly; the traceback is in the worker's log (INTERNAL)."""
 
 
 class WorkerPool:

@@ -10,7 +10,8 @@ from voice.v1 import rvc_pb2, tts_pb2
 
 from services.common.audio_proto import audio_from_proto
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.gateway.voices import F0_METHODS, MAX_CLIP_BYTES, VoiceBook, load_profile
+from services.gateway.voice_profiles import F0_METHODS, MAX_CLIP_BYTES, load_profile
+from services.gateway.voices import VoiceBook
 
 RATE = 16_000
 

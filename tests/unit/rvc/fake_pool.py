@@ -5,7 +5,7 @@ import asyncio
 import soxr
 
 from services.common.errors import ResourceExhausted
-from services.rvc.worker_pool import PoolStats, WorkerStats
+from services.rvc.worker_pool_types import PoolStats, WorkerStats
 
 VOICE_RATE = 40_000
 

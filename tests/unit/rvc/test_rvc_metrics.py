@@ -21,7 +21,8 @@ from services.rvc.conversion import Converter
 from services.rvc.model_store import ModelStore
 from services.rvc.servicer import VoiceConversionServicer
 from services.rvc.settings import RvcSettings, StreamSettings
-from services.rvc.worker_pool import PoolConfig, PoolStats, WorkerPool, WorkerStats
+from services.rvc.worker_pool import WorkerPool
+from services.rvc.worker_pool_types import PoolConfig, PoolStats, WorkerStats
 from tests.grpc_hosts import channel_to, hosted
 from tests.unit.rvc.fake_pool import FakePool
 

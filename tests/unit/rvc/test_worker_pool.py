@@ -23,7 +23,8 @@ from services.common.errors import (
     Unavailable,
     to_status,
 )
-from services.rvc.worker_pool import PoolConfig, PoolStats, WorkerPool, WorkerStartError
+from services.rvc.worker_pool import WorkerPool
+from services.rvc.worker_pool_types import PoolConfig, PoolStats, WorkerStartError
 
 HANDLER = "tests.unit.rvc.pool_handlers:make"
 WAIT = 20.0  # cap on any wait for the pool; never reached when things work
@@ -294,7 +295,8 @@ async def test_workers_die_with_the_service() -> None:
     # Busy workers are not reading their pipe, so only the kernel's signal ends them.
     script = (
         "import asyncio\n"
-        "from services.rvc.worker_pool import PoolConfig, WorkerPool\n"
+        "from services.rvc.worker_pool import WorkerPool\n"
+        "from services.rvc.worker_pool_types import PoolConfig\n"
         "async def main():\n"
         f"    pool = WorkerPool(PoolConfig({HANDLER!r}, {{}}, ('cpu', 'cpu')))\n"
         "    await pool.start()\n"
