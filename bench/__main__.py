@@ -15,6 +15,11 @@ vllm,transformers one stack runs after the other and the report compares
 them. Then the RVC worker-scaling measurement (bench/rvc_workers.py) and the
 in-process baseline (bench/baseline.py) run on their own, with the stack
 stopped.
+
+This module is the command; the pieces: bench/measure.py (the measurements),
+bench/stack.py (the local stack), bench/overhead.py (the baseline and the
+overhead against it), bench/environment.py (the host), bench/report.py (the
+report).
 """
 
 from __future__ import annotations
@@ -23,262 +28,23 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
-import inspect
 import logging
 import os
-import platform
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
-import threading
-from contextlib import nullcontext
 from pathlib import Path
 
 from bench import models as bench_models
-from bench import stats
-from bench.layers import breakdown, measure_layers
-from bench.legacy_llm.repo import CPU_CONCURRENCY, GPU_CONCURRENCY, legacy_model_repo
-from bench.llm import measure_llm, prefix_counters, prefix_hit_rate
-from bench.load import run_load
-from bench.models import ModelDirs
-from bench.procstats import ProcessSampler
+from bench.environment import environment
+from bench.layers import breakdown
+from bench.measure import measure, rvc_scaling, serve
+from bench.overhead import baselines
 from bench.report import write_report
-from bench.scenarios import SCENARIO_TEXT, SCENARIOS, TEXTS, Client, Inputs, load_inputs
+from bench.scenarios import SCENARIO_TEXT, SCENARIOS, TEXTS, load_inputs
+from bench.stack import ENGINES, LOCAL_MAX_TOKENS
 
 REPO = Path(__file__).resolve().parents[1]
-# Semantic tokens per sentence on the local stack (2 s of speech): its models are
-# random weights, which run every sentence to the service's cap otherwise.
-LOCAL_MAX_TOKENS = 100
-# What decodes the Spark LLM behind Triton's llm model: vLLM (the stack as it is), or
-# the transformers loop it replaced (bench/legacy_llm), kept for this comparison only.
-ENGINES = ("vllm", "transformers")
-
-
-def environment() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        commit += "+dirty" if dirty else ""
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    try:
-        import torch
-
-        torch_version = torch.__version__
-        cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        torch_version, cuda = None, None
-    return {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch_version, "gpu": cuda, "platform": platform.platform(),
-            "host": socket.gethostname(), "git_commit": commit}
-
-
-def start_stack(run_dir: Path, models_dir: Path | None = None, engine: str = "vllm"):
-    """The local stack on free ports, on ``models_dir`` (None: generated tiny models),
-    its LLM decoded by ``engine``: vllm (the stack as it is), or transformers (the
-    llm model of bench/legacy_llm, spark_tts's old concurrency cap, and no vLLM)."""
-    from services.stack import components
-    from services.stack.config import StackConfig
-    from services.stack.supervisor import Supervisor
-
-    if engine not in ENGINES:
-        raise ValueError(f"LLM engine {engine!r}: one of {', '.join(ENGINES)}")
-    config = dataclasses.replace(
-        StackConfig.load(), run_dir=run_dir, models_dir=models_dir or run_dir / "models",
-        model_repo=REPO / "triton" / "model_repo", descriptor=REPO / "gen" / "voice_v1.pb",
-    ).with_free_ports()
-    if engine == "transformers":
-        # As services/stack/components.py decides where the models run.
-        gpu = (components.gpu_visible() if config.spark_tts_device == "auto"
-               else config.spark_tts_device != "cpu")
-        repo = legacy_model_repo(config.model_repo, run_dir / "legacy-model-repo",
-                                 GPU_CONCURRENCY if gpu else CPU_CONCURRENCY)
-        config = dataclasses.replace(config, model_repo=repo)
-    specs = components.build(config, REPO)
-    if engine == "transformers":  # nothing asks the vLLM server: it would only take memory
-        specs = [spec for spec in specs if spec.name != "vllm"]
-    supervisor = Supervisor(specs, run_dir / "logs")
-    try:
-        supervisor.start(timeout=max(config.startup_timeout, 300))
-    except BaseException:
-        supervisor.stop(timeout=30)
-        raise
-    return config, supervisor
-
-
-def watch(supervisor, stop: threading.Event) -> None:
-    try:
-        supervisor.watch(stop)
-    except Exception as exc:  # a process that keeps dying: the run goes on, with errors
-        print(f"stack: {exc}", flush=True)
-
-
-def load_baseline():
-    """The in-process baseline's entry point, or (None, why not)."""
-    try:
-        from bench import baseline  # written separately; optional
-    except ImportError as exc:
-        return None, f"bench/baseline.py not importable ({exc})"
-    run = getattr(baseline, "run_baseline", None)
-    if run is None or not inspect.iscoroutinefunction(run):
-        return None, "bench/baseline.py has no `async def run_baseline(...)`"
-    return run, "available"
-
-
-async def measure(args, inputs: Inputs, address: str, roots: dict[str, int],
-                  ports: dict[str, int] | None = None, engine: str | None = None,
-                  triton: str | None = None, vllm_metrics: str | None = None) -> dict:
-    """The scenarios through the edge at ``address`` (rows tagged with the LLM
-    ``engine``); then, given Triton's gRPC address ``triton``, the LLM alone
-    (bench/llm.py); given vLLM's ``vllm_metrics`` URL, its prefix-cache hit rate
-    over the scenarios and over the LLM-alone load; given the stack's internal
-    ``ports``, the per-layer measurement (bench/layers.py)."""
-    client = Client(address)
-    runs, procs = [], {}
-    before = prefix_counters(vllm_metrics) if vllm_metrics else None
-    try:
-        for name in args.scenarios:
-            scenario = SCENARIOS[name]
-
-            async def call(scenario=scenario):
-                return await scenario(client, inputs)
-
-            warm = await call()  # loads models, caches the speaker: not counted
-            print(f"{name}: warm-up {'ok' if warm.ok else warm.code} "
-                  f"in {warm.total_seconds:.2f} s", flush=True)
-            client.stages.clear()
-            for c in args.concurrency:
-                sampler = ProcessSampler(roots) if roots else nullcontext()
-                with sampler:
-                    result = await run_load(name, call, c, args.requests)
-                row = stats.summarize(name, c, result.samples, result.wall_seconds)
-                if engine is not None:
-                    row["engine"] = engine
-                runs.append(row)
-                if roots:
-                    procs[f"{name}@{c}"] = sampler.result()
-                print(f"{name} c={c}: {row['ok']}/{row['requests']} ok, latency p50 "
-                      f"{row['latency']['p50']}, errors {row['errors']}", flush=True)
-        stages = stats.stage_medians(client.stages)
-    finally:
-        await client.close()
-    prefix = []
-    if vllm_metrics:
-        after = prefix_counters(vllm_metrics)
-        prefix.append({"engine": engine, "load": "scenarios", **prefix_hit_rate(before, after)})
-        before = after
-    llm_rows, llm_note = [], "skipped" if not triton else "skipped (--llm-requests 0)"
-    if triton and args.llm_requests:
-        try:
-            llm_rows = await measure_llm(triton, engine, args.llm_concurrency,
-                                         args.llm_requests, args.llm_max_tokens)
-            llm_note = "measured"
-        except Exception as exc:  # keep the scenarios' figures: report it, go on
-            llm_note = f"failed: {type(exc).__name__}: {exc}"
-            print(f"LLM-alone measurement {llm_note}", flush=True)
-        if vllm_metrics:
-            prefix.append({"engine": engine, "load": "llm",
-                           **prefix_hit_rate(before, prefix_counters(vllm_metrics))})
-    layer_rows, layer_note = [], "skipped" if not ports else "skipped (--layer-requests 0)"
-    if ports and args.layer_requests:
-        try:
-            layer_rows = await measure_layers(ports, inputs, args.layer_requests)
-            layer_note = "measured"
-        except Exception as exc:  # keep the scenarios' figures: report it, go on
-            layer_note = f"failed: {type(exc).__name__}: {exc}"
-            print(f"per-layer measurement {layer_note}", flush=True)
-    return {"runs": runs, "procstats": procs, "stages": stages, "layers": layer_rows,
-            "layers_note": layer_note, "llm": llm_rows, "llm_note": llm_note,
-            "prefix_cache": prefix}
-
-
-def baseline_device() -> str:
-    """Where the stack's models run when it picks (SPARK_TTS_DEVICE / RVC_DEVICE auto)."""
-    try:
-        import torch
-    except ImportError:
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def baseline_threads() -> int | None:
-    """The local stack's CPU torch threads per stage (it gives Spark TTS and RVC each a
-    share of the cores): the baseline's threads, set process-wide, get the same."""
-    if baseline_device() != "cpu":
-        return None
-    from services.stack.config import StackConfig
-
-    return StackConfig.load().cpu_threads()[0]
-
-
-# The baseline has no HTTP: the edge's stream is compared with the in-process stream.
-BASELINE_SCENARIO = {"http_stream": "pipeline_stream"}
-
-
-async def baselines(args, inputs: Inputs, runs: list[dict], dirs: ModelDirs | None) -> dict:
-    """The in-process baseline on the same inputs and the same model files as the
-    local stack (``dirs``; None: generated tiny ones), run after the stack has
-    stopped so they do not compete."""
-    if args.no_baseline:
-        return {"baseline": {"available": False, "note": "skipped (--no-baseline)"}, "overhead": []}
-    if args.api:
-        return {"baseline": {"available": False, "note": "the baseline runs generated tiny "
-                             "models: only comparable with the local stack (no --api)"},
-                "overhead": []}
-    run, note = load_baseline()
-    if run is None:
-        return {"baseline": {"available": False, "note": note}, "overhead": []}
-    from bench import baseline
-
-    rows, overhead, failures = [], [], []
-    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as tmp:
-        dirs = dirs or bench_models.tiny(Path(tmp))
-        for served in runs:
-            name = BASELINE_SCENARIO.get(served["scenario"], served["scenario"])
-            text = getattr(inputs, SCENARIO_TEXT[served["scenario"]])
-            try:
-                base_inputs = baseline.BaselineInputs(
-                    texts=(text if isinstance(text, str) else inputs.short,),
-                    reference=inputs.reference, rvc_clip=inputs.rvc_clip,
-                    spark_model_dir=dirs.spark, rvc_voices_dir=dirs.rvc_voices,
-                    rvc_assets_dir=dirs.rvc_assets,
-                    seed=inputs.seed, reference_text=inputs.reference_transcript,
-                    rvc_voice=inputs.rvc_voice, max_tokens=args.max_tokens,
-                    device=baseline_device(), torch_threads=baseline_threads())
-                samples = await run(name, served["concurrency"], served["requests"], base_inputs)
-            except Exception as exc:  # optional and written separately: report, go on
-                failures.append(f"{served['scenario']}: {type(exc).__name__}: {exc}")
-                print(f"baseline {name} c={served['concurrency']}: failed ({exc})", flush=True)
-                continue
-            base = stats.summarize(served["scenario"], served["concurrency"], samples)
-            base["baseline_scenario"] = name
-            rows.append(base)
-            overhead.append(stats.overhead(served, base))
-    note = "available" if not failures else "partly failed: " + "; ".join(failures)
-    return {"baseline": {"available": bool(rows), "note": note, "runs": rows},
-            "overhead": overhead}
-
-
-async def rvc_scaling(quick: bool, f0: str) -> list[dict]:
-    from voice.v1 import rvc_pb2
-
-    from bench.rvc_workers import measure as measure_workers
-    from services.rvc.tiny_models import write_tiny_models
-
-    seconds, rounds = (2.0, 1) if quick else (4.0, 3)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = write_tiny_models(Path(tmp) / "rvc")
-        rows = []
-        for workers in (1, 2):
-            row = await measure_workers(root, workers, seconds, rounds, getattr(rvc_pb2, f0))
-            rows.append({**row, "seconds": seconds, "rounds": rounds, "f0": f0})
-            print(f"rvc workers={workers}: one {row['one']:.2f} s, two {row['two']:.2f} s",
-                  flush=True)
-    return rows
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -401,39 +167,6 @@ def merge_engine(results: dict, part: dict, engine: str, labelled: bool) -> None
         results["restarts"][label(name)] = count
     if engine == results.get("llm_engine"):
         results["layers"], results["layers_note"] = part["layers"], part["layers_note"]
-
-
-def serve(args, inputs: Inputs, engine: str, dirs: ModelDirs | None, primary: bool) -> dict:
-    """The local stack with ``engine`` behind its llm model, measured, then stopped.
-    The per-layer run is the primary engine's only."""
-    with tempfile.TemporaryDirectory(prefix=f"bench-stack-{engine}-") as tmp:
-        print(f"starting the local stack ({'full-size' if dirs else 'generated tiny'} "
-              f"random-weight models, LLM on {engine})...", flush=True)
-        config, supervisor = start_stack(Path(tmp), dirs.models_dir if dirs else None, engine)
-        # As under `make run` (and Kubernetes): a process that dies is restarted.
-        stop_watching = threading.Event()
-        watcher = threading.Thread(target=watch, args=(supervisor, stop_watching),
-                                   name="bench-watch", daemon=True)
-        watcher.start()
-        part = {}
-        try:
-            roots = {c.spec.name: c.process.pid for c in supervisor.children}
-            address = f"127.0.0.1:{config.api_port}"
-            ports = {"api": config.api_port, "gateway": config.gateway_port,
-                     "tts": config.tts_port, "rvc": config.rvc_port,
-                     "triton": config.triton_grpc_port}
-            metrics = (f"http://127.0.0.1:{config.vllm_port}/metrics" if engine == "vllm"
-                       else None)
-            part = asyncio.run(measure(
-                args, inputs, address, roots, ports if primary else None, engine=engine,
-                triton=f"127.0.0.1:{config.triton_grpc_port}", vllm_metrics=metrics))
-        finally:
-            stop_watching.set()
-            watcher.join(timeout=15)
-            supervisor.stop(timeout=30)
-            part["restarts"] = {c.spec.name: c.starts - 1 for c in supervisor.children
-                                if c.starts > 1}
-        return part
 
 
 def main(argv: list[str] | None = None) -> int:

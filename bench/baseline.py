@@ -58,190 +58,47 @@ request's TTS and RVC work runs on as many threads as in the stack.
 Models are loaded once per (model folders, device) and kept; with
 ``warmup`` one untimed request of the scenario runs first, as the stack is
 warm when the benchmark measures it.
+
+The pieces: bench/baseline_inputs.py (BaselineInputs, tiny generated models),
+bench/baseline_models.py (the models loaded, speak and convert); the requests
+and their timing are here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
+from bench.baseline_inputs import BaselineInputs
+from bench.baseline_models import (
+    SPARK_RATE,
+    Models,
+    convert,
+    load_models,
+    reference_tokens,
+    speak,
+)
 from bench.samples import Sample
-from services.common.audio import PcmAudio, resample, to_mono
+from services.common.audio import PcmAudio
 from services.gateway.sentences import split_sentences
-from services.rvc.params import ConversionParams, F0Method
-from services.tts_gateway.settings import TtsSettings
-from services.tts_gateway.synthesis import token_cap
 
 log = logging.getLogger(__name__)
 
 SCENARIOS = ("tts", "rvc", "pipeline", "pipeline_stream")
-DEFAULT_RVC_VOICE = "untrained-v2-f0-48k"
-SPARK_RATE = 16_000
-TINY_SPARK_DIR = "Spark-TTS-tiny"
-TINY_RVC_DIR = "rvc-untrained"
 
 
-@dataclass(frozen=True)
-class BaselineInputs:
-    """What every baseline request gets; request i speaks ``texts[i % len(texts)]``."""
-
-    texts: tuple[str, ...]
-    reference: PcmAudio  # the TTS speaker's reference clip (any rate, mono or not)
-    rvc_clip: PcmAudio  # the clip the ``rvc`` scenario converts
-    spark_model_dir: Path
-    rvc_voices_dir: Path
-    rvc_assets_dir: Path
-    seed: int = 1234
-    max_tokens: int | None = None  # lowers token_cap(text) as the service's TTS_MAX_TOKENS does
-    reference_text: str = ""
-    rvc_voice: str = DEFAULT_RVC_VOICE
-    f0_method: str = "pm"
-    device: str = "cpu"
-    torch_threads: int | None = None  # None: torch's default, a thread per core
-    warmup: bool = True
-    speaker_cache: bool = True
-    sentence_chars: int = 200
-    lookahead: int = 2
-
-    def __post_init__(self) -> None:
-        if isinstance(self.texts, str):
-            object.__setattr__(self, "texts", (self.texts,))
-        if not self.texts or not all(t.strip() for t in self.texts):
-            raise ValueError("texts must hold at least one non-empty text")
-
-
-@dataclass
-class _Models:
-    """One loaded copy of each model, shared by every thread."""
-
-    tokenizer: object  # spark_tts.audio_tokenizer.AudioTokenizer
-    llm: object  # bench.legacy_llm.loop.SparkLlm (the transformers loop)
-    vocoder: object  # spark_tts.vocoder.Vocoder
-    rvc: object  # services.rvc.worker.ConversionWorker
-    # The LLM's Hugging Face tokenizer is not safe to call from two threads at once.
-    prompt_lock: threading.Lock = field(default_factory=threading.Lock)
-    speakers: dict[str, tuple[list[int], list[int]]] = field(default_factory=dict)
-    speakers_lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-_loaded: dict[tuple[str, str, str, str], _Models] = {}
-_load_lock = threading.Lock()
-
-
-def load_models(inputs: BaselineInputs) -> _Models:
-    """The models of ``inputs``' folders on its device, loaded on first use and kept."""
-    key = (str(inputs.spark_model_dir), str(inputs.rvc_voices_dir),
-           str(inputs.rvc_assets_dir), inputs.device)
-    with _load_lock:
-        models = _loaded.get(key)
-        if models is None:
-            from bench.legacy_llm.loop import SparkLlm
-            from services.rvc.worker import create
-            from spark_tts.audio_tokenizer import AudioTokenizer
-            from spark_tts.layout import LLM_DIR
-            from spark_tts.vocoder import Vocoder
-
-            spark = Path(inputs.spark_model_dir)
-            models = _Models(
-                tokenizer=AudioTokenizer(spark, inputs.device),
-                llm=SparkLlm(spark / LLM_DIR, inputs.device),
-                vocoder=Vocoder(spark, inputs.device),
-                # Threads are set process-wide in run_baseline, not by the worker.
-                rvc=create(inputs.device, models_dir=str(inputs.rvc_voices_dir),
-                           assets_dir=str(inputs.rvc_assets_dir), threads=0),
-            )
-            _loaded[key] = models
-    return models
-
-
-def _speaker(models: _Models, inputs: BaselineInputs) -> tuple[list[int], list[int]]:
-    """(global ids, semantic ids) of the reference clip, as the audio_tokenizer gives them."""
-    wav = resample(to_mono(inputs.reference), SPARK_RATE).samples.astype(np.float32)
-    if not inputs.speaker_cache:
-        return models.tokenizer.tokenize(wav)
-    key = hashlib.sha256(np.ascontiguousarray(wav, dtype="<f4").tobytes()).hexdigest()
-    with models.speakers_lock:
-        cached = models.speakers.get(key)
-    if cached is None:
-        cached = models.tokenizer.tokenize(wav)
-        with models.speakers_lock:
-            models.speakers[key] = cached
-    return cached
-
-
-def speak(
-    models: _Models, text: str, speaker: tuple[list[int], list[int]], inputs: BaselineInputs
-) -> Iterator[np.ndarray]:
-    """Streamed 16 kHz chunks of ``text``: Triton's spark_tts model, streaming, in-process."""
-    from spark_tts import prompts
-    from spark_tts.sampling import SamplingConfig
-    from spark_tts.streaming import StreamJoiner
-
-    body = text.strip()
-    global_ids, semantic_ids = speaker
-    transcript = inputs.reference_text.strip()
-    prompt = prompts.cloning_prompt(
-        body, global_ids, semantic_ids if transcript else None, transcript
-    )
-    # The TTS service's own cap, lowered by max_tokens as TTS_MAX_TOKENS lowers it.
-    settings = TtsSettings() if inputs.max_tokens is None else dataclasses.replace(
-        TtsSettings(), max_tokens=inputs.max_tokens)
-    cap = token_cap(body, settings)
-    sampling = SamplingConfig(max_tokens=cap, seed=inputs.seed)
-    voice = list(global_ids)
-
-    def vocode(semantic: list[int]) -> np.ndarray:
-        return models.vocoder(np.asarray(voice, np.int32), np.asarray(semantic, np.int32))
-
-    joiner = StreamJoiner(vocode)
-    tokens = models.llm.generate(prompt, sampling)
-    with models.prompt_lock:  # the first step tokenizes the prompt
-        first = next(tokens, None)
-    count = 0
-    for token in _chain(first, tokens):
-        if token.kind == "global":
-            continue  # the voice is the reference's; Triton ignores extra globals too
-        count += 1
-        audio = joiner.add(token.index)
-        if audio is not None and audio.size:
-            yield audio
-    if count == 0:
-        raise RuntimeError("the LLM produced no semantic tokens")
-    yield joiner.finish()
-
-
-def _chain(first, rest: Iterator) -> Iterator:
-    if first is not None:
-        yield first
-        yield from rest
-
-
-def convert(models: _Models, audio: PcmAudio, inputs: BaselineInputs) -> PcmAudio:
-    """One whole clip through the RVC worker's handler, as the service's Convert sends it."""
-    params = ConversionParams(model=inputs.rvc_voice, f0_method=F0Method(inputs.f0_method))
-    samples = np.ascontiguousarray(to_mono(audio).samples, dtype=np.float32)
-    meta, out = models.rvc.handle(
-        "convert", {"params": params.to_wire(), "sample_rate": audio.sample_rate}, samples
-    )
-    return PcmAudio(out, int(meta["sample_rate"]))
-
-
-def _tts_request(models: _Models, inputs: BaselineInputs, text: str) -> Sample:
+def _tts_request(models: Models, inputs: BaselineInputs, text: str) -> Sample:
     start = time.perf_counter()
     first = None
     frames = 0
-    for chunk in speak(models, text, _speaker(models, inputs), inputs):
+    for chunk in speak(models, text, reference_tokens(models, inputs), inputs):
         if chunk.size and first is None:
             first = time.perf_counter() - start
         frames += chunk.size
@@ -250,7 +107,7 @@ def _tts_request(models: _Models, inputs: BaselineInputs, text: str) -> Sample:
                   frames / SPARK_RATE, start)
 
 
-def _rvc_request(models: _Models, inputs: BaselineInputs, text: str) -> Sample:
+def _rvc_request(models: Models, inputs: BaselineInputs, text: str) -> Sample:
     start = time.perf_counter()
     out = convert(models, inputs.rvc_clip, inputs)
     total = time.perf_counter() - start
@@ -258,7 +115,7 @@ def _rvc_request(models: _Models, inputs: BaselineInputs, text: str) -> Sample:
 
 
 def _pipeline_request(
-    models: _Models, inputs: BaselineInputs, text: str, streamed: bool
+    models: Models, inputs: BaselineInputs, text: str, streamed: bool
 ) -> Sample:
     """The gateway's synthesize_stream in threads: TTS runs ahead while RVC converts."""
     start = time.perf_counter()
@@ -280,7 +137,7 @@ def _pipeline_request(
 
     def producer() -> None:
         try:
-            speaker = _speaker(models, inputs)
+            speaker = reference_tokens(models, inputs)
             for sentence in sentences:
                 chunks = list(speak(models, sentence, speaker, inputs))
                 if not put(PcmAudio(np.concatenate(chunks).astype(np.float32), SPARK_RATE)):
@@ -308,7 +165,7 @@ def _pipeline_request(
     return Sample(True, "OK", first if streamed else total, total, audio_seconds, start)
 
 
-def _request_fn(scenario: str) -> Callable[[_Models, BaselineInputs, str], Sample]:
+def _request_fn(scenario: str) -> Callable[[Models, BaselineInputs, str], Sample]:
     if scenario == "tts":
         return _tts_request
     if scenario == "rvc":
@@ -367,38 +224,3 @@ def capacity(samples: list[Sample]) -> float:
         return 0.0
     span = max(s.started + s.total_seconds for s in ok) - min(s.started for s in samples)
     return len(ok) / span if span > 0 else float("inf")
-
-
-def generate_tiny_models(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
-    """(Spark model dir, RVC voices dir, RVC assets dir) of generated tiny models under ``root``.
-
-    The generators the stack runs when no real weights are installed
-    (``spark_tts.tiny_models``, ``services.rvc.tiny_models``); kept when current.
-    """
-    from services.rvc import tiny_models as rvc_tiny
-    from spark_tts import tiny_models as spark_tiny
-
-    root = Path(root)
-    spark, rvc = root / TINY_SPARK_DIR, root / TINY_RVC_DIR
-    if not spark_tiny.is_current(spark, seed):
-        spark_tiny.write_tiny_model(spark, seed)
-    if not rvc_tiny.is_current(rvc, seed):
-        rvc_tiny.write_tiny_models(rvc, seed)
-    return spark.resolve(), (rvc / "voices").resolve(), (rvc / "assets").resolve()
-
-
-def synthetic_clip(seconds: float = 3.0, rate: int = 16_000) -> PcmAudio:
-    """The stack's demo reference signal (voiced, syllable-paced) standing in for a recording."""
-    from services.stack.models import demo_reference
-
-    return PcmAudio(demo_reference(seconds, rate), rate)
-
-
-def tiny_inputs(root: Path, texts: tuple[str, ...], **overrides) -> BaselineInputs:
-    """Inputs on generated tiny models under ``root`` (for tests and smoke runs)."""
-    spark, voices, assets = generate_tiny_models(root)
-    clip = synthetic_clip()
-    return BaselineInputs(
-        texts=texts, reference=clip, rvc_clip=clip, spark_model_dir=spark,
-        rvc_voices_dir=voices, rvc_assets_dir=assets, **overrides,
-    )

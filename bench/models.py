@@ -32,7 +32,7 @@ class ModelDirs:
 
 
 def tiny(root: Path) -> ModelDirs:
-    from bench.baseline import generate_tiny_models
+    from bench.baseline_inputs import generate_tiny_models
 
     spark, voices, assets = generate_tiny_models(root)
     return ModelDirs(None, spark, voices, assets)

@@ -110,7 +110,7 @@ class ProcessSampler:
         return out
 
 
-# -- resource snapshots (the soak's samples, bench/soak.py) ----------------
+# -- resource snapshots (the soak's samples, bench/soak_samples.py) --------
 
 
 def _rss_and_threads(pid: int) -> tuple[int, int] | None:

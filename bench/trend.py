@@ -1,4 +1,4 @@
-"""Is a resource series growing without bound? The soak's verdict (bench/soak.py),
+"""Is a resource series growing without bound? The soak's verdict (bench/soak_samples.py),
 free of I/O so it can be checked on synthetic series.
 
 A series is sample times (seconds) and values (MiB, open files, threads). The

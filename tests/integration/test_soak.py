@@ -14,12 +14,12 @@ import time
 
 import pytest
 
-from bench import soak
+from bench import soak_load, soak_report, soak_settings
 
 pytestmark = pytest.mark.integration
 
 SECONDS = 40.0
-SHORT_RUN = soak.Thresholds(
+SHORT_RUN = soak_settings.Thresholds(
     rss_slope_mib_per_hour=0.0,  # any upward slope ...
     rss_rise_mib=48.0,  # ... and a rise over the busy/idle swing
     fd_rise=8.0,
@@ -35,13 +35,13 @@ def test_a_short_soak_has_no_unexpected_outcomes_and_no_growth(stack, tmp_path):
     def roots() -> dict[str, int]:
         return {c.spec.name: c.process.pid for c in stack.supervisor.children}
 
-    settings = soak.Settings(seconds=SECONDS, concurrency=2, sample_seconds=1.0,
+    settings = soak_settings.Settings(seconds=SECONDS, concurrency=2, sample_seconds=1.0,
                              thresholds=SHORT_RUN)
     began = time.monotonic()
-    results = soak.run_soak(f"127.0.0.1:{stack.config.api_port}", roots, settings,
+    results = soak_load.run_soak(f"127.0.0.1:{stack.config.api_port}", roots, settings,
                             log=print)
     took = time.monotonic() - began
-    paths = soak.write_report(results, tmp_path, "soak")
+    paths = soak_report.write_report(results, tmp_path, "soak")
     report = paths["markdown"].read_text()
 
     assert results["unexpected"] == 0, results["unexpected_examples"]
@@ -58,7 +58,7 @@ def test_a_short_soak_has_no_unexpected_outcomes_and_no_growth(stack, tmp_path):
         assert sample["procs"]["triton"]["processes"] >= 2  # tritonserver and its stubs
 
     for name, per in results["verdicts"].items():
-        for metric in soak.METRICS:
+        for metric in soak_settings.METRICS:
             verdict = per[metric]
             assert verdict["judged"], (name, metric, verdict["reason"])
             assert not verdict["grew"], (name, metric, verdict)

@@ -8,7 +8,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bench.baseline import SCENARIOS, capacity, load_models, run_baseline, speak, tiny_inputs
+from bench.baseline import SCENARIOS, capacity, run_baseline
+from bench.baseline_inputs import tiny_inputs
+from bench.baseline_models import load_models, speak
 
 THREE_SENTENCES = "The first one is here. Then a second one follows. And the third ends it."
 

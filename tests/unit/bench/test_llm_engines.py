@@ -1,6 +1,7 @@
 """The LLM measurements and the vLLM-vs-transformers-loop comparison: bench.llm's
-summaries and metric parsing, bench.report's comparison and targets, the runner's
-options and merging, and the model repository that serves the old loop."""
+summaries and metric parsing, bench.targets' comparison and targets, bench.report's
+tables, the runner's options and merging, and the model repository that serves the
+old loop."""
 
 import json
 from pathlib import Path
@@ -11,8 +12,9 @@ from bench import stats
 from bench.__main__ import merge_engine, parse_args, primary_engine
 from bench.legacy_llm.repo import legacy_model_repo
 from bench.llm import LlmSample, metric_total, prefix_hit_rate, summarize
-from bench.report import engine_comparison, evaluate_targets, markdown, write_report
+from bench.report import markdown, write_report
 from bench.samples import Sample
+from bench.targets import engine_comparison, evaluate_targets
 
 REPO = Path(__file__).resolve().parents[3]
 MODEL_REPO = REPO / "triton" / "model_repo"
@@ -62,7 +64,7 @@ def test_prefix_hit_rate_is_the_share_of_the_load_not_of_all_time():
     assert prefix_hit_rate(None, {"hits": 1.0, "queries": 2.0})["rate"] is None
 
 
-# -- bench.report: the engines compared -------------------------------------------
+# -- bench.targets and bench.report: the engines compared ------------------------
 
 
 def llm_row(engine, c, tokens_per_second, ttft=0.1):

@@ -1,4 +1,5 @@
-"""bench.report writes JSON, Markdown and (with matplotlib) PNG charts."""
+"""bench.report writes JSON, Markdown and (with matplotlib, bench.charts) PNG charts;
+bench.targets judges the targets."""
 
 import importlib.util
 import json
@@ -6,8 +7,9 @@ import json
 import pytest
 
 from bench import stats
-from bench.report import evaluate_targets, write_report
+from bench.report import write_report
 from bench.samples import Sample
+from bench.targets import evaluate_targets
 
 LAYERS = [
     {"operation": "tts", "layer": "edge", "metric": "latency", "p50": 1.02, "adds": 0.01,

@@ -1,6 +1,7 @@
-"""bench.soak without a stack: its bookkeeping, verdicts, report and arguments,
-with the edge's request kinds replaced by fakes."""
+"""The soak without a stack (bench.soak and its modules): its bookkeeping,
+verdicts, report and arguments, with the edge's request kinds replaced by fakes."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,17 +10,19 @@ import time
 
 import pytest
 
-from bench import soak
+from bench import soak, soak_load, soak_report, soak_samples
+from bench.soak_requests import Mix, Outcome
+from bench.soak_settings import METRICS, Settings, Thresholds
 from bench.trend import Limit
 
 
 def ok(edge, mix):
     time.sleep(0.002)  # stands in for a request's work
-    return soak.Outcome(True, "OK", 0.002)
+    return Outcome(True, "OK", 0.002)
 
 
 def unavailable(edge, mix):
-    return soak.Outcome(False, "UNAVAILABLE", 0.001, "triton restarting")
+    return Outcome(False, "UNAVAILABLE", 0.001, "triton restarting")
 
 
 def broken(edge, mix):
@@ -38,10 +41,10 @@ class FakeEdge:
 @pytest.fixture
 def fake_kinds(monkeypatch):
     def use(kinds):
-        monkeypatch.setattr(soak, "KINDS", kinds)
-        monkeypatch.setattr(soak, "CYCLE", tuple(kinds))
-        monkeypatch.setattr(soak, "Edge", FakeEdge)
-        monkeypatch.setattr(soak.Mix, "load", classmethod(lambda cls: None))
+        monkeypatch.setattr(soak_load, "KINDS", kinds)
+        monkeypatch.setattr(soak_load, "CYCLE", tuple(kinds))
+        monkeypatch.setattr(soak_load, "Edge", FakeEdge)
+        monkeypatch.setattr(Mix, "load", classmethod(lambda cls: None))
     return use
 
 
@@ -53,7 +56,7 @@ def series(values, every=1.0, name="svc", metric="fds", others=None):
 
 
 def test_thresholds_give_each_metric_its_limit():
-    th = soak.Thresholds(rss_slope_mib_per_hour=10, rss_rise_mib=5, fd_rise=3, thread_rise=2)
+    th = Thresholds(rss_slope_mib_per_hour=10, rss_rise_mib=5, fd_rise=3, thread_rise=2)
     assert th.limit("rss_mib") == Limit(10, 5)
     assert th.limit("fds") == Limit(0.0, 3)
     assert th.limit("threads") == Limit(0.0, 2)
@@ -64,7 +67,7 @@ def test_verdicts_find_a_descriptor_leak_and_pass_a_flat_process():
     flat = series([10] * 60, name="other")
     samples = [{"t": a["t"], "procs": {**a["procs"], **b["procs"]}}
                for a, b in zip(leaking, flat, strict=True)]
-    judged = soak.verdicts(samples, soak.Thresholds())
+    judged = soak_samples.verdicts(samples, Thresholds())
     assert judged["svc"]["fds"].grew
     assert not judged["svc"]["threads"].grew and not judged["svc"]["rss_mib"].grew
     assert not any(v.grew for v in judged["other"].values())
@@ -72,9 +75,9 @@ def test_verdicts_find_a_descriptor_leak_and_pass_a_flat_process():
 
 def test_a_run_counts_every_outcome_and_fails_on_unexpected_ones(fake_kinds):
     fake_kinds({"fine": ok, "refused": unavailable, "crash": broken})
-    settings = soak.Settings(seconds=1.0, concurrency=2, sample_seconds=0.1)
+    settings = Settings(seconds=1.0, concurrency=2, sample_seconds=0.1)
     lines = []
-    results = soak.run_soak("127.0.0.1:1", lambda: {"me": os.getpid()}, settings, lines.append)
+    results = soak_load.run_soak("127.0.0.1:1", lambda: {"me": os.getpid()}, settings, lines.append)
     requests = results["requests"]
     assert set(requests) == {"fine", "refused", "crash"}
     assert requests["fine"]["requests"] == requests["fine"]["ok"] >= 2
@@ -90,14 +93,14 @@ def test_a_run_counts_every_outcome_and_fails_on_unexpected_ones(fake_kinds):
     times = [s["t"] for s in results["samples"]]
     assert len(times) >= 5 and times[0] == 0.0 and times[-1] <= 1.0 + 0.5
     assert all(s["procs"]["me"]["processes"] >= 1 for s in results["samples"])
-    assert set(results["verdicts"]["me"]) == set(soak.METRICS)
+    assert set(results["verdicts"]["me"]) == set(METRICS)
     assert 1.0 <= results["wall_seconds"] < 10
 
 
 def test_a_clean_run_passes_and_without_processes_judges_none(fake_kinds):
     fake_kinds({"fine": ok})
-    settings = soak.Settings(seconds=0.5, concurrency=1, sample_seconds=0.1, prime=False)
-    results = soak.run_soak("127.0.0.1:1", None, settings, lambda line: None)
+    settings = Settings(seconds=0.5, concurrency=1, sample_seconds=0.1, prime=False)
+    results = soak_load.run_soak("127.0.0.1:1", None, settings, lambda line: None)
     assert results["passed"], results["failures"]
     assert results["verdicts"] == {} and results["unexpected"] == 0
     assert results["requests"]["fine"]["requests"] >= 1
@@ -107,7 +110,8 @@ def test_a_restarted_or_vanished_process_is_noticed():
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                              stdin=subprocess.PIPE)
     pids = iter([os.getpid(), child.pid, child.pid])
-    sampler = soak.Sampler(lambda: {"svc": next(pids)}, interval=60, started=time.monotonic())
+    sampler = soak_samples.Sampler(lambda: {"svc": next(pids)}, interval=60,
+                                   started=time.monotonic())
     try:
         sampler.sample()
         sampler.sample()  # a new pid: restarted
@@ -125,16 +129,16 @@ def test_the_report_says_what_failed(tmp_path):
     results = {
         "target": "127.0.0.1:1", "wall_seconds": 61.0,
         "settings": {"seconds": 60.0, "concurrency": 2, "sample_seconds": 1.0, "prime": True,
-                     "thresholds": soak.dataclasses.asdict(soak.Thresholds())},
+                     "thresholds": dataclasses.asdict(Thresholds())},
         "requests": {"openai_speech": {"requests": 3, "ok": 2, "unexpected": {"HTTP_500": 1},
                                        "p50_s": 1.5, "max_s": 2.0}},
         "unexpected": 1, "unexpected_examples": ["t=12s openai_speech: HTTP_500 mp3"],
         "kinds_not_run": [], "samples": samples, "restarts": [],
         "verdicts": {n: {m: v.to_dict() for m, v in per.items()}
-                     for n, per in soak.verdicts(samples, soak.Thresholds()).items()},
+                     for n, per in soak_samples.verdicts(samples, Thresholds()).items()},
         "failures": ["1 unexpected request outcomes", "svc fds: grows"], "passed": False,
     }
-    paths = soak.write_report(results, tmp_path, "soak-x")
+    paths = soak_report.write_report(results, tmp_path, "soak-x")
     text = paths["markdown"].read_text()
     assert "**Verdict: FAIL** — 1 unexpected request outcomes; svc fds: grows" in text
     assert "| openai_speech | 3 | 2 | HTTP_500 ×1 |" in text
