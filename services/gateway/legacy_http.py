@@ -13,7 +13,6 @@ import base64
 import difflib
 import email.parser
 import email.policy
-import json
 import urllib.parse
 from dataclasses import dataclass, field, replace
 
@@ -25,6 +24,7 @@ from services.common.errors import InvalidArgument, ServiceError
 from services.common.seeds import check_seed
 from services.gateway.audio_formats import parse_format
 from services.gateway.jobs import SpeechJob, build_job
+from services.gateway.json_body import json_object
 from services.gateway.voice_profiles import F0_METHODS
 from services.gateway.voices import VoiceBook
 
@@ -141,19 +141,6 @@ def _multipart(content_type: str, body: bytes) -> Form:
             except UnicodeDecodeError:
                 raise InvalidArgument(f"the field {name[:40]!r} is not valid UTF-8") from None
     return form
-
-
-def json_object(body: bytes) -> dict:
-    """``body`` as a JSON object, or InvalidArgument saying why it is not one."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("the body is not valid JSON") from None
-    except RecursionError:
-        raise InvalidArgument("the JSON body is nested too deeply") from None
-    if not isinstance(data, dict):
-        raise InvalidArgument("the JSON body must be an object")
-    return data
 
 
 def _json(body: bytes) -> Form:

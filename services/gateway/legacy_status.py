@@ -12,7 +12,7 @@ from voice.v1 import gateway_pb2, rvc_pb2, tts_pb2
 from services.common.audio_proto import audio_from_proto
 from services.common.errors import ServiceError
 from services.gateway.legacy_http import OLD_DEFAULTS
-from services.gateway.pipeline import Health
+from services.gateway.results import Health
 from services.gateway.stages import RvcStage
 from services.gateway.voice_profiles import F0_METHODS, VoiceProfile
 from services.gateway.voices import VoiceBook

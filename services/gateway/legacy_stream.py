@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 from services.common.errors import to_status
 from services.gateway import audio_formats as formats
-from services.gateway.pipeline import Piece
+from services.gateway.results import Piece
 
 BOUNDARY = "boundary"
 MULTIPART_TYPE = f"multipart/mixed; boundary={BOUNDARY}"

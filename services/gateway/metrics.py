@@ -7,18 +7,14 @@ real-time factor.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from services.common.metrics import LATENCY_BUCKETS, REAL_TIME_FACTOR_BUCKETS
-
-if TYPE_CHECKING:
-    from services.gateway.pipeline import Piece
+from services.gateway.results import SKIP_MESSAGES, Piece
 
 STAGES = ("tts", "rvc")
 # Why the pipeline left RVC out: a closed set, so the label stays bounded.
-SKIP_REASONS = ("requested", "no_voice_installed", "no_default_voice")
+SKIP_REASONS = tuple(SKIP_MESSAGES)
 UNKNOWN_RPC = "unknown"
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from services.common.errors import InvalidArgument
 from services.common.seeds import check_seed
 from services.gateway.audio_formats import parse_format
-from services.gateway.legacy_http import json_object
+from services.gateway.json_body import json_object
 
 MAX_INPUT_CHARS = 4096
 DEFAULT_SAMPLE_RATE = 24_000

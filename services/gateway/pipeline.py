@@ -7,56 +7,18 @@ import dataclasses
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import grpc
 from voice.v1 import rvc_pb2, tts_pb2
 
-from services.common.audio import PcmAudio, resample
+from services.common.audio import resample
 from services.common.errors import InvalidArgument
 from services.gateway.jobs import SpeechJob
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.results import SKIP_MESSAGES, Health, Piece, Synthesis
 from services.gateway.sentences import split_sentences
-from services.gateway.stages import Dependency, RvcStage, StageResult, TtsStage, join
+from services.gateway.stages import RvcStage, StageResult, TtsStage, join
 from services.gateway.tempo import change_tempo
-
-# Why RVC was left out: the metrics' label, then the message callers see.
-SKIP_MESSAGES = {
-    "requested": "skip_rvc was requested",
-    "no_voice_installed": "no RVC voice is installed",
-    "no_default_voice": "no RVC voice was named and none is the default (set RVC_MODEL)",
-}
-
-
-@dataclass(frozen=True)
-class Synthesis:
-    audio: PcmAudio
-    tts: StageResult
-    rvc: StageResult | None
-    rvc_skipped_reason: str
-    first_audio_seconds: float
-    total_seconds: float
-    sentences: int = 1  # how many pieces the text was spoken in
-
-
-@dataclass(frozen=True)
-class Health:
-    serving: bool
-    dependencies: list[Dependency]
-
-
-@dataclass(frozen=True)
-class Piece:
-    """One sentence's audio, in the order it was spoken."""
-
-    index: int
-    count: int
-    audio: PcmAudio
-    tts: StageResult
-    rvc: StageResult | None
-    rvc_skipped_reason: str
-    first_audio_seconds: float  # from the request to this piece
-    text: str = ""  # the sentence spoken
 
 
 def _total(results: list[StageResult]) -> StageResult:

@@ -18,7 +18,8 @@ from services.common.metrics import ServerMetrics
 from services.gateway import audio_formats as formats
 from services.gateway import jobs, legacy_status, legacy_stream, openai_speech, stream_abort
 from services.gateway import legacy_http as legacy
-from services.gateway.pipeline import Health, Piece, Pipeline
+from services.gateway.pipeline import Pipeline
+from services.gateway.results import Health, Piece
 from services.gateway.stages import StageResult
 from services.gateway.voices import VoiceBook
 

@@ -18,7 +18,8 @@ from voice.v1 import gateway_pb2_grpc, rvc_pb2_grpc, tts_pb2_grpc
 from services.common.audio import PcmAudio
 from services.common.metrics import ServerMetrics
 from services.gateway.metrics import SKIP_REASONS, STAGES, GatewayMetrics
-from services.gateway.pipeline import SKIP_MESSAGES, Piece, Pipeline
+from services.gateway.pipeline import Pipeline
+from services.gateway.results import SKIP_MESSAGES, Piece
 from services.gateway.servicer import GatewayServicer
 from services.gateway.stages import RvcStage, StageResult, TtsStage
 from services.gateway.voices import VoiceBook

@@ -1,0 +1,62 @@
+"""The import graph of the repository's own packages, read by grimp (the graph
+behind import-linter): no module imports itself back through others, type-only
+imports included, and the services share code only through services.common."""
+
+from __future__ import annotations
+
+import copy
+
+import grimp
+import pytest
+
+PACKAGES = ("services", "bench")
+SERVICES = ("gateway", "tts_gateway", "rvc")
+
+
+@pytest.fixture(scope="module")
+def graph() -> grimp.ImportGraph:
+    return grimp.build_graph(*PACKAGES, include_external_packages=False, cache_dir=None)
+
+
+def cycles(graph: grimp.ImportGraph, package: str) -> list[tuple[str, ...]]:
+    """One shortest import chain back to itself per module of ``package`` in a cycle."""
+    found = []
+    for module in sorted(graph.find_descendants(package)):
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            chain = graph.find_shortest_chain(importer=imported, imported=module)
+            if chain is not None:
+                found.append((module, *chain))
+                break
+    return found
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_import_cycles(graph, package):
+    assert cycles(graph, package) == []
+
+
+def test_a_cycle_is_found_where_there_is_one(graph):
+    """The check itself: an import added from the gateway's stages back to its
+    pipeline (which imports the stages) closes a cycle the check reports."""
+    graph = copy.deepcopy(graph)
+    graph.add_import(importer="services.gateway.stages", imported="services.gateway.pipeline")
+    assert any(chain[0] in ("services.gateway.stages", "services.gateway.pipeline")
+               for chain in cycles(graph, "services"))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_imports_no_other_service(graph, service):
+    others = [f"services.{other}" for other in SERVICES if other != service]
+    for other in others:
+        assert not graph.chain_exists(importer=f"services.{service}", imported=other,
+                                      as_packages=True), f"services.{service} imports {other}"
+
+
+ADAPTERS = ("services.gateway.legacy_http", "services.gateway.openai_speech")
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_the_http_adapters_do_not_import_each_other(graph, adapter):
+    for other in ADAPTERS:
+        if other != adapter:
+            assert not graph.chain_exists(importer=adapter, imported=other), (adapter, other)
