@@ -25,6 +25,7 @@ from services.common.seeds import check_seed
 from services.gateway.audio_formats import parse_format
 from services.gateway.jobs import SpeechJob, build_job
 from services.gateway.json_body import json_object
+from services.gateway.legacy_status import OLD_DEFAULTS
 from services.gateway.voice_profiles import F0_METHODS
 from services.gateway.voices import VoiceBook
 
@@ -38,14 +39,6 @@ OLD_FIELDS = frozenset({
 })
 OUR_FIELDS = frozenset({"voice", "model", "seed", "sample_rate", "response_format", "resample_sr"})
 KNOWN_FIELDS = OLD_FIELDS | OUR_FIELDS
-
-# The old server's Form(...) defaults. They differ from the WebUI's (RVC's own
-# defaults) in rms_mix_rate: 0.0, the TTS audio's loudness envelope, not 0.25.
-OLD_DEFAULTS = rvc_pb2.ConversionParams(
-    pitch_shift=0, f0_method=rvc_pb2.F0_METHOD_RMVPE, index_rate=0.75, filter_radius=3,
-    rms_mix_rate=0.0, protect=0.33,
-)
-
 
 @dataclass(frozen=True)
 class Form:

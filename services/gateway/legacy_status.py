@@ -10,12 +10,16 @@ from google.protobuf import struct_pb2
 from voice.v1 import gateway_pb2, rvc_pb2, tts_pb2
 
 from services.common.audio_proto import audio_from_proto
-from services.common.errors import ServiceError
-from services.gateway.legacy_http import OLD_DEFAULTS
 from services.gateway.results import Health
-from services.gateway.stages import RvcStage
 from services.gateway.voice_profiles import F0_METHODS, VoiceProfile
-from services.gateway.voices import VoiceBook
+
+# The old server's Form(...) defaults. They differ from the WebUI's (RVC's own
+# defaults) in rms_mix_rate: 0.0, the TTS audio's loudness envelope, not 0.25.
+OLD_DEFAULTS = rvc_pb2.ConversionParams(
+    pitch_shift=0, f0_method=rvc_pb2.F0_METHOD_RMVPE, index_rate=0.75, filter_radius=3,
+    rms_mix_rate=0.0, protect=0.33,
+)
+
 
 _TRITON_MODELS = {tts_pb2.ENGINE_SPARK: "spark_tts", tts_pb2.ENGINE_PIPER: "piper"}
 _F0_NAMES = {value: name for name, value in F0_METHODS.items()}
@@ -48,25 +52,6 @@ def legacy_health(health: Health, ours: gateway_pb2.GetHealthResponse
         healthy=tts or rvc, status=status, tts_ready=tts, rvc_ready=rvc, message=message,
         serving_status=ours.status, dependencies=ours.dependencies,
     )
-
-
-def default_profile(voices: VoiceBook) -> VoiceProfile | None:
-    """The default voice profile, or None when there is none or it cannot be used."""
-    if not voices.default:
-        return None
-    try:
-        return voices.get("")
-    except ServiceError:
-        return None
-
-
-async def default_rvc_model(voices: VoiceBook, rvc: RvcStage, timeout: float) -> str:
-    """The voice ``POST /rvc`` converts into without a model: the default profile's, else RVC's."""
-    profile = default_profile(voices)
-    if profile is not None and profile.conversion.model:
-        return profile.conversion.model
-    listing = await rvc.stub.ListModels(rvc_pb2.ListModelsRequest(), timeout=timeout)
-    return listing.default_model
 
 
 def _counted(counts: list[tuple[str, str, int]]) -> tuple[int, int]:

@@ -68,6 +68,9 @@ class TtsStage:
         status, detail = await check_health(self._channel, timeout=timeout)
         return Dependency(self.name, self.target, status, detail)
 
+    async def status(self, timeout: float) -> tts_pb2.GetTtsStatusResponse:
+        return await self.stub.GetStatus(tts_pb2.GetTtsStatusRequest(), timeout=timeout)
+
     async def close(self) -> None:
         await self._channel.close()
 
@@ -91,8 +94,15 @@ class RvcStage:
         elapsed = time.perf_counter() - start
         return StageResult(audio_from_proto(reply.audio, "rvc audio"), elapsed, elapsed)
 
-    async def voices(self) -> rvc_pb2.ListModelsResponse:
-        return await self.stub.ListModels(rvc_pb2.ListModelsRequest())
+    async def convert_message(self, request: rvc_pb2.ConvertRequest) -> rvc_pb2.ConvertResponse:
+        """The RVC service's own request and reply, passed through whole."""
+        return await self.stub.Convert(request)
+
+    async def status(self, timeout: float) -> rvc_pb2.GetRvcStatusResponse:
+        return await self.stub.GetStatus(rvc_pb2.GetRvcStatusRequest(), timeout=timeout)
+
+    async def voices(self, timeout: float | None = None) -> rvc_pb2.ListModelsResponse:
+        return await self.stub.ListModels(rvc_pb2.ListModelsRequest(), timeout=timeout)
 
     async def health(self, timeout: float) -> Dependency:
         status, detail = await check_health(self._probe_channel, timeout=timeout)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from voice.v1 import gateway_pb2, rvc_pb2, tts_pb2
 
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
 from services.gateway.voice_profiles import NAME_PATTERN, VoiceProfile, load_profile
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,15 @@ class VoiceBook:
             if alias not in entries:
                 by_profile.setdefault(target or self._default, []).append(alias)
         return by_profile
+
+    def usable_default(self) -> VoiceProfile | None:
+        """The default profile, or None when there is none or it cannot be used."""
+        if not self._default:
+            return None
+        try:
+            return self.get("")
+        except ServiceError:
+            return None
 
     def get(self, name: str) -> VoiceProfile:
         """The profile ``name`` (or the one its alias stands for), the default one for ""."""

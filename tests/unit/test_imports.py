@@ -52,11 +52,24 @@ def test_a_service_imports_no_other_service(graph, service):
                                       as_packages=True), f"services.{service} imports {other}"
 
 
-ADAPTERS = ("services.gateway.legacy_http", "services.gateway.openai_speech")
+# The gateway's protocol adapters, with the request parsers each owns.
+ADAPTERS = {
+    "services.gateway.adapters.grpc_api": (),
+    "services.gateway.adapters.legacy_api": ("services.gateway.legacy_http",),
+    "services.gateway.adapters.openai_api": ("services.gateway.openai_speech",),
+}
 
 
-@pytest.mark.parametrize("adapter", ADAPTERS)
-def test_the_http_adapters_do_not_import_each_other(graph, adapter):
-    for other in ADAPTERS:
+@pytest.mark.parametrize("adapter", sorted(ADAPTERS))
+def test_no_gateway_adapter_imports_another_or_its_parsers(graph, adapter):
+    for other, parsers in ADAPTERS.items():
         if other != adapter:
-            assert not graph.chain_exists(importer=adapter, imported=other), (adapter, other)
+            for module in (other, *parsers):
+                assert not graph.chain_exists(importer=adapter, imported=module), (adapter, module)
+
+
+def test_the_gateway_core_imports_no_adapter(graph):
+    for adapter in ADAPTERS:
+        assert not graph.chain_exists(importer="services.gateway.speech", imported=adapter)
+    assert not graph.chain_exists(importer="services.gateway.speech",
+                                  imported="services.gateway.adapters", as_packages=True)

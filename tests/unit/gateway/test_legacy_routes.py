@@ -181,11 +181,11 @@ def test_config_describes_the_default_profile_and_its_clip(tmp_path):
         "rvc": {"pitch_shift": -3, "f0_method": "crepe-tiny", "protect": 0.2},
     }))
     config = legacy_status.legacy_config(
-        legacy_status.default_profile(VoiceBook(tmp_path, "narrator")))
+        VoiceBook(tmp_path, "narrator").usable_default())
     assert (config.voice, config.has_reference_audio, config.reference_text) == (
         "narrator", True, "What it says.")
     assert config.reference_audio_duration.number_value == pytest.approx(1.5)
     assert (config.pitch_shift, config.f0_method, config.protect) == (-3, "crepe-tiny", 0.2)
     assert (config.index_rate, config.rms_mix_rate) == (0.75, 0.0)  # the old defaults
     # A default that cannot be used describes the old defaults.
-    assert legacy_status.default_profile(VoiceBook(tmp_path, "ghost")) is None
+    assert VoiceBook(tmp_path, "ghost").usable_default() is None
