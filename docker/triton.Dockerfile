@@ -119,7 +119,7 @@ USER 10001:10001
 # shared library here, or the model code cannot import, as the pods would.
 RUN libs="$(ldd /opt/tritonserver/bin/tritonserver /opt/tritonserver/backends/python/libtriton_python.so /opt/tritonserver/backends/python/triton_python_backend_stub)" \
  && case "$libs" in *"not found"*) echo "$libs"; exit 1 ;; esac \
- && python -c 'import spark_tts.audio_tokenizer, spark_serving.vllm_client, spark_tts.vocoder, spark_tts.download'
+ && python -c 'import spark_tts.audio_tokenizer, triton_serving.vllm_client, spark_tts.vocoder, spark_tts.download'
 
 # HTTP (health: /v2/health/ready), gRPC (tts_gateway's TRITON_GRPC_URL), metrics.
 EXPOSE 8000 8001 8002

@@ -9,17 +9,19 @@ puts the model's version folder on ``sys.path``, while the repository root
 (where ``bench`` lives) is not on the stub's path.
 """
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from loop import Job, SparkLlm  # llm/1/loop.py, copied from bench/legacy_llm/loop.py
 
-from spark_serving.cancellation import CancelFlags
-from spark_serving.errors import triton_error
-from spark_serving.llm_io import KINDS, sampling_from, token_group
-from spark_serving.tensors import device, parameter, required, tensor, text
 from spark_tts.layout import LLM_DIR
+from triton_serving.cancellation import CancelFlags
+from triton_serving.errors import triton_error
+from triton_serving.llm_io import KINDS, sampling_from, token_group
+from triton_serving.tensors import optional, tensor
+from triton_serving.values import Inputs, device, parameter, text
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -34,10 +36,11 @@ class TritonPythonModel:
         # One batched generation for everything Triton handed over together.
         jobs, states = [], []
         for request in requests:
-            state = _RequestState(request, self.cancel_flags, token_group(request))
+            inputs = Inputs(partial(optional, request))
+            state = _RequestState(request, self.cancel_flags, token_group(inputs))
             try:
-                prompt = text(required(request, "prompt"))
-                jobs.append(Job(prompt, sampling_from(request), state.cancelled))
+                prompt = text(inputs.required("prompt"))
+                jobs.append(Job(prompt, sampling_from(inputs), state.cancelled))
                 states.append(state)
             except Exception as exc:  # a bad request fails alone
                 state.finish(triton_error(exc))

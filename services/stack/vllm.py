@@ -1,7 +1,7 @@
 """The vLLM server that decodes the Spark LLM: its command line, environment and probe.
 
 It runs from its own environment (`make vllm-env`: .venv-vllm), beside Triton, whose
-``llm`` model streams from it (spark_serving.vllm_client). The k8s manifests start
+``llm`` model streams from it (triton_serving.vllm_client). The k8s manifests start
 the same server with the same arguments (tests/unit/deploy checks them).
 """
 

@@ -19,14 +19,14 @@ from services.stack import vllm
 from services.stack.components import triton_tmp_dir, with_private_tmp
 from services.stack.config import free_ports
 from services.stack.probes import http_ok
-from spark_serving.errors import ModelError
-from spark_serving.vllm_client import VllmLlm
 from spark_tts import prompts
 from spark_tts.layout import LLM_DIR
 from spark_tts.llm_tokens import AudioToken
 from spark_tts.sampling import SamplingConfig
 from spark_tts.tiny_models import write_llm
 from tests.integration.stacks import REPO, vllm_metric
+from triton_serving.errors import ModelError
+from triton_serving.vllm_client import VllmLlm
 
 TEXT = "The quick brown fox jumps over the lazy dog, twice."
 

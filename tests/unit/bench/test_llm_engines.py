@@ -354,7 +354,7 @@ def test_the_copied_old_llm_model_imports_its_loop_from_its_folder_and_streams(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _fake_pb_utils())
     monkeypatch.syspath_prepend(str(version))
-    for name in ("loop", "spark_serving.tensors"):
+    for name in ("loop", "triton_serving.tensors"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     spec = importlib.util.spec_from_file_location("legacy_llm_model_under_test",
                                                   version / "model.py")
@@ -372,7 +372,7 @@ def test_the_copied_old_llm_model_imports_its_loop_from_its_folder_and_streams(
                     _Request("b", prompt=prompt.encode(), max_tokens=3, token_group=2)]
         assert model.execute(requests) is None
     finally:  # nothing imported against the stand-in outlives the test
-        for name in ("loop", "spark_serving.tensors"):
+        for name in ("loop", "triton_serving.tensors"):
             sys.modules.pop(name, None)
     for request, expected in zip(requests, (5, 3), strict=True):
         *tokens, (last, flags) = request.sender.sent

@@ -1,4 +1,5 @@
-"""Serving code for the ``piper`` Triton model: its voice catalogue, free of Triton."""
+"""Serving code for the ``piper`` Triton model, free of Triton: its voice catalogue
+(voices) and its synthesis (synthesis), which the model.py shell delegates to."""
 
 import os
 

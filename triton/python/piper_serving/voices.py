@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,33 @@ def piper_loader(use_cuda: bool = False) -> Loader:
         return PiperVoice.load(model, config_path=config, use_cuda=use_cuda)
 
     return load
+
+
+def use_cuda(choice: str, on_gpu: bool) -> bool:
+    """Whether voices run on CUDA for the ``piper_device`` ``choice``: ``auto`` means CUDA
+    when this instance was placed on a GPU (``on_gpu``) and onnxruntime has it."""
+    if choice not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"piper_device must be auto, cpu or cuda, not {choice!r}")
+    if choice == "cpu":
+        return False
+    import onnxruntime
+
+    available = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    if choice == "cuda" and not available:
+        raise ValueError("piper_device is cuda but onnxruntime has no CUDAExecutionProvider")
+    return available and (choice == "cuda" or on_gpu)
+
+
+def logged(load: Loader, log: Callable[[str], None]) -> Loader:
+    """The loader, logging each voice it loads (a load takes about a second)."""
+
+    def load_and_log(model: Path, config: Path):
+        start = time.monotonic()
+        voice = load(model, config)
+        log(f"piper: loaded voice {model.stem} in {time.monotonic() - start:.1f} s")
+        return voice
+
+    return load_and_log
 
 
 class PiperVoices:

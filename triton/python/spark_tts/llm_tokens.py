@@ -1,7 +1,7 @@
 """What the Spark LLM generates, read token by token: audio tokens, stop tokens, and
 when a request has had enough.
 
-Engine-neutral: the vLLM client (spark_serving.vllm_client) and the transformers
+Engine-neutral: the vLLM client (triton_serving.vllm_client) and the transformers
 loop the bench compares it with (bench/legacy_llm) read the same ids the same way.
 """
 

@@ -1,43 +1,16 @@
-"""Triton model: Piper TTS (VITS voices in ONNX), one streamed response per sentence."""
+"""Triton model: Piper TTS (VITS voices in ONNX), one streamed response per sentence.
+A shell: the work is piper_serving.synthesis's; this file speaks Triton."""
 
-import time
+from functools import partial
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from piper_serving.voices import PiperVoices, UnknownVoice, piper_loader, synthesis_config
-from spark_serving.errors import ModelError
-from spark_serving.side_by_side import SideBySide
-from spark_serving.tensors import optional, parameter, required, scalar, tensor, text
-
-
-def use_cuda(args) -> bool:
-    """``auto`` means CUDA when this instance was placed on a GPU and onnxruntime has it."""
-    choice = parameter(args, "piper_device", "auto")
-    if choice not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"piper_device must be auto, cpu or cuda, not {choice!r}")
-    if choice == "cpu":
-        return False
-    import onnxruntime
-
-    available = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-    if choice == "cuda" and not available:
-        raise ValueError("piper_device is cuda but onnxruntime has no CUDAExecutionProvider")
-    return available and (choice == "cuda" or args.get("model_instance_kind") == "GPU")
-
-
-def logged(load):
-    """The loader, logging each voice it loads (a load takes about a second)."""
-
-    def load_and_log(model, config):
-        start = time.monotonic()
-        voice = load(model, config)
-        pb_utils.Logger.log_info(
-            f"piper: loaded voice {model.stem} in {time.monotonic() - start:.1f} s"
-        )
-        return voice
-
-    return load_and_log
+from piper_serving.synthesis import PiperSynthesis
+from piper_serving.voices import PiperVoices, logged, piper_loader, use_cuda
+from triton_serving.side_by_side import SideBySide
+from triton_serving.tensors import optional, tensor
+from triton_serving.values import Inputs, parameter
 
 
 def names(values) -> np.ndarray:
@@ -46,70 +19,27 @@ def names(values) -> np.ndarray:
 
 class TritonPythonModel(SideBySide):
     def initialize(self, args):
-        cuda = use_cuda(args)
+        cuda = use_cuda(parameter(args, "piper_device", "auto"),
+                        args.get("model_instance_kind") == "GPU")
         self.voices = PiperVoices(
             parameter(args, "piper_voices_dir") or None,
             parameter(args, "piper_default_voice"),
-            loader=logged(piper_loader(cuda)),
+            loader=logged(piper_loader(cuda), pb_utils.Logger.log_info),
         )
         # The default voice is loaded now: a broken one fails the model, not a request.
         self.voices.get("")
+        self.synthesis = PiperSynthesis(self.voices)
         self.start_pool(int(parameter(args, "piper_max_concurrency", "2")))
 
     def answer(self, request, sender):
-        listing = optional(request, "list_voices")
-        if listing is not None and listing.size and bool(listing.reshape(-1)[0]):
-            self._list(sender)
-        else:
-            self._synthesize(request, sender)
-
-    def _list(self, sender):
-        sender.send(pb_utils.InferenceResponse([
-            tensor("voices", names(self.voices.names())),
-            tensor("voice", names([self.voices.default_name()])),
-            tensor("waveform", np.zeros(0, np.float32)),
-            tensor("sample_rate", np.array([0], np.int32)),
-            tensor("final", np.array([True], np.bool_)),
-        ]))
-
-    def _synthesize(self, request, sender):
-        body = text(required(request, "text")).strip()
-        if not body:
-            raise ModelError("INVALID_ARGUMENT", "text is empty")
-        try:
-            name = self.voices.resolve(text(optional(request, "voice")))
-            voice = self.voices.get(name)
-        except UnknownVoice as exc:
-            raise ModelError("NOT_FOUND", str(exc)) from None
-        try:
-            config = synthesis_config(
-                scalar(optional(request, "speaker"), None),
-                scalar(optional(request, "length_scale"), None),
-                voice.config.num_speakers,
-            )
-        except ValueError as exc:
-            raise ModelError("INVALID_ARGUMENT", str(exc)) from None
-
-        def emit(audio, final):
-            sender.send(pb_utils.InferenceResponse([
-                tensor("waveform", audio.astype(np.float32)),
-                tensor("sample_rate", np.array([voice.config.sample_rate], np.int32)),
-                tensor("voice", names([name])),
-                tensor("final", np.array([final], np.bool_)),
+        def send(response):
+            listing = [] if response.voices is None else [
+                tensor("voices", names(response.voices))]
+            sender.send(pb_utils.InferenceResponse(listing + [
+                tensor("waveform", response.audio),
+                tensor("sample_rate", np.array([response.sample_rate], np.int32)),
+                tensor("voice", names([response.voice])),
+                tensor("final", np.array([response.final], np.bool_)),
             ]))
 
-        # Each step synthesises one sentence; the client may leave between any two.
-        sentences = iter(voice.synthesize(body, config))
-        spoken = 0
-        while True:
-            if request.is_cancelled():
-                raise ModelError("CANCELLED", "the client cancelled the request")
-            chunk = next(sentences, None)
-            if chunk is None:
-                break
-            if chunk.audio_float_array.size:
-                emit(chunk.audio_float_array, final=False)
-                spoken += 1
-        if not spoken:
-            raise ModelError("INVALID_ARGUMENT", "the text has nothing to speak")
-        emit(np.zeros(0, np.float32), final=True)
+        self.synthesis.answer(Inputs(partial(optional, request)), send, request.is_cancelled)

@@ -3,9 +3,10 @@
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from spark_serving.errors import ModelError, triton_error
-from spark_serving.tensors import device, parameter, required, tensor
 from spark_tts.vocoder import Vocoder
+from triton_serving.errors import ModelError, triton_error
+from triton_serving.tensors import required, tensor
+from triton_serving.values import device, parameter
 
 
 class TritonPythonModel:

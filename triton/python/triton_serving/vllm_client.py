@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 
 from transformers import AutoTokenizer
 
-from spark_serving.errors import ModelError
 from spark_tts.llm_tokens import AudioToken, Reader, TokenTable, token_budget
 from spark_tts.sampling import SamplingConfig, torch_seed
+from triton_serving.errors import ModelError
 
 MODEL_NAME = "spark-llm"
 

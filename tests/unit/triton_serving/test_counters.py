@@ -1,8 +1,8 @@
-"""spark_serving.counters: a Triton metric is never used by two threads at once."""
+"""triton_serving.counters: a Triton metric is never used by two threads at once."""
 
 import threading
 
-from spark_serving.counters import Counter
+from triton_serving.counters import Counter
 
 
 class OneAtATimeMetric:

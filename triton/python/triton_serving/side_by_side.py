@@ -2,7 +2,7 @@
 
 ``execute`` hands each request to the pool and returns at once; each request then
 answers through its own response sender, ending with the final flag, and a failure
-goes back to its caller as a typed error (spark_serving.errors). A model subclasses
+goes back to its caller as a typed error (triton_serving.errors). A model subclasses
 ``SideBySide``, starts the pool in ``initialize`` and defines ``answer``.
 """
 
@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import triton_python_backend_utils as pb_utils
 
-from spark_serving.errors import triton_error
+from triton_serving.errors import triton_error
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 

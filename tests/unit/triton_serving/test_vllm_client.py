@@ -1,4 +1,4 @@
-"""spark_serving.vllm_client against a stand-in vLLM server on loopback: a stream that
+"""triton_serving.vllm_client against a stand-in vLLM server on loopback: a stream that
 waits on the server ends when it is called off, and a cancel check that never returns
 holds up no other stream (the watcher calls nothing while it holds its lock)."""
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from spark_serving.vllm_client import MODEL_NAME, VllmLlm
 from spark_tts import prompts
 from spark_tts.sampling import SamplingConfig
 from spark_tts.tiny_models import build_tokenizer
+from triton_serving.vllm_client import MODEL_NAME, VllmLlm
 
 PROMPT = prompts.cloning_prompt("Hello there.", list(range(32)))
 

@@ -1,23 +1,24 @@
-"""Reading request inputs and making output tensors in Triton's Python backend."""
+"""A request's input values and a model's parameters, read without Triton's module.
+
+The orchestrators (spark_synthesis, token_stream, piper_serving.synthesis) read
+their inputs through ``Inputs``, a lookup by name that a model builds from its
+request (``Inputs(lambda name: tensors.optional(request, name))``) and a test
+from a dict (``Inputs(values.get)``).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import numpy as np
-import triton_python_backend_utils as pb_utils
 
-from spark_serving.errors import ModelError
-
-
-def optional(request, name: str) -> np.ndarray | None:
-    tensor = pb_utils.get_input_tensor_by_name(request, name)
-    return None if tensor is None else tensor.as_numpy()
+from triton_serving.errors import ModelError
 
 
-def required(request, name: str) -> np.ndarray:
-    value = optional(request, name)
+def require(value: np.ndarray | None, name: str) -> np.ndarray:
+    """``value``, the input called ``name``; INVALID_ARGUMENT when it was not given."""
     if value is None:
         raise ModelError("INVALID_ARGUMENT", f"input {name} is required")
     return value
@@ -37,8 +38,23 @@ def scalar(value: np.ndarray | None, default):
     return default if value is None or value.size == 0 else value.reshape(-1)[0].item()
 
 
-def tensor(name: str, array) -> pb_utils.Tensor:
-    return pb_utils.Tensor(name, np.ascontiguousarray(array))
+class Inputs:
+    """A request's inputs by name: ``lookup(name)`` is the input's array, or None."""
+
+    def __init__(self, lookup: Callable[[str], np.ndarray | None]) -> None:
+        self._lookup = lookup
+
+    def optional(self, name: str) -> np.ndarray | None:
+        return self._lookup(name)
+
+    def required(self, name: str) -> np.ndarray:
+        return require(self._lookup(name), name)
+
+    def text(self, name: str) -> str:
+        return text(self._lookup(name))
+
+    def scalar(self, name: str, default):
+        return scalar(self._lookup(name), default)
 
 
 def parameter(args: dict, name: str, default: str = "") -> str:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from spark_serving.errors import ModelError
+from triton_serving.errors import ModelError
 
 
 @pytest.mark.parametrize(("message", "status", "text"), [
