@@ -85,7 +85,7 @@ triton: protos vllm-env
 	$(PY) -m services.stack vllm triton
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check services tests triton bench tools
+	$(VENV)/bin/ruff check services edge tests triton bench
 
 bench: protos vllm-env
 	$(PY) -m bench $(BENCH_ARGS)

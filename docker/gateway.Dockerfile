@@ -4,9 +4,8 @@
 #
 # One image, two uses: the gateway pods run the default entrypoint; the edge
 # pods run `envoy -c <config>` from it (the config is rendered by
-# `python -m services.gateway.envoy --descriptor /app/gen/voice_v1.pb ...` and
-# points the gRPC-JSON transcoder at /app/gen/voice_v1.pb). Base dependencies
-# only: no torch.
+# `python -m edge.render --descriptor /app/gen/voice_v1.pb ...` and points the
+# gRPC-JSON transcoder at /app/gen/voice_v1.pb). Base dependencies only: no torch.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -68,13 +67,16 @@ ENV PATH=/opt/venv/bin:$PATH \
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /app/gen /app/gen
 COPY services /app/services
+COPY edge /app/edge
 RUN python -m compileall -q --invalidation-mode unchecked-hash /app
 
 WORKDIR /app
 USER 10001:10001
 
-# Fails the build if a dependency or a generated module is missing, as the pods would.
-RUN python -c 'import librosa, services.gateway.__main__, services.gateway.envoy' \
+# Fails the build if a dependency or a generated module is missing, as the pods would,
+# or the edge cannot render its configuration (its Lua file included).
+RUN python -c 'import librosa, services.gateway.__main__' \
+ && python -m edge.render --descriptor /app/gen/voice_v1.pb > /dev/null \
  && envoy --version
 
 # gRPC and Prometheus /metrics. The edge (Envoy from this image) listens where

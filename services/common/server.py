@@ -60,7 +60,7 @@ KEEPALIVE_MS = 30_000
 # grpc-timeout ("abc") made every later grpc-timeout on the connection "Error parsing
 # 'grpc-timeout' metadata" (INTERNAL), for every client behind the edge's shared
 # connection, until the connection closed. Without the table nothing is remembered;
-# the edge also refuses a malformed grpc-timeout (services.gateway.edge_timeout).
+# the edge also refuses a malformed grpc-timeout (edge.timeout).
 HPACK_DECODER_TABLE = ("grpc.http2.hpack_table_size.decoder", 0)
 
 

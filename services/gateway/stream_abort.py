@@ -22,7 +22,7 @@ get the status in the trailers as always.
 How: the status goes out with one more trailer, ``connection``. A connection-
 specific header makes an HTTP/2 message malformed (RFC 9113 section 8.2.2), so
 Envoy resets that stream, upstream and downstream. The gateway cluster sets
-``override_stream_error_on_invalid_http_message`` (services.gateway.envoy), which
+``override_stream_error_on_invalid_http_message`` (edge.clusters), which
 confines the reset to that one stream; without it Envoy would close the whole
 connection to the gateway and every call multiplexed on it.
 

@@ -9,8 +9,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.config import EdgeConfig
+from edge.render import write
 from services.common.settings import TLS_VARIABLES, InternalTls
-from services.gateway.envoy import EdgeConfig, write
 from services.stack import model_repo, models, triton_dist, vllm
 from services.stack.config import StackConfig
 from services.stack.probes import Probe, grpc_serving, http_ok

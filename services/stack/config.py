@@ -8,10 +8,10 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.config import MAX_BODY_BYTES
+from edge.limits import MAX_TRUSTED_PROXY_HOPS, EdgeRateLimit, check_limits
+from edge.security import EdgeJwt, EdgeTls, check_jwks
 from services.common.settings import InternalTls, SettingsError, check_port, env_field, from_env
-from services.gateway.edge_limits import MAX_TRUSTED_PROXY_HOPS, EdgeRateLimit, check_limits
-from services.gateway.edge_security import EdgeJwt, EdgeTls, check_jwks
-from services.gateway.envoy import MAX_BODY_BYTES
 from services.stack.model_repo import parse_instances
 
 PORT_FIELDS = (
@@ -81,7 +81,7 @@ class StackConfig:
     edge_jwt_issuer: str = env_field("EDGE_JWT_ISSUER", "")
     edge_jwt_audience: tuple[str, ...] = env_field("EDGE_JWT_AUDIENCE", ())
     edge_cors_origins: tuple[str, ...] = env_field("EDGE_CORS_ORIGINS", ())
-    # The edge's limits (docs/security.md, services/gateway/edge_limits.py): the
+    # The edge's limits (docs/security.md, edge/limits.py): the
     # largest REST body; calls in flight to the gateways and calls waiting for a
     # connection; per-client calls a second (0: off) and burst.
     edge_max_body_bytes: int = env_field("EDGE_MAX_BODY_BYTES", MAX_BODY_BYTES)

@@ -310,7 +310,7 @@ HTTP_CASES = [
     openai("speech-control-character", 400, "control character U+0007",
            speech_json(input="Ding\x07 dong.")),
     # The transcoded JSON routes: the edge's check for unknown fields, which the
-    # transcoder would drop (services/gateway/edge_fields.py), the transcoder's own
+    # transcoder would drop (edge/fields.py), the transcoder's own
     # checks, then the services'.
     as_json("v1-rvc-unknown-field", "/v1/rvc", 400,
             "unknown field 'bogus' (voice.v1.ConvertRequest has no such field)",

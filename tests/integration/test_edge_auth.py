@@ -17,8 +17,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from voice.v1 import gateway_pb2, gateway_pb2_grpc
 
-from services.gateway.edge_security import EdgeJwt, EdgeTls
-from services.gateway.envoy import EdgeConfig, write
+from edge.config import EdgeConfig
+from edge.render import write
+from edge.security import EdgeJwt, EdgeTls
 from services.stack.components import envoy_binary
 from services.stack.config import free_ports
 from services.stack.models import DEMO_VOICES

@@ -29,8 +29,9 @@ from google.protobuf import any_pb2
 from google.rpc import status_pb2
 from voice.v1 import gateway_pb2, gateway_pb2_grpc
 
-from services.gateway.edge_errors import ERRORS_FILTER, OLD_SERVER_PATHS
-from services.gateway.envoy import EdgeConfig, render
+from edge.config import EdgeConfig
+from edge.errors import ERRORS_FILTER, OLD_SERVER_PATHS
+from edge.render import render
 from services.stack.components import envoy_binary
 from services.stack.config import free_ports
 from tests.integration.http_client import Reply, call

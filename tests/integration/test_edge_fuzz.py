@@ -39,7 +39,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from voice.v1 import gateway_pb2, rvc_pb2, tts_pb2
 
-from services.gateway.edge_errors import OLD_SERVER_PATHS
+from edge.errors import OLD_SERVER_PATHS
 from services.gateway.legacy_http import KNOWN_FIELDS
 
 pytestmark = pytest.mark.integration
@@ -517,7 +517,7 @@ def test_the_get_routes(stack, session, before, path, extra):
 # Once a defect (Envoy's transcoder matched no method for a query parameter that is no
 # field: the JSON routes reached the gateway untranscoded, 503 'upstream connect error', the
 # others 404); FastAPI, the old server, ignored them (a cache-busting ?t=... worked), and so
-# does the edge now (ignore_unknown_query_parameters, services/gateway/envoy.py).
+# does the edge now (ignore_unknown_query_parameters, edge/filters.py).
 @pytest.mark.parametrize(("method", "path", "body"), [
     ("POST", "/v1/tts?t=1", b'{"text": "Hi.", "engine": "ENGINE_PIPER"}'),
     ("POST", "/v1/synthesize?t=1", b'{"text": "Hi.", "voice": "demo", "skip_rvc": true}'),

@@ -27,10 +27,11 @@ from google.api import annotations_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from voice.v1 import gateway_pb2, gateway_pb2_grpc, tts_pb2
 
-from services.gateway.edge_errors import OLD_SERVER_PATHS
-from services.gateway.edge_limits import EdgeRateLimit
-from services.gateway.edge_security import EdgeJwt
-from services.gateway.envoy import EdgeConfig, write
+from edge.config import EdgeConfig
+from edge.errors import OLD_SERVER_PATHS
+from edge.limits import EdgeRateLimit
+from edge.render import write
+from edge.security import EdgeJwt
 from services.stack.components import service_spec
 from services.stack.config import free_ports
 from services.stack.models import DEMO_VOICES
@@ -304,7 +305,7 @@ def test_a_client_sent_x_forwarded_for_picks_no_bucket(slow):
 
 
 def test_a_request_expecting_100_continue_shares_the_clients_bucket(slow):
-    """The 100-continue detour (edge_limits.continue_route) counts a call in the same
+    """The 100-continue detour (edge.expect_continue.continue_route) counts a call in the same
     bucket as any other: whatever X-Forwarded-For the client sends, and with or without
     Expect (the internal listener once kept buckets of its own: twice the burst)."""
     assert _statuses(slow, "127.0.0.13", [

@@ -18,10 +18,11 @@ import pytest
 from google.api import annotations_pb2
 from voice.v1 import gateway_pb2
 
-from services.gateway.edge_errors import OLD_SERVER_PATHS
-from services.gateway.edge_limits import MAX_HEADERS_KB
-from services.gateway.edge_paths import GRPC_ONLY_FILTER
-from services.gateway.envoy import EdgeConfig, render
+from edge.config import EdgeConfig
+from edge.errors import OLD_SERVER_PATHS
+from edge.limits import MAX_HEADERS_KB
+from edge.paths import GRPC_ONLY_FILTER
+from edge.render import render
 from services.stack.config import free_ports
 from tests.integration.http_client import Reply as PlainReply
 from tests.integration.stacks import run_envoy

@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 from voice.v1 import gateway_pb2, gateway_pb2_grpc, rvc_pb2, rvc_pb2_grpc, tts_pb2
 
+from edge.config import EdgeConfig
+from edge.render import write
 from services.common.audio import PcmAudio
 from services.common.audio_proto import audio_to_proto
-from services.gateway.envoy import EdgeConfig, write
 from services.stack import components
 from services.stack.config import free_ports
 from services.stack.probes import http_ok

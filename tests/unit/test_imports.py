@@ -9,7 +9,7 @@ import copy
 import grimp
 import pytest
 
-PACKAGES = ("services", "bench")
+PACKAGES = ("services", "edge", "bench")
 SERVICES = ("gateway", "tts_gateway", "rvc")
 
 
@@ -42,6 +42,25 @@ def test_a_cycle_is_found_where_there_is_one(graph):
     graph.add_import(importer="services.gateway.stages", imported="services.gateway.pipeline")
     assert any(chain[0] in ("services.gateway.stages", "services.gateway.pipeline")
                for chain in cycles(graph, "services"))
+
+
+# (importer, imported): the Envoy edge's configuration (edge/) is no part of the gateway
+# process, and the local stack renders it without the gateway's code.
+APART = (
+    ("edge", "services.gateway"),
+    ("services.gateway", "edge"),
+    ("services.stack", "services.gateway"),
+)
+
+
+@pytest.mark.parametrize(("importer", "imported"), APART)
+def test_the_edge_and_the_gateway_are_apart(graph, importer, imported):
+    assert not graph.chain_exists(importer=importer, imported=imported, as_packages=True), (
+        f"{importer} imports {imported}")
+
+
+def test_the_local_stack_renders_the_edge(graph):
+    assert graph.chain_exists(importer="services.stack.components", imported="edge.render")
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -8,6 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from edge.security import upstream_transport_socket
 from services.common import health_probe
 from services.common.channels import open_channel
 from services.common.settings import (
@@ -17,7 +18,6 @@ from services.common.settings import (
     SettingsError,
     from_env,
 )
-from services.gateway.edge_security import upstream_transport_socket
 from tests.grpc_hosts import TEST_SERVER, hosted
 from tests.internal_credentials import Authority
 

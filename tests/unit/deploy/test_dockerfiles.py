@@ -436,11 +436,11 @@ def test_no_healthcheck(dockerfile):
 
 
 def test_smoke_imports_name_real_modules(project_dockerfile):
-    modules = re.findall(r"\b((?:services|spark_tts|spark_serving)(?:\.\w+)+)",
+    modules = re.findall(r"\b((?:services|edge|spark_tts|triton_serving)(?:\.\w+)+)",
                          project_dockerfile.final.runs())
     assert modules, "the runtime stage imports nothing of ours"
     for module in modules:
-        path = REPO / ("triton/python" if not module.startswith("services") else "")
+        path = REPO / ("" if module.startswith(("services.", "edge.")) else "triton/python")
         path = path / module.replace(".", "/")
         assert path.with_suffix(".py").is_file() or (path / "__init__.py").is_file(), module
 
@@ -915,6 +915,7 @@ def test_dockerignore_excludes(path):
 @pytest.mark.parametrize("path", [
     "pyproject.toml", "constraints.txt", "protos/voice/v1/tts.proto",
     "services/rvc/models/__init__.py", "services/stack/model_repo.py",
+    "edge/render.py", "edge/errors.lua",
     "triton/model_repo/llm/config.pbtxt", "triton/python/spark_tts/prompts.py",
     "constraints-vllm.txt",
 ])

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edge import k8s as edge_k8s
 from tests.processes import stop
 
 REPO = Path(__file__).resolve().parents[3]
@@ -892,24 +893,16 @@ def test_voice_profiles_load(tmp_path):
     assert volumes[mount["name"]]["configMap"]["name"] == "voices"
 
 
-def _k8s_envoy():
-    sys.path.insert(0, str(REPO))
-    from tools import k8s_envoy
-
-    return k8s_envoy
-
-
 def test_committed_envoy_configs_are_what_the_code_renders():
-    from services.gateway.envoy import render as render_envoy
+    from edge.render import render as render_envoy
 
-    k8s_envoy = _k8s_envoy()
-    assert set(k8s_envoy.COMMITTED_EDGES) == {
+    assert set(edge_k8s.COMMITTED_EDGES) == {
         K8S / "base" / "edge" / "envoy.json", K8S / "overlays" / "gpu" / "envoy.json",
         K8S / "overlays" / "gpu-mtls" / "envoy.json"}
-    for path, edge in k8s_envoy.COMMITTED_EDGES.items():
+    for path, edge in edge_k8s.COMMITTED_EDGES.items():
         committed = path.read_text()
-        assert committed == k8s_envoy.dumps(k8s_envoy.render_k8s(edge)), \
-            f"{path.relative_to(REPO)} is stale: run python -m tools.k8s_envoy"
+        assert committed == edge_k8s.dumps(edge_k8s.render_k8s(edge)), \
+            f"{path.relative_to(REPO)} is stale: run python -m edge.k8s"
         # Everything but the read-only stats listener is render()'s output, unchanged.
         config = json.loads(committed)
         resources = config["static_resources"]
@@ -922,11 +915,10 @@ def test_committed_envoy_configs_are_what_the_code_renders():
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_envoy_config_matches_the_manifests(name):
     overlay = render(f"overlays/{name}")
-    k8s_envoy = _k8s_envoy()
     # The gpu overlay's edge adds TLS and JWT authentication (its own envoy.json),
     # gpu-mtls mTLS to the gateways.
-    edge = {"gpu": k8s_envoy.K8S_SECURE_EDGE, "gpu-mtls": k8s_envoy.K8S_MTLS_EDGE}.get(
-        name, k8s_envoy.K8S_EDGE)
+    edge = {"gpu": edge_k8s.K8S_SECURE_EDGE, "gpu-mtls": edge_k8s.K8S_MTLS_EDGE}.get(
+        name, edge_k8s.K8S_EDGE)
     assert edge.discovery == "STRICT_DNS"
     service = of_kind(overlay, "Service")[edge.gateway_host]
     assert service["spec"]["clusterIP"] == "None"
@@ -935,14 +927,14 @@ def test_envoy_config_matches_the_manifests(name):
     assert edge.gateway_port == _port(gateway, "gateway", "grpc")
     workload = of_kind(overlay, "Deployment")["edge"]
     assert edge.listen_port == _port(workload, "envoy", "http")
-    assert k8s_envoy.STATS_PORT == _port(workload, "envoy", "envoy-metrics")
+    assert edge_k8s.STATS_PORT == _port(workload, "envoy", "envoy-metrics")
     envoy = container(workload, "envoy")
     assert envoy["command"][:3] == ["envoy", "-c", "/etc/envoy/envoy.json"]
     (mount,) = [m for m in envoy["volumeMounts"] if m["mountPath"] == "/etc/envoy"]
     volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
     config_map = of_kind(overlay, "ConfigMap")[volumes[mount["name"]]["configMap"]["name"]]
     assert config_map["metadata"]["name"].startswith("envoy-")  # hashed: changes roll the pods
-    assert json.loads(config_map["data"]["envoy.json"]) == k8s_envoy.render_k8s(edge)
+    assert json.loads(config_map["data"]["envoy.json"]) == edge_k8s.render_k8s(edge)
     assert str(edge.descriptor) == "/app/gen/voice_v1.pb"
 
 

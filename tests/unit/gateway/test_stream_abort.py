@@ -7,7 +7,6 @@ import asyncio
 import inspect
 import json
 import urllib.request
-from pathlib import Path
 
 import grpc
 import pytest
@@ -15,7 +14,6 @@ from google.api import httpbody_pb2
 
 from services.common.errors import Unavailable
 from services.gateway import stream_abort
-from services.gateway.envoy import EdgeConfig, render
 from tests.unit.gateway import test_gateway_servicer
 from tests.unit.gateway.test_gateway_servicer import request, write_profile
 
@@ -132,15 +130,6 @@ def test_guard_keeps_a_servicer_method_an_async_generator_of_its_name():
 
     assert inspect.isasyncgenfunction(Servicer.Stream)
     assert Servicer.Stream.__name__ == "Stream"
-
-
-def test_the_edge_confines_a_malformed_response_to_its_own_stream():
-    config = render(EdgeConfig(descriptor=Path("voice_v1.pb")))
-    gateway = next(c for c in config["static_resources"]["clusters"] if c["name"] == "gateway")
-    options = gateway["typed_extension_protocol_options"][
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-    http2 = options["explicit_http_config"]["http2_protocol_options"]
-    assert http2["override_stream_error_on_invalid_http_message"] is True
 
 
 async def handled(stack, method: str, code: str, expected: float) -> float:

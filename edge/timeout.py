@@ -1,15 +1,15 @@
 """The edge refuses a malformed ``grpc-timeout`` request header.
 
-A REST client bounds a call with ``grpc-timeout`` (services.gateway.envoy), a gRPC
+A REST client bounds a call with ``grpc-timeout`` (edge.render), a gRPC
 client's library sends it for every call with a deadline. Its form is gRPC's
 (PROTOCOL-HTTP2.md): one to eight ASCII digits, then the unit, one of ``H`` (hours),
 ``M`` (minutes), ``S`` (seconds), ``m`` (milliseconds), ``u`` (microseconds) or
 ``n`` (nanoseconds). Any other value (``abc``, ``5``, ``123456789S``, two headers)
 is refused at the edge and never reaches a gateway: a REST client gets 400
-INVALID_ARGUMENT in the error shape (services.gateway.edge_errors), a gRPC client
+INVALID_ARGUMENT in the error shape (edge.errors), a gRPC client
 INVALID_ARGUMENT; both messages name the header. gRPC is what Envoy takes for it,
 content type ``application/grpc`` or ``application/grpc+...``
-(services.gateway.edge_errors.IS_GRPC_LUA): an ``application/grpc-web`` request
+(edge.errors.IS_GRPC_LUA): an ``application/grpc-web`` request
 is REST to the transcoder, and gets the 400.
 
 Why at the edge: grpcio's HPACK decoder remembered a value it failed to parse in
@@ -22,7 +22,7 @@ now also decode without a dynamic table (services.common.server.HPACK_DECODER_TA
 
 from __future__ import annotations
 
-from services.gateway import edge_errors
+from edge import errors
 
 _T = "type.googleapis.com/envoy.extensions."
 TIMEOUT_FILTER = "voice.edge_timeout"
@@ -63,7 +63,7 @@ def timeout_lua() -> str:
     return (
         f'local HEADER = "{HEADER}"\n'
         f'local UNITS = "{UNITS}"\n'
-        f"local MAX_DIGITS = {MAX_DIGITS}\n" + edge_errors.IS_GRPC_LUA + EDGE_TIMEOUT_LUA
+        f"local MAX_DIGITS = {MAX_DIGITS}\n" + errors.IS_GRPC_LUA + EDGE_TIMEOUT_LUA
     )
 
 

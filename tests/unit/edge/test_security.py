@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from edge.config import EdgeConfig
+from edge.limits import BODY_LIMIT_FILTER
+from edge.listeners import ACCESS_LOG_FIELDS
+from edge.render import render, write
+from edge.security import EdgeJwt, EdgeTls, check_jwks
 from services.common.settings import SettingsError, from_env
-from services.gateway.edge_limits import BODY_LIMIT_FILTER
-from services.gateway.edge_security import EdgeJwt, EdgeTls, check_jwks
-from services.gateway.envoy import ACCESS_LOG_FIELDS, EdgeConfig, render, write
 from services.stack.components import envoy_binary
 from services.stack.config import StackConfig
 from tests import edge_credentials

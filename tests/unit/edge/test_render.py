@@ -6,17 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from services.gateway import edge_limits
-from services.gateway.edge_errors import (
+from edge import expect_continue, limits
+from edge.config import MAX_BODY_BYTES, EdgeConfig
+from edge.errors import (
     ERRORS_FILTER,
     GRPC_CODE_NAMES,
     GRPC_CONTENT_TYPE,
     HTTP_STATUS_NAMES,
 )
-from services.gateway.edge_fields import FIELDS_FILTER
-from services.gateway.edge_paths import GRPC_ONLY_FILTER
-from services.gateway.edge_timeout import TIMEOUT_FILTER
-from services.gateway.envoy import MAX_BODY_BYTES, EdgeConfig, render, write
+from edge.fields import FIELDS_FILTER
+from edge.paths import GRPC_ONLY_FILTER
+from edge.render import render, write
+from edge.timeout import TIMEOUT_FILTER
 from services.stack.components import envoy_binary
 
 DESCRIPTOR = Path("gen/voice_v1.pb")
@@ -29,17 +30,17 @@ def test_only_the_gateway_health_and_reflection_are_public_and_admin_is_loopback
     routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
     prefixes = [r["match"].get("prefix") or r["match"]["path"] for r in routes]
     assert prefixes == [
-        "/",  # a request that expects 100-continue, to the internal listener (edge_limits)
+        "/",  # a request that expects 100-continue, to the internal listener (edge.expect_continue)
         "/voice.v1.Gateway/",
         "/grpc.health.v1.Health/",
         "/grpc.reflection.v1.ServerReflection/",
         "/grpc.reflection.v1alpha.ServerReflection/",
-        # REST's JSON routes, for the buffer their bodies need (services.gateway.edge_fields)
+        # REST's JSON routes, for the buffer their bodies need (edge.fields)
         "/v1/rvc", "/v1/rvc/", "/v1/synthesize", "/v1/synthesize/", "/v1/synthesize:stream",
         "/v1/tts", "/v1/tts/",
         "/",
     ]
-    assert routes[0]["route"]["cluster"] == edge_limits.CONTINUE_LISTENER
+    assert routes[0]["route"]["cluster"] == expect_continue.CONTINUE_LISTENER
     # The gRPC routes take gRPC calls only: a REST request to their paths is a 404.
     assert all(r["match"]["grpc"] == {} for r in routes[1:5])
     assert routes[-1]["direct_response"]["status"] == 404
@@ -50,7 +51,7 @@ def test_only_the_gateway_health_and_reflection_are_public_and_admin_is_loopback
 
 def test_paths_are_normalized_before_they_are_routed():
     """``..``, ``%2e%2e``, ``%2F``, ``%5C`` and ``//`` resolve before routing, so no
-    path reaches a service the routes do not name (services.gateway.edge_paths)."""
+    path reaches a service the routes do not name (edge.paths)."""
     manager = _manager(render(EdgeConfig(descriptor=DESCRIPTOR)))
     assert manager["normalize_path"] is True
     assert manager["merge_slashes"] is True
@@ -86,7 +87,7 @@ def test_the_error_filter_sees_responses_after_the_transcoder():
     filters = _manager(render(EdgeConfig(descriptor=DESCRIPTOR)))["http_filters"]
     assert [f["name"] for f in filters] == [
         ERRORS_FILTER,
-        edge_limits.BODY_LIMIT_FILTER,  # every request's body, from its headers on
+        limits.BODY_LIMIT_FILTER,  # every request's body, from its headers on
         TIMEOUT_FILTER,  # refuses a malformed grpc-timeout; its refusals are shaped
         FIELDS_FILTER,  # reads a request's JSON before the transcoder drops unknown fields
         "envoy.filters.http.grpc_json_transcoder",
@@ -118,17 +119,17 @@ def test_local_replies_to_rest_requests_are_in_the_error_shape():
     manager = _manager(render(config))
     mappers = manager["local_reply_config"]["mappers"]
     assert "body_format" not in manager["local_reply_config"]  # no format for gRPC requests
-    # First those naming a limit (tests/unit/gateway/test_envoy_limits.py).
-    limits = edge_limits.reply_mappers(
+    # First those naming a limit (tests/unit/edge/test_limits.py).
+    limited = limits.reply_mappers(
         config.max_body_bytes, config.max_concurrent_streams, config.max_queue, None
     )
-    assert mappers[: len(limits)] == limits
-    mappers = mappers[len(limits):]
+    assert mappers[: len(limited)] == limited
+    mappers = mappers[len(limited):]
     # Then Envoy's own refusals that carry no body: a message of ours names the rule.
     too_large, malformed = mappers[:2]
     assert too_large["body_format_override"]["json_format"]["error"]["message"] == (
-        f"the request's headers, its URL included, exceed {edge_limits.MAX_HEADERS_KB} KiB")
-    assert manager["max_request_headers_kb"] == edge_limits.MAX_HEADERS_KB
+        f"the request's headers, its URL included, exceed {limits.MAX_HEADERS_KB} KiB")
+    assert manager["max_request_headers_kb"] == limits.MAX_HEADERS_KB
     assert malformed["body_format_override"]["json_format"]["error"]["message"] == (
         "malformed HTTP request (%RESPONSE_CODE_DETAILS%)")
     mappers = mappers[2:]
@@ -187,7 +188,7 @@ def test_the_transcoder_ignores_query_parameters_that_name_no_field():
 def test_only_grpc_reaches_the_router(cors):
     """The guard is the last filter before the router, after CORS (which answers every
     preflight itself), in both listeners; it answers a request that is not gRPC with the
-    edge's 404 (services.gateway.edge_paths)."""
+    edge's 404 (edge.paths)."""
     config = render(EdgeConfig(descriptor=DESCRIPTOR, cors_origins=cors))
     for listener in config["static_resources"]["listeners"]:
         names = [f["name"] for f in _manager_of(listener)["http_filters"]]
@@ -216,7 +217,7 @@ def test_the_old_server_paths_are_the_unversioned_rest_routes():
     from google.api import annotations_pb2
     from voice.v1 import gateway_pb2
 
-    from services.gateway.edge_errors import OLD_SERVER_PATHS
+    from edge.errors import OLD_SERVER_PATHS
 
     paths = set()
     for method in gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].methods:

@@ -1,6 +1,6 @@
 """The edge's optional security: TLS, JWT authentication and CORS, as Envoy config.
 
-Each piece is off unless its settings are given (services.gateway.envoy.EdgeConfig):
+Each piece is off unless its settings are given (edge.config.EdgeConfig):
 
 * TLS: the public listener terminates TLS with a certificate and key read
   from files, and offers h2 (gRPC) and http/1.1 (REST) by ALPN.
@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge import errors
 from services.common.settings import InternalTls
-from services.gateway import edge_errors
 
 _T = "type.googleapis.com/envoy.extensions."
 JWT_FILTER = "envoy.filters.http.jwt_authn"
@@ -150,7 +150,7 @@ def jwt_filter(jwt: EdgeJwt, cors: bool = False) -> dict:
         "clock_skew_seconds": 30,
         "failed_status_in_metadata": JWT_FAILURE_KEY,
         # The verified claims, in dynamic metadata only: the per-client rate limit
-        # keys on ``sub`` (services.gateway.edge_limits). Never logged or forwarded.
+        # keys on ``sub`` (edge.limits). Never logged or forwarded.
         "payload_in_metadata": JWT_PAYLOAD_KEY,
     }
     if jwt.issuer:
@@ -187,10 +187,10 @@ def reply_mappers() -> list[dict]:
             "match_if_key_not_found": False,
         }
     }
-    rest = {"and_filter": {"filters": [failed, edge_errors.not_grpc_filter()]}}
+    rest = {"and_filter": {"filters": [failed, errors.not_grpc_filter()]}}
     return [
         {"filter": rest, "status_code": 401,
-         "body_format_override": edge_errors.error_format("UNAUTHENTICATED")},
+         "body_format_override": errors.error_format("UNAUTHENTICATED")},
         {"filter": failed, "status_code": 401},
     ]
 

@@ -21,7 +21,7 @@ Reading a body whole needs a buffer as large as the transcoder's limit. Envoy
 sizes a request's buffer by the route it first matches, and a REST path matches
 no gateway route until the transcoder has rewritten it: ``body_routes`` gives
 each JSON path a route of its own, with that limit, for the request's way in.
-(The limit on the body itself is services.gateway.edge_limits's, on every route.)
+(The limit on the body itself is edge.limits's, on every route.)
 
 The filter and those routes take a request for what the transcoder takes it: the
 path with or without a trailing slash (the transcoder maps ``/v1/synthesize/``
@@ -36,7 +36,7 @@ Query parameters are the other way into a message: the transcoder binds
 (proto or JSON name, dotted into nested messages) on every route whose message
 is not google.api.HttpBody, GET or POST. A parameter that names no field is
 ignored, as the old FastAPI server ignored it (``?t=1`` to bust a cache): the
-transcoder's ``ignore_unknown_query_parameters`` (services.gateway.envoy),
+transcoder's ``ignore_unknown_query_parameters`` (edge.filters),
 whatever its value (``?a=%zz`` too); so is every parameter of the HttpBody
 routes (the old server's, OpenAI's speech), whose body is their whole message.
 A parameter that names a field is checked here first (query_routes): its value
@@ -57,7 +57,7 @@ from google.api.http_pb2 import HttpRule
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from voice.v1 import gateway_pb2
 
-from services.gateway import edge_errors
+from edge import errors
 
 _T = "type.googleapis.com/envoy.extensions."
 FIELDS_FILTER = "voice.edge_fields"
@@ -237,7 +237,7 @@ def body_routes(action: dict, max_body_bytes: int,
     """
     rest_post = [
         {"name": ":method", "string_match": {"exact": "POST"}},
-        edge_errors.not_grpc_header(),
+        errors.not_grpc_header(),
     ]
     return [
         {
@@ -327,7 +327,7 @@ def fields_lua(service: ServiceDescriptor = gateway_pb2.DESCRIPTOR.services_by_n
     return (
         f"local ROUTES = {_lua_table(paths)}\n"
         f"local QUERY_ROUTES = {_lua_table({k: m.full_name for k, m in queries.items()})}\n"
-        f"local MESSAGES = {_lua_table(messages)}\n" + edge_errors.IS_GRPC_LUA + EDGE_FIELDS_LUA
+        f"local MESSAGES = {_lua_table(messages)}\n" + errors.IS_GRPC_LUA + EDGE_FIELDS_LUA
     )
 
 

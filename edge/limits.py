@@ -1,5 +1,4 @@
-"""The edge's limits, as Envoy config: body size, concurrency, per-client rate,
-and routing that lets a gateway instance drain without failing requests.
+"""The edge's limits, as Envoy config: body size, concurrency, per-client rate.
 
 Each limit is a setting (services.stack.config, EDGE_*); a request over one is
 refused at the edge before it reaches a gateway, with a message naming the
@@ -11,8 +10,8 @@ setting and its value:
   declare it (chunked, or HTTP/2 without content-length) is cut off as soon as
   the bytes received pass the limit. REST gets 413 with RESOURCE_EXHAUSTED in
   the error shape, gRPC RESOURCE_EXHAUSTED; both name the setting. gRPC
-  messages are also bounded by the gateway (MAX_MESSAGE_BYTES). See "Body size
-  and 100-continue" below for how.
+  messages are also bounded by the gateway (MAX_MESSAGE_BYTES). How, and how
+  the limit holds for a request that expects 100-continue: edge.expect_continue.
 * Concurrency (EDGE_MAX_CONCURRENT_STREAMS, EDGE_MAX_QUEUE): circuit breakers
   on the ``gateway`` cluster bound the calls in flight to all gateways
   together, and the calls waiting for a connection to one. A call over either
@@ -30,94 +29,21 @@ setting and its value:
   gets 429 with ``Retry-After`` (REST) or RESOURCE_EXHAUSTED (gRPC). Buckets
   are kept for the MAX_CLIENTS most recent clients. Health is never limited.
 
-Draining: a gateway that stops (SIGTERM) turns its health NOT_SERVING, sends
-GOAWAY and refuses new streams, then closes its port. The route retries a call
-that never reached a gateway (connection refused, stream refused, reset before
-the request went out) on another one, at most RETRIES times; a call a gateway
-has begun is never sent again. Active gRPC health checks take a NOT_SERVING or
-unreachable gateway out of the rotation within a few seconds, and a gateway
-whose connections keep failing is ejected for a while. When fewer than half
-the gateways are in (Envoy's panic threshold), calls go to all of them again,
-the retries covering those that refuse: a lone gateway that reports
-NOT_SERVING (its own dependencies not ready) still gets its calls and answers
-them itself.
-
-Body size and 100-continue
---------------------------
-
-The limit used to be a side effect of buffering: the unknown-field filter
-(services.gateway.edge_fields) buffers the four JSON routes' bodies, and the
-transcoder's ``max_request_body_size`` bounds what it holds. Neither bounds a
-body: the transcoder parses JSON as it streams, so it only ever holds the tail
-it has not parsed yet, and a route it maps that the buffering routes did not
-match (``/v1/synthesize/``, or ``content-type: application/grpc-web``, which
-the transcoder takes for REST) streamed 97 MiB of JSON to the gateway. GET
-routes, the 404 and gRPC read any body to its end, and no filter ever saw the
-declared Content-Length: with ``Expect: 100-continue`` Envoy answered
-``100 Continue`` to ``Content-Length: 2147483648``.
-
-Now Envoy's body_size_limit filter (BODY_LIMIT_FILTER), second in the chain,
-right after the error filter, counts every request's bytes as they arrive,
-without buffering them: a declared Content-Length over the limit is refused
-from the headers, an undeclared length once the bytes received pass it. It
-logs one line per refusal at error level (client address and path, query
-string included: the access log leaves that out, this line does not).
-
-``Expect: 100-continue`` needs more. Envoy's connection manager answers it
-itself, before any filter has seen the request (proxy_100_continue false), so
-no filter can refuse a declared length without a ``100 Continue`` going out
-first; with proxy_100_continue true the filters run first, but then only an
-upstream can answer ``100``, and the gateway (gRPC) never does, so curl, which
-sends Expect for bodies over 1 MiB, would wait a second before every upload.
-No filter can send a 1xx (Lua, ext_proc and the others only send final
-replies). So the edge proxies 100-continue, and a request that expects it
-(and is not gRPC) takes the route ``continue_route`` makes, which
-runs only the error filter, the body limit, authentication and the rate limit
-(all of them read headers only) and then hands the request to an internal
-listener (CONTINUE_LISTENER, in the same process) whose connection manager is
-the edge's own, with proxy_100_continue false. So:
-
-* over the limit, without a valid token or over its rate: refused from its
-  headers (413, 401, 429) and no 100;
-* otherwise: the internal listener's connection manager answers ``100`` at
-  once (the edge passes it on) and the request goes through the rest of the
-  edge's filter chain there, unchanged.
-
-Authentication and the rate limit run on the public listener only, for every
-request, detoured or not: a local_ratelimit filter keeps its own buckets, so a
-second one in the internal listener gave each client a second bucket (twice
-its burst, by sending ``Expect``), and jwt_authn removes the token it checked.
-
-Requests without Expect (gRPC, most clients) never take that detour. The
-internal connection manager logs nothing (the public one logs each request
-once) and keeps the request id. Its peer is this process, so it takes the
-client's address from X-Forwarded-For instead (``use_remote_address`` false,
-no trusted hops: the last entry), and the detour route appends, last, the
-address the public connection manager settled on (the TCP peer, or the one
-the trusted proxies name), never one a client sent: a client's own
-X-Forwarded-For entries come before it and are not read. (No filter there
-keys on the address now; the rate limit ran on the public listener.)
+How a gateway instance drains without failing calls: edge.draining.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from dataclasses import dataclass
 
-from services.gateway import edge_errors
-from services.gateway.edge_security import JWT_FILTER, JWT_PAYLOAD_KEY, OPEN_PATHS, OPEN_PREFIXES
+from edge import errors
+from edge.security import JWT_FILTER, JWT_PAYLOAD_KEY, OPEN_PATHS, OPEN_PREFIXES
 
 _T = "type.googleapis.com/envoy.extensions."
 RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 BODY_LIMIT_FILTER = "envoy.filters.http.body_size_limit"
-ROUTER_FILTER = "envoy.filters.http.router"
-# The internal listener (and the cluster to it) that answers 100-continue.
-CONTINUE_LISTENER = "edge_continue"
-# Filters that run on the public listener only, the 100-continue detour included: one
-# token bucket set per client, and the token checked (and removed) once.
-PUBLIC_ONLY_FILTERS = (JWT_FILTER, RATE_LIMIT_FILTER)
 # The bucket of tokens without a ``sub`` claim (all of them share it).
 NO_SUBJECT = "-"
 # Descriptor keys: every limited call carries LIMITED, then its client.
@@ -128,8 +54,6 @@ ADDRESS_KEY = "remote_address"
 MAX_CLIENTS = 100_000
 # Envoy refills a bucket at most every 50 ms.
 MIN_FILL_SECONDS = 0.05
-# Calls that never reached a gateway are tried on this many others.
-RETRIES = 2
 # What a client over a concurrency limit is told to wait, in seconds.
 OVERLOAD_RETRY_AFTER = 1
 # Load balancers in front of the edge that append to X-Forwarded-For, at most.
@@ -300,7 +224,7 @@ def grpc_filter() -> dict:
     return {
         "metadata_filter": {
             "matcher": {
-                "filter": edge_errors.ERRORS_FILTER,
+                "filter": errors.ERRORS_FILTER,
                 "path": [{"key": "grpc"}],
                 "value": {"bool_match": True},
             },
@@ -331,7 +255,7 @@ def _refusal(filter_: dict, message: str, retry_after: int, grpc_status: int | N
             "status_code": 429,
             "headers_to_add": [_header("retry-after", str(retry_after))],
             "body": {"inline_string": message},
-            "body_format_override": edge_errors.error_format(edge_errors.HTTP_STATUS_NAMES[429]),
+            "body_format_override": errors.error_format(errors.HTTP_STATUS_NAMES[429]),
         },
     ]
 
@@ -343,7 +267,7 @@ def reply_mappers(
     rate_limit: EdgeRateLimit | None,
 ) -> list[dict]:
     """Local-reply mappers, ahead of the edge's others: each refusal names its limit."""
-    exhausted = edge_errors.GRPC_CODE_NAMES.index("RESOURCE_EXHAUSTED")
+    exhausted = errors.GRPC_CODE_NAMES.index("RESOURCE_EXHAUSTED")
     mappers = []
     if rate_limit is not None:
         wait = retry_after_seconds(rate_limit)
@@ -378,7 +302,7 @@ def reply_mappers(
         {
             "filter": _status_filter(413),
             "body": {"inline_string": message},
-            "body_format_override": edge_errors.error_format(edge_errors.HTTP_STATUS_NAMES[413]),
+            "body_format_override": errors.error_format(errors.HTTP_STATUS_NAMES[413]),
         },
     ]
     return mappers
@@ -392,105 +316,6 @@ def body_limit_filter(max_body_bytes: int) -> dict:
         "typed_config": {
             "@type": _T + "filters.http.body_size_limit.v3.BodySizeLimit",
             "max_request_bytes": max_body_bytes,
-        },
-    }
-
-
-def continue_route(filters: list[str]) -> dict:
-    """The route of a request that expects 100-continue (any path, not gRPC): only the
-    error filter, the body limit, authentication, the rate limit and the router of
-    ``filters`` run on it here, then it goes to the internal listener, whose connection
-    manager answers 100 and runs the rest of the chain."""
-    keep = {edge_errors.ERRORS_FILTER, BODY_LIMIT_FILTER, *PUBLIC_ONLY_FILTERS, ROUTER_FILTER}
-    off = {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
-    return {
-        "name": CONTINUE_LISTENER,
-        "match": {
-            "prefix": "/",
-            "headers": [
-                {"name": "expect", "string_match": {"exact": "100-continue", "ignore_case": True}},
-                edge_errors.not_grpc_header(),
-            ],
-        },
-        "route": {"cluster": CONTINUE_LISTENER, "timeout": "0s"},
-        "typed_per_filter_config": {name: dict(off) for name in filters if name not in keep},
-        # The internal listener's client is this process: it takes the client's address
-        # from the last entry, the one the public connection manager settled on (the
-        # connection's peer, or the trusted proxies' client), whatever the client sent.
-        "request_headers_to_add": [
-            {
-                "header": {
-                    "key": "x-forwarded-for",
-                    "value": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-                },
-                "append_action": "APPEND_IF_EXISTS_OR_ADD",
-            }
-        ],
-    }
-
-
-def continue_listener(manager: dict) -> dict:
-    """The internal listener behind continue_route: ``manager`` (the edge's connection
-    manager) answering 100-continue itself, without the detour, an access log, or the
-    filters the detour ran already (PUBLIC_ONLY_FILTERS)."""
-    inner = copy.deepcopy(manager)
-    inner["stat_prefix"] = CONTINUE_LISTENER
-    inner["proxy_100_continue"] = False
-    inner.pop("access_log", None)
-    inner["http_filters"] = [f for f in inner["http_filters"]
-                             if f["name"] not in PUBLIC_ONLY_FILTERS]
-    # Its peer is this process: the client is the last X-Forwarded-For entry, the one
-    # continue_route appends.
-    inner["use_remote_address"] = False
-    inner.pop("xff_num_trusted_hops", None)
-    for host in inner["route_config"]["virtual_hosts"]:
-        host["routes"] = [r for r in host["routes"] if r.get("name") != CONTINUE_LISTENER]
-    return {
-        "name": CONTINUE_LISTENER,
-        "internal_listener": {},
-        "filter_chains": [
-            {
-                "filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": inner}
-                ]
-            }
-        ],
-    }
-
-
-def continue_cluster(max_concurrent_streams: int, max_queue: int) -> dict:
-    """The cluster of the internal listener: HTTP/1.1, as most clients that send Expect."""
-    return {
-        "name": CONTINUE_LISTENER,
-        "connect_timeout": "2s",
-        "load_assignment": {
-            "cluster_name": CONTINUE_LISTENER,
-            "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {
-                                    "envoy_internal_address": {
-                                        "server_listener_name": CONTINUE_LISTENER
-                                    }
-                                }
-                            }
-                        }
-                    ]
-                }
-            ],
-        },
-        "circuit_breakers": circuit_breakers(max_concurrent_streams, max_queue),
-    }
-
-
-def internal_listener_extension() -> dict:
-    """The bootstrap extension that internal listeners need."""
-    return {
-        "name": "envoy.bootstrap.internal_listener",
-        "typed_config": {
-            "@type": _T + "bootstrap.internal_listener.v3.InternalListener"
         },
     }
 
@@ -509,56 +334,4 @@ def circuit_breakers(max_concurrent_streams: int, max_queue: int) -> dict:
                 "max_retries": max_concurrent_streams,
             }
         ]
-    }
-
-
-def retry_policy() -> dict:
-    """Retries only of calls no gateway has begun, each on a gateway not tried yet."""
-    return {
-        "retry_on": "connect-failure,refused-stream,reset-before-request",
-        "num_retries": RETRIES,
-        "retry_host_predicate": [
-            {
-                "name": "envoy.retry_host_predicates.previous_hosts",
-                "typed_config": {
-                    "@type": _T + "retry.host.previous_hosts.v3.PreviousHostsPredicate"
-                },
-            }
-        ],
-        "host_selection_retry_max_attempts": 5,
-    }
-
-
-def health_checks() -> list[dict]:
-    """grpc.health.v1 Check of each gateway: NOT_SERVING (draining, or its
-    dependencies down) or no answer takes it out of the rotation."""
-    return [
-        {
-            "timeout": "1s",
-            "interval": "2s",
-            "interval_jitter": "0.2s",
-            "unhealthy_threshold": 1,
-            "healthy_threshold": 1,
-            # Unreachable gateways are checked as often (the default is a minute).
-            "no_traffic_interval": "2s",
-            "unhealthy_interval": "2s",
-            "grpc_health_check": {},
-        }
-    ]
-
-
-def outlier_detection() -> dict:
-    """Ejects a gateway whose connections keep failing (a gateway's own errors,
-    such as UNAVAILABLE from a dependency, do not count)."""
-    return {
-        "split_external_local_origin_errors": True,
-        "consecutive_local_origin_failure": 3,
-        "enforcing_consecutive_local_origin_failure": 100,
-        "enforcing_local_origin_success_rate": 0,
-        "enforcing_consecutive_5xx": 0,
-        "enforcing_consecutive_gateway_failure": 0,
-        "enforcing_success_rate": 0,
-        "interval": "2s",
-        "base_ejection_time": "10s",
-        "max_ejection_percent": 100,
     }

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from edge import errors, expect_continue, limits
+from edge.config import EdgeConfig
+from edge.errors import ERRORS_FILTER
+from edge.filters import ROUTER_FILTER
+from edge.limits import RATE_LIMIT_FILTER, EdgeRateLimit
+from edge.render import render, write
+from edge.security import JWT_FILTER, EdgeJwt
 from services.common.settings import SettingsError
-from services.gateway import edge_errors, edge_limits
-from services.gateway.edge_errors import ERRORS_FILTER
-from services.gateway.edge_limits import RATE_LIMIT_FILTER, EdgeRateLimit
-from services.gateway.edge_security import JWT_FILTER, EdgeJwt
-from services.gateway.envoy import EdgeConfig, render, write
 from services.stack.components import envoy_binary
 from services.stack.config import StackConfig
 from tests import edge_credentials
@@ -65,15 +67,15 @@ def test_rate_limit_keeps_a_bucket_per_client_address_and_spares_health():
     assert descriptor["token_bucket"] == {"max_tokens": 5, "tokens_per_fill": 3, "fill_interval": "1s"}
     # The client's entry has no value: each address gets a bucket of its own.
     assert descriptor["entries"] == [
-        {"key": edge_limits.LIMITED_KEY, "value": "yes"},
-        {"key": edge_limits.ADDRESS_KEY, "value": ""},
+        {"key": limits.LIMITED_KEY, "value": "yes"},
+        {"key": limits.ADDRESS_KEY, "value": ""},
     ]
-    assert limit["max_dynamic_descriptors"] == edge_limits.MAX_CLIENTS
+    assert limit["max_dynamic_descriptors"] == limits.MAX_CLIENTS
     (rule,) = limit["rate_limits"]
     not_health, client = rule["actions"]
     assert client == {"remote_address": {}}
     match = not_health["header_value_match"]
-    assert match["expect_match"] is False and match["descriptor_key"] == edge_limits.LIMITED_KEY
+    assert match["expect_match"] is False and match["descriptor_key"] == limits.LIMITED_KEY
     regex = re.compile(match["headers"][0]["string_match"]["safe_regex"]["regex"])
     for path in ("/health", "/health?verbose=1", "/v1/health", "/v1/health?x=1",
                  "/health/", "/v1/health/?t=1",
@@ -114,7 +116,7 @@ def test_fractional_rates_refill_a_token_at_a_time(per_second, bucket, retry_aft
     config = render(EdgeConfig(DESCRIPTOR, rate_limit=limit))
     token_bucket = _filter(config, RATE_LIMIT_FILTER)["descriptors"][0]["token_bucket"]
     assert token_bucket == {"max_tokens": 20, **bucket}
-    assert edge_limits.retry_after_seconds(limit) == retry_after
+    assert limits.retry_after_seconds(limit) == retry_after
 
 
 def _mapper_texts(config: dict) -> list[tuple[dict, str]]:
@@ -138,8 +140,8 @@ def test_each_refusal_names_its_limit_with_retry_after():
     # gRPC first (marked by the error filter), plain message; then REST: 429, error shape.
     for pair in (rate, overload):
         (grpc, _), (rest, _) = pair
-        assert grpc["filter"]["and_filter"]["filters"][1] == edge_limits.grpc_filter()
-        assert edge_limits.grpc_filter()["metadata_filter"]["matcher"]["filter"] == ERRORS_FILTER
+        assert grpc["filter"]["and_filter"]["filters"][1] == limits.grpc_filter()
+        assert limits.grpc_filter()["metadata_filter"]["matcher"]["filter"] == ERRORS_FILTER
         assert "body_format_override" not in grpc and "status_code" not in grpc
         assert rest["status_code"] == 429
         assert rest["body_format_override"]["json_format"]["error"]["status"] == "RESOURCE_EXHAUSTED"
@@ -158,7 +160,7 @@ def test_routes_retry_only_calls_no_gateway_began():
     config = render(EdgeConfig(DESCRIPTOR))
     routes = _manager(config)["route_config"]["virtual_hosts"][0]["routes"]
     to_gateway = [r for r in routes if r.get("route", {}).get("cluster") == "gateway"]
-    assert len(to_gateway) == 11  # the four public prefixes, the JSON REST paths (edge_fields)
+    assert len(to_gateway) == 11  # the four public prefixes, the JSON REST paths (edge.fields)
     for route in to_gateway:
         policy = route["route"]["retry_policy"]
         assert set(policy["retry_on"].split(",")) == {
@@ -250,7 +252,7 @@ def test_every_request_passes_the_body_limit_second_in_the_chain():
     read a body: jwt_authn, the rate limit, the unknown-field filter, the transcoder."""
     config = render(EdgeConfig(DESCRIPTOR, max_body_bytes=5000, rate_limit=EdgeRateLimit(1, 1)))
     filters = _manager(config)["http_filters"]
-    assert [f["name"] for f in filters[:2]] == [ERRORS_FILTER, edge_limits.BODY_LIMIT_FILTER]
+    assert [f["name"] for f in filters[:2]] == [ERRORS_FILTER, limits.BODY_LIMIT_FILTER]
     assert filters[1]["typed_config"] == {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.body_size_limit.v3."
                  "BodySizeLimit",
@@ -258,13 +260,13 @@ def test_every_request_passes_the_body_limit_second_in_the_chain():
     }
     # No route turns it off, save nothing: the 100-continue route keeps it too.
     for route in _manager(config)["route_config"]["virtual_hosts"][0]["routes"]:
-        assert edge_limits.BODY_LIMIT_FILTER not in route.get("typed_per_filter_config", {})
+        assert limits.BODY_LIMIT_FILTER not in route.get("typed_per_filter_config", {})
 
 
 def test_a_grpc_call_over_the_body_limit_is_resource_exhausted():
     texts = _mapper_texts(render(EdgeConfig(DESCRIPTOR, max_body_bytes=5000)))
     (grpc, _), (rest, _) = [(m, t) for m, t in texts if "EDGE_MAX_BODY_BYTES=5000" in t]
-    assert grpc["filter"]["and_filter"]["filters"][1] == edge_limits.grpc_filter()
+    assert grpc["filter"]["and_filter"]["filters"][1] == limits.grpc_filter()
     # Envoy would make a local 413 UNKNOWN for gRPC.
     assert grpc["headers_to_add"] == [{
         "header": {"key": "grpc-status", "value": "8"},
@@ -288,14 +290,14 @@ def test_100_continue_is_answered_after_the_body_limit_by_an_internal_listener(t
     assert detour["match"]["prefix"] == "/"
     assert expect == {"name": "expect",
                       "string_match": {"exact": "100-continue", "ignore_case": True}}
-    assert not_grpc == edge_errors.not_grpc_header()
-    assert detour["route"] == {"cluster": edge_limits.CONTINUE_LISTENER, "timeout": "0s"}
+    assert not_grpc == errors.not_grpc_header()
+    assert detour["route"] == {"cluster": expect_continue.CONTINUE_LISTENER, "timeout": "0s"}
     # Only the error filter, the body limit, authentication, the rate limit and the router
     # run on the way: all read headers only.
     names = [f["name"] for f in public["http_filters"]]
     off = detour["typed_per_filter_config"]
-    assert set(off) == set(names) - {ERRORS_FILTER, edge_limits.BODY_LIMIT_FILTER, JWT_FILTER,
-                                     RATE_LIMIT_FILTER, edge_limits.ROUTER_FILTER}
+    assert set(off) == set(names) - {ERRORS_FILTER, limits.BODY_LIMIT_FILTER, JWT_FILTER,
+                                     RATE_LIMIT_FILTER, ROUTER_FILTER}
     assert (JWT_FILTER in names) is jwt and RATE_LIMIT_FILTER in names
     assert all(c == {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
                      "disabled": True} for c in off.values())
@@ -307,12 +309,12 @@ def test_100_continue_is_answered_after_the_body_limit_by_an_internal_listener(t
     assert forwarded["append_action"] == "APPEND_IF_EXISTS_OR_ADD"
 
     listeners = {listener["name"]: listener for listener in config["static_resources"]["listeners"]}
-    internal = listeners[edge_limits.CONTINUE_LISTENER]
+    internal = listeners[expect_continue.CONTINUE_LISTENER]
     assert internal["internal_listener"] == {} and "address" not in internal
     inner = internal["filter_chains"][0]["filters"][0]["typed_config"]
     assert inner["proxy_100_continue"] is False
     assert "access_log" not in inner  # the public listener logs each request once
-    assert inner["stat_prefix"] == edge_limits.CONTINUE_LISTENER
+    assert inner["stat_prefix"] == expect_continue.CONTINUE_LISTENER
     # Its peer is this process: the client is the last X-Forwarded-For entry, the detour's.
     assert public["use_remote_address"] is True
     assert inner["use_remote_address"] is False and "xff_num_trusted_hops" not in inner
@@ -327,9 +329,9 @@ def test_100_continue_is_answered_after_the_body_limit_by_an_internal_listener(t
     (extension,) = config["bootstrap_extensions"]
     assert extension["name"] == "envoy.bootstrap.internal_listener"
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
-    to_inner = clusters[edge_limits.CONTINUE_LISTENER]
+    to_inner = clusters[expect_continue.CONTINUE_LISTENER]
     (locality,) = to_inner["load_assignment"]["endpoints"]
     (endpoint,) = locality["lb_endpoints"]
     assert endpoint["endpoint"]["address"] == {
-        "envoy_internal_address": {"server_listener_name": edge_limits.CONTINUE_LISTENER}}
+        "envoy_internal_address": {"server_listener_name": expect_continue.CONTINUE_LISTENER}}
     assert to_inner["circuit_breakers"]["thresholds"][0]["max_requests"] == 7

@@ -29,7 +29,7 @@ again after the transcoder has made it a gRPC call, and matches them then.
 
 Only gRPC reaches a gateway. A REST request the transcoder leaves alone keeps
 the route it first matched, and the JSON paths' buffering routes
-(services.gateway.edge_fields.body_routes) point at the gateways: a query
+(edge.fields.body_routes) point at the gateways: a query
 parameter the transcoder did not know (before ``ignore_unknown_query_parameters``)
 sent ``POST /v1/synthesize?t=1`` on as HTTP/1 JSON, which the gateway reset, and
 the client got 503 "upstream connect error ... remote reset" for a request of its
@@ -38,19 +38,19 @@ answers any request that is not gRPC by then with the 404 the edge gives a path
 it has no route for; a REST call the transcoder made gRPC, and gRPC, pass. The
 other requests that reach the router as REST never get to it: CORS preflights
 (the CORS filter ahead of it answers them all) and the 100-continue detour
-(services.gateway.edge_limits.continue_route, which turns the filter off).
+(edge.expect_continue.continue_route, which turns the filter off).
 
-Tests: tests/unit/gateway/test_envoy_config.py, tests/integration/test_edge_limits.py,
+Tests: tests/unit/edge/test_render.py, tests/integration/test_edge_limits.py,
 tests/integration/test_edge_query.py.
 """
 
 from __future__ import annotations
 
-from services.gateway import edge_errors
+from edge import errors
 
 _T = "type.googleapis.com/envoy.extensions."
 GRPC_ONLY_FILTER = "voice.edge_grpc_only"
-# What a client gets for a path the edge has no route for (services.gateway.envoy).
+# What a client gets for a path the edge has no route for (edge.routes).
 NO_ROUTE = "no such route"
 # The connection manager's path options.
 PATH_OPTIONS = {
@@ -76,7 +76,7 @@ end
 
 def grpc_only_lua() -> str:
     """The guard's source: the 404's text, the gRPC test, then GRPC_ONLY_LUA."""
-    return f'local NO_ROUTE = "{NO_ROUTE}"\n' + edge_errors.IS_GRPC_LUA + GRPC_ONLY_LUA
+    return f'local NO_ROUTE = "{NO_ROUTE}"\n' + errors.IS_GRPC_LUA + GRPC_ONLY_LUA
 
 
 def grpc_only_filter() -> dict:

@@ -5,7 +5,7 @@ k8s/overlays/gpu-mtls/envoy.json, the gpu edge speaking mTLS to the gateways.
 The edge pods run Envoy alone; the gateway pods sit behind the headless
 Service ``gateway``, which Envoy resolves with STRICT_DNS (the short name, in
 the pod's own namespace through its DNS search path) and balances over per
-request. The configuration is exactly what ``services.gateway.envoy.render``
+request. The configuration is exactly what ``edge.render.render``
 makes for those settings, plus one listener: Envoy's admin interface stays on
 loopback (it can drain, quit and reconfigure Envoy), and a separate listener
 on STATS_PORT passes two read-only admin paths through, ``GET /stats/prometheus``
@@ -20,8 +20,8 @@ overlay's edge also shows the certificate of the Secret ``internal-tls-edge``
 (mounted at INTERNAL_TLS_DIR) to the gateways and checks theirs against its CA
 and the gateway Service's name.
 
-    python -m tools.k8s_envoy            rewrite both files
-    python -m tools.k8s_envoy --check    exit 1 when a committed file is stale
+    python -m edge.k8s            rewrite the files
+    python -m edge.k8s --check    exit 1 when a committed file is stale
 
 tests/unit/deploy/test_k8s.py fails when a committed file differs from
 ``render_k8s()``, so the files cannot drift from the code.
@@ -35,10 +35,11 @@ import json
 import sys
 from pathlib import Path
 
+from edge.config import EdgeConfig
+from edge.limits import EdgeRateLimit
+from edge.render import render
+from edge.security import EdgeJwt, EdgeTls
 from services.common.settings import InternalTls
-from services.gateway.edge_limits import EdgeRateLimit
-from services.gateway.edge_security import EdgeJwt, EdgeTls
-from services.gateway.envoy import EdgeConfig, render
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "k8s" / "base" / "edge" / "envoy.json"
@@ -202,7 +203,7 @@ def main() -> int:
         text = dumps(render_k8s(edge))
         if args.check:
             if not path.exists() or path.read_text() != text:
-                print(f"{path.relative_to(REPO)} is stale: run python -m tools.k8s_envoy",
+                print(f"{path.relative_to(REPO)} is stale: run python -m edge.k8s",
                       file=sys.stderr)
                 stale = 1
             continue

@@ -1,16 +1,17 @@
-"""The edge's check of the grpc-timeout header (services.gateway.edge_timeout)."""
+"""The edge's check of the grpc-timeout header (edge.timeout)."""
 
 import re
 from pathlib import Path
 
 import pytest
 
+from edge import limits, timeout
+from edge.config import EdgeConfig
+from edge.errors import ERRORS_FILTER, GRPC_CONTENT_TYPE, IS_GRPC_LUA, is_grpc
+from edge.limits import RATE_LIMIT_FILTER, EdgeRateLimit
+from edge.render import render
+from edge.security import JWT_FILTER, EdgeJwt
 from services.common.server import HPACK_DECODER_TABLE, server_options
-from services.gateway import edge_limits, edge_timeout
-from services.gateway.edge_errors import ERRORS_FILTER, GRPC_CONTENT_TYPE, IS_GRPC_LUA, is_grpc
-from services.gateway.edge_limits import RATE_LIMIT_FILTER, EdgeRateLimit
-from services.gateway.edge_security import JWT_FILTER, EdgeJwt
-from services.gateway.envoy import EdgeConfig, render
 
 
 def _names(config: EdgeConfig) -> list[str]:
@@ -20,18 +21,18 @@ def _names(config: EdgeConfig) -> list[str]:
 
 @pytest.mark.parametrize("value", ["1S", "500m", "99999999u", "1H", "30M", "20000000n", "0S"])
 def test_grpc_spec_timeouts_are_valid(value):
-    assert edge_timeout.valid(value)
+    assert timeout.valid(value)
 
 
 @pytest.mark.parametrize(
     "value", ["abc", "5", "S", "", "123456789S", "1.5S", "-1S", "+1S", "5s", "5 S", " 5S",
               "5S ", "5SS", "٥S", "0x5S"])
 def test_anything_else_is_not(value):
-    assert not edge_timeout.valid(value)
+    assert not timeout.valid(value)
 
 
 def test_the_lua_pattern_is_the_spec():
-    source = edge_timeout.timeout_lua()
+    source = timeout.timeout_lua()
     assert 'local UNITS = "HMSmun"' in source and "local MAX_DIGITS = 8" in source
     assert '"^(%d+)[" .. UNITS .. "]$"' in source
     # A REST refusal is 400 in the error shape, a gRPC one INVALID_ARGUMENT (3).
@@ -55,9 +56,9 @@ def test_grpc_web_and_the_rest_are_rest(content_type):
 
 
 def test_a_refusal_is_grpc_only_for_what_envoy_takes_for_grpc():
-    """The filter shares edge_errors' test (IS_GRPC_LUA) rather than a prefix of its own:
+    """The filter shares edge.errors' test (IS_GRPC_LUA) rather than a prefix of its own:
     it used to take anything starting application/grpc, grpc-web included, for gRPC."""
-    source = edge_timeout.timeout_lua()
+    source = timeout.timeout_lua()
     assert IS_GRPC_LUA in source
     assert source.index(IS_GRPC_LUA) < source.index("function envoy_on_request")
     assert 'if is_grpc(headers:get("content-type")) then' in source
@@ -68,8 +69,8 @@ def test_a_refusal_is_grpc_only_for_what_envoy_takes_for_grpc():
 
 def test_the_check_runs_after_the_errors_filter_and_before_the_transcoder():
     names = _names(EdgeConfig(descriptor=Path("voice.pb")))
-    assert names.index(ERRORS_FILTER) < names.index(edge_timeout.TIMEOUT_FILTER)
-    assert names.index(edge_timeout.TIMEOUT_FILTER) < names.index(
+    assert names.index(ERRORS_FILTER) < names.index(timeout.TIMEOUT_FILTER)
+    assert names.index(timeout.TIMEOUT_FILTER) < names.index(
         "envoy.filters.http.grpc_json_transcoder")
 
 
@@ -78,7 +79,7 @@ def test_authentication_and_rate_limits_come_first():
         descriptor=Path("voice.pb"),
         jwt=EdgeJwt(jwks=Path("/tmp/jwks.json"), issuer="i", audiences=("a",)),
         rate_limit=EdgeRateLimit(per_second=1, burst=1)))
-    check = names.index(edge_timeout.TIMEOUT_FILTER)
+    check = names.index(timeout.TIMEOUT_FILTER)
     assert names.index(JWT_FILTER) < check and names.index(RATE_LIMIT_FILTER) < check
 
 
@@ -91,5 +92,5 @@ def test_servers_decode_headers_without_a_dynamic_table():
 def test_servers_take_the_metadata_of_the_largest_request_the_edge_lets_through():
     # The transcoder sends a REST call's URL twice (:path and x-envoy-original-path).
     options = dict(server_options(1024))
-    assert options["grpc.max_metadata_size"] >= 2 * edge_limits.MAX_HEADERS_KB * 1024
+    assert options["grpc.max_metadata_size"] >= 2 * limits.MAX_HEADERS_KB * 1024
     assert options["grpc.absolute_max_metadata_size"] > options["grpc.max_metadata_size"]

@@ -9,8 +9,8 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, struct_pb2
 from voice.v1 import gateway_pb2
 
-from services.gateway.edge_errors import GRPC_CONTENT_TYPE, IS_GRPC_LUA, not_grpc_header
-from services.gateway.edge_fields import (
+from edge.errors import GRPC_CONTENT_TYPE, IS_GRPC_LUA, not_grpc_header
+from edge.fields import (
     body_routes,
     fields_lua,
     json_routes,
@@ -107,7 +107,7 @@ def test_rest_is_what_the_transcoder_takes_for_rest():
                  "application/json", "", "application/grpc; charset=utf-8"):
         assert not grpc.fullmatch(kind), kind
     source = fields_lua(GATEWAY)
-    # edge_errors' test, shared with the other filters that tell gRPC from REST.
+    # edge.errors' test, shared with the other filters that tell gRPC from REST.
     assert IS_GRPC_LUA in source and 'if is_grpc(headers:get("content-type")) then' in source
     assert 'content_type == "application/grpc"' in IS_GRPC_LUA
     assert 'content_type:sub(1, 17) == "application/grpc+"' in IS_GRPC_LUA
