@@ -41,8 +41,8 @@ MAX_PROFILE_BYTES = 1 << 20
 MAX_CLIP_BYTES = 16 << 20
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
-# The WebUI's pitch estimator names ("crepe-tiny", ...), read off the proto enum.
-# (Not imported from legacy_http: that module imports this one.)
+# The WebUI's pitch estimator names ("crepe-tiny", ...), read off the proto enum: a
+# profile's f0_method, and the old server's form field (legacy_http) takes the same.
 F0_METHODS = {
     name.removeprefix("F0_METHOD_").lower().replace("_", "-"): value
     for name, value in rvc_pb2.F0Method.items()
