@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from edge import draining, limits, security
 from edge.config import EdgeConfig
-
-_T = "type.googleapis.com/envoy.extensions."
+from edge.envoy_types import EXTENSIONS
 
 
 def _endpoint(host: str, port: int) -> dict:
@@ -22,7 +21,7 @@ def gateway_cluster(config: EdgeConfig) -> dict:
         "lb_policy": "ROUND_ROBIN",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": _T + "upstreams.http.v3.HttpProtocolOptions",
+                "@type": EXTENSIONS + "upstreams.http.v3.HttpProtocolOptions",
                 # A malformed response resets its own stream, not the connection and every
                 # call on it: how a gateway cuts a REST stream (services.gateway.stream_abort).
                 "explicit_http_config": {"http2_protocol_options": {

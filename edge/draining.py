@@ -16,7 +16,8 @@ them itself.
 
 from __future__ import annotations
 
-_T = "type.googleapis.com/envoy.extensions."
+from edge.envoy_types import EXTENSIONS
+
 # Calls that never reached a gateway are tried on this many others.
 RETRIES = 2
 
@@ -30,7 +31,7 @@ def retry_policy() -> dict:
             {
                 "name": "envoy.retry_host_predicates.previous_hosts",
                 "typed_config": {
-                    "@type": _T + "retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                    "@type": EXTENSIONS + "retry.host.previous_hosts.v3.PreviousHostsPredicate"
                 },
             }
         ],

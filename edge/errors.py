@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-_T = "type.googleapis.com/envoy.extensions."
+from edge.envoy_types import lua_http_filter
 
 # gRPC status codes, by number.
 GRPC_CODE_NAMES = (
@@ -214,10 +214,4 @@ def local_reply_config(max_headers_kb: int) -> dict:
 
 def lua_filter() -> dict:
     """The HTTP filter that rewrites error responses; it goes ahead of the transcoder."""
-    return {
-        "name": ERRORS_FILTER,
-        "typed_config": {
-            "@type": _T + "filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": errors_lua()},
-        },
-    }
+    return lua_http_filter(ERRORS_FILTER, errors_lua())

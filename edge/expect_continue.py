@@ -60,11 +60,11 @@ from __future__ import annotations
 import copy
 
 from edge import errors
+from edge.envoy_types import EXTENSIONS
 from edge.filters import ROUTER_FILTER
 from edge.limits import BODY_LIMIT_FILTER, RATE_LIMIT_FILTER, circuit_breakers
 from edge.security import JWT_FILTER
 
-_T = "type.googleapis.com/envoy.extensions."
 # The internal listener (and the cluster to it) that answers 100-continue.
 CONTINUE_LISTENER = "edge_continue"
 # Filters that run on the public listener only, the 100-continue detour included: one
@@ -166,6 +166,6 @@ def internal_listener_extension() -> dict:
     return {
         "name": "envoy.bootstrap.internal_listener",
         "typed_config": {
-            "@type": _T + "bootstrap.internal_listener.v3.InternalListener"
+            "@type": EXTENSIONS + "bootstrap.internal_listener.v3.InternalListener"
         },
     }

@@ -58,8 +58,8 @@ from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from voice.v1 import gateway_pb2
 
 from edge import errors
+from edge.envoy_types import lua_http_filter
 
-_T = "type.googleapis.com/envoy.extensions."
 FIELDS_FILTER = "voice.edge_fields"
 _FREE_FORM = "google.protobuf."  # well-known types: Struct and Value take any keys
 
@@ -333,10 +333,4 @@ def fields_lua(service: ServiceDescriptor = gateway_pb2.DESCRIPTOR.services_by_n
 
 def lua_filter() -> dict:
     """The HTTP filter that refuses unknown fields; it goes just ahead of the transcoder."""
-    return {
-        "name": FIELDS_FILTER,
-        "typed_config": {
-            "@type": _T + "filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": fields_lua()},
-        },
-    }
+    return lua_http_filter(FIELDS_FILTER, fields_lua())

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from edge import errors, fields, limits, paths, security, timeout
 from edge.config import EdgeConfig
+from edge.envoy_types import EXTENSIONS
 
-_T = "type.googleapis.com/envoy.extensions."
 ROUTER_FILTER = "envoy.filters.http.router"
 TRANSCODED_SERVICES = ("voice.v1.Gateway",)
 
@@ -20,7 +20,7 @@ def transcoder(config: EdgeConfig) -> dict:
     """The gRPC-JSON transcoder's settings: REST to gRPC by the routes annotated in the
     voice.v1 protos, over the generated descriptor set."""
     return {
-        "@type": _T + "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+        "@type": EXTENSIONS + "filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
         "proto_descriptor": str(config.descriptor),
         "services": list(TRANSCODED_SERVICES),
         "convert_grpc_status": True,
@@ -62,6 +62,6 @@ def http_filters(config: EdgeConfig) -> list[dict]:
         paths.grpc_only_filter(),
         {
             "name": ROUTER_FILTER,
-            "typed_config": {"@type": _T + "filters.http.router.v3.Router"},
+            "typed_config": {"@type": EXTENSIONS + "filters.http.router.v3.Router"},
         },
     ]

@@ -36,6 +36,7 @@ import sys
 from pathlib import Path
 
 from edge.config import EdgeConfig
+from edge.envoy_types import EXTENSIONS
 from edge.limits import EdgeRateLimit
 from edge.render import render
 from edge.security import EdgeJwt, EdgeTls
@@ -96,12 +97,11 @@ K8S_MTLS_EDGE = dataclasses.replace(
 COMMITTED_EDGES = {COMMITTED: K8S_EDGE, SECURE_COMMITTED: K8S_SECURE_EDGE,
                    MTLS_COMMITTED: K8S_MTLS_EDGE}
 
-_T = "type.googleapis.com/envoy.extensions."
 
 
 def _stats_listener() -> dict:
     manager = {
-        "@type": _T + "filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": EXTENSIONS + "filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "stats",
         "codec_type": "AUTO",
         "route_config": {
@@ -137,7 +137,7 @@ def _stats_listener() -> dict:
         "http_filters": [
             {
                 "name": "envoy.filters.http.router",
-                "typed_config": {"@type": _T + "filters.http.router.v3.Router"},
+                "typed_config": {"@type": EXTENSIONS + "filters.http.router.v3.Router"},
             }
         ],
     }

@@ -39,9 +39,9 @@ import re
 from dataclasses import dataclass
 
 from edge import errors
+from edge.envoy_types import EXTENSIONS
 from edge.security import JWT_FILTER, JWT_PAYLOAD_KEY, OPEN_PATHS, OPEN_PREFIXES
 
-_T = "type.googleapis.com/envoy.extensions."
 RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
 BODY_LIMIT_FILTER = "envoy.filters.http.body_size_limit"
 # The bucket of tokens without a ``sub`` claim (all of them share it).
@@ -168,7 +168,7 @@ def rate_limit_filter(limit: EdgeRateLimit, jwt: bool) -> dict:
     return {
         "name": RATE_LIMIT_FILTER,
         "typed_config": {
-            "@type": _T + "filters.http.local_ratelimit.v3.LocalRateLimit",
+            "@type": EXTENSIONS + "filters.http.local_ratelimit.v3.LocalRateLimit",
             "stat_prefix": "edge_rate_limit",
             "filter_enabled": {"runtime_key": "edge.rate_limit_enabled", "default_value": percent},
             "filter_enforced": {"runtime_key": "edge.rate_limit_enforced", "default_value": percent},
@@ -314,7 +314,7 @@ def body_limit_filter(max_body_bytes: int) -> dict:
     return {
         "name": BODY_LIMIT_FILTER,
         "typed_config": {
-            "@type": _T + "filters.http.body_size_limit.v3.BodySizeLimit",
+            "@type": EXTENSIONS + "filters.http.body_size_limit.v3.BodySizeLimit",
             "max_request_bytes": max_body_bytes,
         },
     }

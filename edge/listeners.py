@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from edge import errors, filters, limits, paths, routes, security
 from edge.config import EdgeConfig
+from edge.envoy_types import EXTENSIONS
 
-_T = "type.googleapis.com/envoy.extensions."
 # No credential ever reaches the access log: no authorization or cookie header,
 # no query string, no token claims (tests/unit/edge/test_security.py).
 ACCESS_LOG_FIELDS = {
@@ -36,14 +36,14 @@ def access_log() -> list[dict]:
         {
             "name": "envoy.access_loggers.stdout",
             "typed_config": {
-                "@type": _T + "access_loggers.stream.v3.StdoutAccessLog",
+                "@type": EXTENSIONS + "access_loggers.stream.v3.StdoutAccessLog",
                 "log_format": {
                     "json_format": ACCESS_LOG_FIELDS,
                     "formatters": [
                         {
                             "name": "envoy.formatter.req_without_query",
                             "typed_config": {
-                                "@type": _T
+                                "@type": EXTENSIONS
                                 + "formatter.req_without_query.v3.ReqWithoutQuery"
                             },
                         }
@@ -58,7 +58,7 @@ def connection_manager(config: EdgeConfig) -> dict:
     """The public listener's HTTP connection manager."""
     chain = filters.http_filters(config)
     manager = {
-        "@type": _T + "filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": EXTENSIONS + "filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "edge",
         "codec_type": "AUTO",
         "generate_request_id": True,

@@ -47,8 +47,8 @@ tests/integration/test_edge_query.py.
 from __future__ import annotations
 
 from edge import errors
+from edge.envoy_types import lua_http_filter
 
-_T = "type.googleapis.com/envoy.extensions."
 GRPC_ONLY_FILTER = "voice.edge_grpc_only"
 # What a client gets for a path the edge has no route for (edge.routes).
 NO_ROUTE = "no such route"
@@ -82,10 +82,4 @@ def grpc_only_lua() -> str:
 def grpc_only_filter() -> dict:
     """The HTTP filter, last before the router, that lets only gRPC on to a gateway:
     a request that is still REST there (the transcoder did not map it) gets a 404."""
-    return {
-        "name": GRPC_ONLY_FILTER,
-        "typed_config": {
-            "@type": _T + "filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": grpc_only_lua()},
-        },
-    }
+    return lua_http_filter(GRPC_ONLY_FILTER, grpc_only_lua())

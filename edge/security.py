@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge import errors
+from edge.envoy_types import EXTENSIONS
 from services.common.settings import InternalTls
 
-_T = "type.googleapis.com/envoy.extensions."
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 CORS_FILTER = "envoy.filters.http.cors"
 JWT_PROVIDER = "edge"
@@ -87,7 +87,7 @@ def transport_socket(tls: EdgeTls) -> dict:
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
-            "@type": _T + "transport_sockets.tls.v3.DownstreamTlsContext",
+            "@type": EXTENSIONS + "transport_sockets.tls.v3.DownstreamTlsContext",
             "common_tls_context": {
                 "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
                 "alpn_protocols": ["h2", "http/1.1"],
@@ -136,7 +136,7 @@ def upstream_transport_socket(tls: InternalTls, hosts: Sequence[str]) -> dict:
         context["sni"] = dns[0]
     return {
         "name": "envoy.transport_sockets.tls",
-        "typed_config": {"@type": _T + "transport_sockets.tls.v3.UpstreamTlsContext", **context},
+        "typed_config": {"@type": EXTENSIONS + "transport_sockets.tls.v3.UpstreamTlsContext", **context},
     }
 
 
@@ -163,7 +163,7 @@ def jwt_filter(jwt: EdgeJwt, cors: bool = False) -> dict:
     return {
         "name": JWT_FILTER,
         "typed_config": {
-            "@type": _T + "filters.http.jwt_authn.v3.JwtAuthentication",
+            "@type": EXTENSIONS + "filters.http.jwt_authn.v3.JwtAuthentication",
             "providers": {JWT_PROVIDER: provider},
             "bypass_cors_preflight": cors,
             "rules": [
@@ -196,14 +196,14 @@ def reply_mappers() -> list[dict]:
 
 
 def cors_filter() -> dict:
-    return {"name": CORS_FILTER, "typed_config": {"@type": _T + "filters.http.cors.v3.Cors"}}
+    return {"name": CORS_FILTER, "typed_config": {"@type": EXTENSIONS + "filters.http.cors.v3.Cors"}}
 
 
 def cors_policy(origins: tuple[str, ...]) -> dict:
     """The virtual host's per-filter CORS policy: exactly these origins."""
     return {
         CORS_FILTER: {
-            "@type": _T + "filters.http.cors.v3.CorsPolicy",
+            "@type": EXTENSIONS + "filters.http.cors.v3.CorsPolicy",
             "allow_origin_string_match": [{"exact": origin} for origin in origins],
             "allow_methods": "GET, POST, OPTIONS",
             "allow_headers": "authorization, content-type, grpc-timeout, x-request-id",

@@ -23,8 +23,8 @@ now also decode without a dynamic table (services.common.server.HPACK_DECODER_TA
 from __future__ import annotations
 
 from edge import errors
+from edge.envoy_types import lua_http_filter
 
-_T = "type.googleapis.com/envoy.extensions."
 TIMEOUT_FILTER = "voice.edge_timeout"
 HEADER = "grpc-timeout"
 UNITS = "HMSmun"
@@ -77,10 +77,4 @@ def valid(value: str) -> bool:
 def lua_filter() -> dict:
     """The HTTP filter that refuses a malformed grpc-timeout; it goes after the errors filter,
     whose response path shapes its REST refusals."""
-    return {
-        "name": TIMEOUT_FILTER,
-        "typed_config": {
-            "@type": _T + "filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": timeout_lua()},
-        },
-    }
+    return lua_http_filter(TIMEOUT_FILTER, timeout_lua())
