@@ -10,6 +10,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.pipeline import Pipeline
 from services.gateway.servicer import SERVICE_NAME, GatewayServicer
 from services.gateway.settings import GatewaySettings
+from services.gateway.speech import SpeechService
 from services.gateway.stages import RvcStage, TtsStage
 from services.gateway.voices import VoiceBook
 
@@ -22,12 +23,14 @@ async def build(settings: GatewaySettings) -> ServiceHost:
     pipeline = Pipeline(
         tts, rvc, metrics=GatewayMetrics(metrics.registry), max_text_chars=settings.max_text_chars
     )
+    speech = SpeechService(
+        pipeline, voices, settings.health_timeout_seconds, metrics,
+        max_reference_seconds=settings.max_reference_seconds,
+        max_audio_seconds=settings.max_audio_seconds,
+        service_name=SERVICE_NAME,
+    )
     servicer = Servicer(
-        GatewayServicer(
-            pipeline, voices, settings.health_timeout_seconds, metrics,
-            max_reference_seconds=settings.max_reference_seconds,
-            max_audio_seconds=settings.max_audio_seconds,
-        ),
+        GatewayServicer(speech),
         gateway_pb2_grpc.add_GatewayServicer_to_server,
         SERVICE_NAME,
     )

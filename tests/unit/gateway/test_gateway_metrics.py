@@ -20,7 +20,8 @@ from services.common.metrics import ServerMetrics
 from services.gateway.metrics import SKIP_REASONS, STAGES, GatewayMetrics
 from services.gateway.pipeline import Pipeline
 from services.gateway.results import SKIP_MESSAGES, Piece
-from services.gateway.servicer import GatewayServicer
+from services.gateway.servicer import SERVICE_NAME, GatewayServicer
+from services.gateway.speech import SpeechService
 from services.gateway.stages import RvcStage, StageResult, TtsStage
 from services.gateway.voices import VoiceBook
 from services.rvc.conversion import Converter
@@ -50,7 +51,8 @@ async def gateway(tmp_path):
         metrics = ServerMetrics()
         pipeline = Pipeline(*stages, metrics=GatewayMetrics(metrics.registry))
         gateway = servicer(
-            GatewayServicer(pipeline, VoiceBook(voices), 2.0, metrics), gateway_pb2_grpc, "Gateway"
+            GatewayServicer(SpeechService(pipeline, VoiceBook(voices), 2.0, metrics,
+                                          service_name=SERVICE_NAME)), gateway_pb2_grpc, "Gateway"
         )
         async with hosted([gateway], metrics=metrics) as host, channel_to(host) as channel:
             yield {

@@ -5,6 +5,7 @@ import asyncio
 import base64
 import io
 import json
+import time
 import urllib.request
 
 import grpc
@@ -28,7 +29,8 @@ from services.common.metrics import ServerMetrics
 from services.common.request_context import current_request_id, time_remaining
 from services.common.server import Servicer
 from services.gateway.pipeline import Pipeline
-from services.gateway.servicer import GatewayServicer
+from services.gateway.servicer import SERVICE_NAME, GatewayServicer
+from services.gateway.speech import SpeechService
 from services.gateway.stages import RvcStage, TtsStage
 from services.gateway.voices import VoiceBook
 from services.rvc.conversion import Converter
@@ -103,7 +105,8 @@ async def stack(tmp_path):
         voices.mkdir()
         metrics = ServerMetrics()
         gateway = servicer(
-            GatewayServicer(Pipeline(*stages), VoiceBook(voices), 2.0, metrics),
+            GatewayServicer(SpeechService(Pipeline(*stages), VoiceBook(voices), 2.0, metrics,
+                                          service_name=SERVICE_NAME)),
             gateway_pb2_grpc, "Gateway",
         )
         async with hosted([gateway], metrics=metrics) as gateway_host:
@@ -339,15 +342,32 @@ async def test_health_degrades_when_a_dependency_goes_away(stack):
 
 
 async def test_metrics_count_calls_by_method_and_code(stack):
+    port = stack["gateway_host"].metrics_port
+
+    def scrape() -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+
+    def handled(body: str, code: str) -> float:
+        line = (f'grpc_server_handled_total{{grpc_code="{code}",grpc_method="Synthesize",'
+                'grpc_service="voice.v1.Gateway"} ')
+        found = [float(row[len(line):]) for row in body.splitlines() if row.startswith(line)]
+        return found[0] if found else 0.0
+
+    before = scrape()
     await stack["stub"].Synthesize(request(skip_rvc=True))
     with pytest.raises(grpc.aio.AioRpcError):
         await stack["stub"].Synthesize(request(conversion=rvc_pb2.ConversionParams(model="ghost")))
-    port = stack["gateway_host"].metrics_port
-    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-    ok = 'grpc_server_handled_total{grpc_code="OK",grpc_method="Synthesize",grpc_service="voice.v1.Gateway"} 1.0'
-    bad = 'grpc_server_handled_total{grpc_code="NOT_FOUND",grpc_method="Synthesize",grpc_service="voice.v1.Gateway"} 1.0'
-    assert ok in body
-    assert bad in body
+    # Counted by the server as each call ends; another test's call that ended late may
+    # add to the same series, so each count must have risen by one at least.
+    deadline = time.monotonic() + 10
+    while True:
+        body = scrape()
+        risen = [handled(body, code) - handled(before, code) for code in ("OK", "NOT_FOUND")]
+        if min(risen) >= 1 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert risen[0] >= 1, body
+    assert risen[1] >= 1, body
     assert "grpc_server_handling_seconds_bucket" in body
 
 
