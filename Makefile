@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 DESCRIPTOR := gen/voice_v1.pb
 PROTOS := $(wildcard protos/voice/v1/*.proto)
 
-.PHONY: help venv vllm-env protos models run triton lint test test-unit test-integration bench soak clean images push-images
+.PHONY: help venv vllm-env protos models run triton lint test test-fast test-unit test-integration bench soak clean images push-images
 
 # Container images (docker/*.Dockerfile; see docker/README.md). TORCH_INDEX_URL
 # picks the torch build of rvc and triton: .../whl/cpu for CPU-only images.
@@ -22,13 +22,14 @@ IMAGES := gateway tts-gateway rvc triton vllm-cpu vllm-cuda
 help:
 	@echo "make run     - start Triton, tts_gateway, rvc, gateway and Envoy on loopback (Ctrl-C stops)"
 	@echo "make test    - unit and integration tests (real tritonserver, services and Envoy)"
+	@echo "make test-fast - the tests that start no stack processes and are not slow (minutes)"
 	@echo "make triton  - serve triton/model_repo with the bundled tritonserver and its LLM server (vLLM) alone"
 	@echo "make models  - download Spark-TTS-0.5B and the RVC assets (hubert_base.pt, rmvpe.pt) into models/"
 	@echo "make vllm-env - the LLM server's own environment (.venv-vllm; VLLM_PACKAGE=vllm for CUDA)"
 	@echo "make protos  - generate Python stubs and the Envoy descriptor set from protos/"
 	@echo "make bench   - load the stack per scenario and concurrency, RVC worker scaling, in-process baseline (python -m bench --help)"
 	@echo "make soak    - mixed load for 30 min (SOAK_ARGS, e.g. --minutes 8); fails on growing RSS, open files or threads (python -m bench.soak --help)"
-	@echo "make lint    - ruff over services/ and tests/ (part of make test)"
+	@echo "make lint    - ruff over the code and tests/ (part of make test)"
 	@echo "make images  - build the container images (REGISTRY, TAG, TORCH_INDEX_URL); push-images pushes them"
 
 $(INSTALLED): pyproject.toml constraints.txt
@@ -79,13 +80,13 @@ models: $(INSTALLED)
 	$(PY) -m services.rvc.download models/rvc-assets
 
 run: protos vllm-env
-	$(PY) -m services.stack
+	$(PY) -m localstack
 
 triton: protos vllm-env
-	$(PY) -m services.stack vllm triton
+	$(PY) -m localstack vllm triton
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check services edge tests triton bench
+	$(VENV)/bin/ruff check services edge localstack tests triton bench
 
 bench: protos vllm-env
 	$(PY) -m bench $(BENCH_ARGS)
@@ -95,6 +96,11 @@ soak: protos vllm-env
 
 test: protos lint vllm-env
 	$(PY) -m pytest
+
+# Markers (pyproject.toml): integration, every test under tests/integration (real
+# processes on loopback); slow, the long unit tests. make test runs all of them.
+test-fast: protos lint
+	$(PY) -m pytest -m "not integration and not slow"
 
 test-unit: protos
 	$(PY) -m pytest tests/unit

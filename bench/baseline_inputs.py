@@ -63,7 +63,7 @@ def generate_tiny_models(root: Path, seed: int = 0) -> tuple[Path, Path, Path]:
 
 def synthetic_clip(seconds: float = 3.0, rate: int = 16_000) -> PcmAudio:
     """The stack's demo reference signal (voiced, syllable-paced) standing in for a recording."""
-    from services.stack.models import demo_reference
+    from localstack.prepare.models import demo_reference
 
     return PcmAudio(demo_reference(seconds, rate), rate)
 

@@ -48,14 +48,14 @@ def _link(link: Path, target: Path) -> None:
 
 def full_size(root: Path, seed: int = 0) -> ModelDirs:
     """Full-size random-weight models under ``root``, written unless already current."""
-    from services.rvc import tiny_models as rvc_models
-    from services.stack.models import (
+    from localstack.prepare.models import (
         DEMO_RVC_MODEL,
         RVC_ASSETS_DIR,
         SPARK_DIR,
         VOICES_DIR,
         write_demo_profiles,
     )
+    from services.rvc import tiny_models as rvc_models
     from spark_tts import tiny_models as spark_models
 
     root = Path(root).resolve()

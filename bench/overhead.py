@@ -41,7 +41,7 @@ def baseline_threads() -> int | None:
     share of the cores): the baseline's threads, set process-wide, get the same."""
     if baseline_device() != "cpu":
         return None
-    from services.stack.config import StackConfig
+    from localstack.config import StackConfig
 
     return StackConfig.load().cpu_threads()[0]
 

@@ -24,10 +24,10 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from voice.v1 import rvc_pb2, rvc_pb2_grpc
 
+from localstack.config import free_ports
 from services.common.audio import PcmAudio
 from services.common.audio_proto import audio_to_proto
 from services.rvc.tiny_models import voice_name, write_tiny_models
-from services.stack.config import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -24,9 +24,9 @@ def start_stack(run_dir: Path, models_dir: Path | None = None, engine: str = "vl
     """The local stack on free ports, on ``models_dir`` (None: generated tiny models),
     its LLM decoded by ``engine``: vllm (the stack as it is), or transformers (the
     llm model of bench/legacy_llm, spark_tts's old concurrency cap, and no vLLM)."""
-    from services.stack import components
-    from services.stack.config import StackConfig
-    from services.stack.supervisor import Supervisor
+    from localstack import components
+    from localstack.config import StackConfig
+    from localstack.supervise.supervisor import Supervisor
 
     if engine not in ENGINES:
         raise ValueError(f"LLM engine {engine!r}: one of {', '.join(ENGINES)}")
@@ -35,7 +35,7 @@ def start_stack(run_dir: Path, models_dir: Path | None = None, engine: str = "vl
         model_repo=REPO / "triton" / "model_repo", descriptor=REPO / "gen" / "voice_v1.pb",
     ).with_free_ports()
     if engine == "transformers":
-        # As services/stack/components.py decides where the models run.
+        # As localstack/components.py decides where the models run.
         gpu = (components.gpu_visible() if config.spark_tts_device == "auto"
                else config.spark_tts_device != "cpu")
         repo = legacy_model_repo(config.model_repo, run_dir / "legacy-model-repo",

@@ -20,7 +20,7 @@
 #
 # GPU or CPU, decided when the container starts: the entrypoint renders the
 # committed repository (one KIND_CPU instance per model) into
-# $TRITON_RENDERED_REPO with services/stack/model_repo.py, as `make run` does:
+# $TRITON_RENDERED_REPO with localstack/prepare/model_repo.py, as `make run` does:
 # KIND_GPU when SPARK_TTS_DEVICE is cuda[:N], or auto with a GPU visible
 # (/dev/nvidiactl and nvidia-smi, as the toolkit mounts them); instance counts
 # from TRITON_INSTANCES ("llm=2,vocoder=2"). A `command:` that runs
@@ -64,7 +64,7 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "voice_api.pth").write_text("/app/triton/python\n")'
 
 # Triton looks for the Python backend's stub beside the backend: put this
-# Python's stub there (as services/stack/triton_dist.py does at run time) and
+# Python's stub there (as localstack/prepare/triton_dist.py does at run time) and
 # drop the others. /opt/venv/tritonserver links to the server's folder; its
 # libraries resolve through the wheel's RPATHs ($ORIGIN/../../../../nvidia_pytriton.libs).
 RUN site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
@@ -105,7 +105,7 @@ ENV PATH=/opt/venv/bin:/opt/tritonserver/bin:$PATH \
     TRITON_INSTANCES=""
 
 COPY --from=builder /opt/venv /opt/venv
-COPY services/stack/model_repo.py /app/bin/render_model_repo.py
+COPY localstack/prepare/model_repo.py /app/bin/render_model_repo.py
 COPY triton/python /app/triton/python
 COPY triton/model_repo /app/triton/model_repo
 RUN python -m compileall -q --invalidation-mode unchecked-hash /app
@@ -136,7 +136,7 @@ esac; \
 python /app/bin/render_model_repo.py \"$TRITON_MODEL_REPO\" \"$TRITON_RENDERED_REPO\" --instances=\"$TRITON_INSTANCES\" $gpu; \
 exec tritonserver --model-repository=\"$TRITON_RENDERED_REPO\" \"$@\"", "tritonserver"]
 
-# The local stack's flags (services/stack/components.py), listening on all
+# The local stack's flags (localstack/components.py), listening on all
 # addresses. --exit-timeout-secs bounds the drain after SIGTERM.
 CMD ["--http-address=0.0.0.0", "--http-port=8000", \
      "--grpc-address=0.0.0.0", "--grpc-port=8001", \

@@ -1,5 +1,5 @@
 # vLLM's OpenAI-compatible server, decoding the Spark TTS LLM for Triton's llm
-# model (services/stack/vllm.py has its command line; in Kubernetes it is a
+# model (localstack/vllm.py has its command line; in Kubernetes it is a
 # container of Triton's pod, k8s/base/triton/deployment.yaml).
 #
 #   docker build -f docker/vllm.Dockerfile -t voice-pipeline/vllm-cpu:TAG .    # CPU build
@@ -22,7 +22,7 @@
 # they are uninstalled.
 #
 # The entrypoint is the server without flags: give them as args (the
-# manifests' are services/stack/vllm.py's, a test checks), e.g. on a CPU
+# manifests' are localstack/vllm.py's, a test checks), e.g. on a CPU
 #   docker run -v $PWD/models:/models:ro -p 8003:8003 -e VLLM_CPU_KVCACHE_SPACE=1 \
 #     voice-pipeline/vllm-cpu:TAG --model /models/Spark-TTS-0.5B/LLM \
 #     --served-model-name spark-llm --host 0.0.0.0 --port 8003 \
@@ -90,7 +90,7 @@ RUN apt-get update \
 # HOME: torch.compile, Triton and FlashInfer write caches under it, and the
 # root filesystem is read-only in the pods (/tmp is an emptyDir there).
 # HF_HUB_OFFLINE, VLLM_NO_USAGE_STATS, DO_NOT_TRACK: nothing is fetched or
-# reported from the pods (services/stack/vllm.py sets the same).
+# reported from the pods (localstack/vllm.py sets the same).
 # NVIDIA_DRIVER_CAPABILITIES: what the container toolkit mounts for a pod
 # given a GPU (compute: libcuda; utility: nvidia-smi). NVIDIA_VISIBLE_DEVICES
 # is left to the device plugin.
@@ -123,7 +123,7 @@ RUN python -c 'import vllm.entrypoints.openai.api_server' \
       && case "$libs" in *"not found"*) echo "$libs"; exit 1 ;; esac; \
     fi
 
-# The API, /health and /metrics (services/stack/config.py's vllm_port).
+# The API, /health and /metrics (localstack/config.py's vllm_port).
 EXPOSE 8003
 
 ENTRYPOINT ["python", "-m", "vllm.entrypoints.openai.api_server"]

@@ -35,6 +35,6 @@ edge.listeners (the public listener and its connection manager), edge.filters
 (its HTTP filters), edge.routes (its routes), edge.clusters (the gateways);
 edge.render puts them together (``python -m edge.render --descriptor
 gen/voice_v1.pb`` prints it), and edge.k8s renders the Kubernetes edge's files.
-The gateway process imports none of this: the local stack (services.stack) and
+The gateway process imports none of this: the local stack (localstack) and
 the Kubernetes manifests do.
 """

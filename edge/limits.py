@@ -1,6 +1,6 @@
 """The edge's limits, as Envoy config: body size, concurrency, per-client rate.
 
-Each limit is a setting (services.stack.config, EDGE_*); a request over one is
+Each limit is a setting (localstack.config, EDGE_*); a request over one is
 refused at the edge before it reaches a gateway, with a message naming the
 setting and its value:
 

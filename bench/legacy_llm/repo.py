@@ -5,7 +5,7 @@ as it was before vLLM (``config.pbtxt`` and ``model.py`` of this folder, with
 ``loop.py`` beside ``model.py`` in ``llm/1/``: the stub imports it from there),
 and ``spark_tts`` lets through as many requests at once as it did then (2 on
 the CPU, 8 on a GPU). The local stack renders its own copy from this one
-(services/stack/model_repo.py), as from the repository's.
+(localstack/prepare/model_repo.py), as from the repository's.
 """
 
 from __future__ import annotations

@@ -1,16 +1,31 @@
 """One real stack for the integration tests: tritonserver, the three services
-and Envoy, started by the same supervisor as `make run`, on free loopback ports."""
+and Envoy, started by the same supervisor as `make run`, on free loopback ports.
+
+Every test in this folder starts real processes (or uses those of a stack) and is
+marked ``integration`` here: ``pytest -m "not integration"`` (``make test-fast``)
+leaves them out."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 
 import pytest
 
-from services.stack.config import StackConfig
-from services.stack.supervisor import Supervisor
+from localstack.config import StackConfig
+from localstack.supervise.supervisor import Supervisor
 from tests.integration.stacks import stack_config, supervised
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items) -> None:
+    """Mark every test of this folder ``integration`` (before ``-m`` selects)."""
+    for item in items:
+        if HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.integration)
 
 
 @dataclasses.dataclass
@@ -40,5 +55,5 @@ class RunningStack:
 def stack(tmp_path_factory) -> RunningStack:
     run_dir = tmp_path_factory.mktemp("stack")
     config = stack_config(run_dir)
-    with supervised(config) as supervisor:
-        yield RunningStack(config, supervisor)
+    with supervised(config) as running:
+        yield RunningStack(config, running.supervisor)

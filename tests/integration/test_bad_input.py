@@ -35,8 +35,6 @@ from voice.v1 import (
     tts_pb2_grpc,
 )
 
-pytestmark = pytest.mark.integration
-
 MODEL = "untrained-v1-nof0-32k"  # an installed generated voice: no pitch estimation, quick
 VOICE = "demo-spark"  # the stack's generated Spark TTS profile
 TIMEOUT = 60

@@ -9,8 +9,6 @@ from voice.v1 import gateway_pb2, gateway_pb2_grpc, tts_pb2
 
 from tests.integration.http_client import call
 
-pytestmark = pytest.mark.integration
-
 CONTROL = {"control": {"gender": "GENDER_FEMALE", "pitch": "LEVEL_HIGH"}}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import ssl
-import subprocess
 import time
 import urllib.request
 import uuid
@@ -20,15 +19,12 @@ from voice.v1 import gateway_pb2, gateway_pb2_grpc
 from edge.config import EdgeConfig
 from edge.render import write
 from edge.security import EdgeJwt, EdgeTls
-from services.stack.components import envoy_binary
-from services.stack.config import free_ports
-from services.stack.models import DEMO_VOICES
+from localstack.config import free_ports
+from localstack.prepare.models import DEMO_VOICES
 from tests import edge_credentials
 from tests.edge_credentials import AUDIENCE, ISSUER, EdgeCredentials
 from tests.integration.http_client import Reply, call
-from tests.processes import stop
-
-pytestmark = pytest.mark.integration
+from tests.integration.stacks import envoy_spec, supervised
 
 ORIGIN = "https://app.example"
 
@@ -55,19 +51,6 @@ class SecureEdge:
         return grpc.secure_channel(f"localhost:{self.port}", trusted)
 
 
-def _ready(admin: int, process: subprocess.Popen, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as reply:
-                if reply.status == 200:
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
 @pytest.fixture(scope="module")
 def secure_edge(stack, tmp_path_factory):
     folder = tmp_path_factory.mktemp("secure_edge")
@@ -83,18 +66,10 @@ def secure_edge(stack, tmp_path_factory):
         jwt=EdgeJwt(jwks=credentials.jwks, issuer=ISSUER, audiences=(AUDIENCE,)),
         cors_origins=(ORIGIN,),
     )
-    access_log = folder / "access.log"
-    with open(access_log, "wb") as stdout, open(folder / "envoy.log", "wb") as stderr:
-        process = subprocess.Popen(
-            [envoy_binary(), "-c", str(write(config, folder / "envoy.json")),
-             "--disable-hot-restart", "--log-level", "warning", "--concurrency", "1"],
-            stdout=stdout, stderr=stderr,
-        )
-    try:
-        assert _ready(admin, process), (folder / "envoy.log").read_text()[-3000:]
-        yield SecureEdge(port=port, credentials=credentials, access_log=access_log)
-    finally:
-        stop(process)
+    envoy = envoy_spec(write(config, folder / "envoy.json"), admin)
+    with supervised(specs=[envoy], logs=folder, timeout=30) as running:
+        # Its access log is its stdout, in its log beside its (few: level warning) own lines.
+        yield SecureEdge(port=port, credentials=credentials, access_log=running.logs / "envoy.log")
 
 
 def _is_unauthenticated(reply: Reply) -> None:

@@ -13,9 +13,7 @@ import http.client
 import json
 import queue
 import socket
-import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -32,12 +30,9 @@ from voice.v1 import gateway_pb2, gateway_pb2_grpc
 from edge.config import EdgeConfig
 from edge.errors import ERRORS_FILTER, OLD_SERVER_PATHS
 from edge.render import render
-from services.stack.components import envoy_binary
-from services.stack.config import free_ports
+from localstack.config import free_ports
 from tests.integration.http_client import Reply, call
-from tests.processes import stop
-
-pytestmark = pytest.mark.integration
+from tests.integration.stacks import envoy_spec, supervised
 
 REPO = Path(__file__).resolve().parents[2]
 # Quotes, a backslash, a newline, a tab, a control character, HTML's specials
@@ -175,7 +170,7 @@ def edge(
     tmp: Path, gateway_port: int, adjust: Callable[[dict], object] | None = None
 ) -> Iterator[Edge]:
     """The real Envoy in front of ``gateway_port``, with the rendered configuration
-    (changed by ``adjust`` where a test says); killed on the way out."""
+    (changed by ``adjust`` where a test says); stopped on the way out."""
     listen_port, admin_port = free_ports(2)
     rendered = render(
         EdgeConfig(
@@ -191,35 +186,13 @@ def edge(
         adjust(_manager(rendered))
     config = tmp / "envoy.json"
     config.write_text(json.dumps(rendered, indent=2))
-    log = tmp / "envoy.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [envoy_binary(), "-c", str(config), "--disable-hot-restart",
-             "--log-level", "warning", "--concurrency", "1"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while not _ready(admin_port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"envoy did not get ready:\n{log.read_text(errors='replace')}")
-            time.sleep(0.05)
-        yield Edge(listen_port, log)
-    finally:
-        stop(process)
+    with supervised(specs=[envoy_spec(config, admin_port)], logs=tmp, timeout=20) as running:
+        yield Edge(listen_port, running.logs / "envoy.log")
 
 
 def _manager(config: dict) -> dict:
     listener = config["static_resources"]["listeners"][0]
     return listener["filter_chains"][0]["filters"][0]["typed_config"]
-
-
-def _ready(admin_port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")

@@ -42,8 +42,6 @@ from voice.v1 import gateway_pb2, rvc_pb2, tts_pb2
 from edge.errors import OLD_SERVER_PATHS
 from services.gateway.legacy_http import KNOWN_FIELDS
 
-pytestmark = pytest.mark.integration
-
 TIMEOUT = 90  # seconds for one answer, streamed bodies included: past it, the edge hung
 
 

@@ -13,7 +13,6 @@ import http.client
 import json
 import select
 import socket
-import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -32,15 +31,12 @@ from edge.errors import OLD_SERVER_PATHS
 from edge.limits import EdgeRateLimit
 from edge.render import write
 from edge.security import EdgeJwt
-from services.stack.components import service_spec
-from services.stack.config import free_ports
-from services.stack.models import DEMO_VOICES
-from services.stack.supervisor import Supervisor
+from localstack.components import service_spec
+from localstack.config import free_ports
+from localstack.prepare.models import DEMO_VOICES
+from localstack.supervise.spec import ProcessSpec
 from tests import edge_credentials
-from tests.integration.stacks import REPO, run_envoy
-from tests.processes import stop
-
-pytestmark = pytest.mark.integration
+from tests.integration.stacks import REPO, envoy_spec, supervised
 
 BODY_LIMIT = 4096
 # Ten sentences: the stream runs well past its first one.
@@ -89,7 +85,9 @@ class Edge:
             return reply.read().decode()
 
 
-def _start(stack, folder: Path, gateway_port: int = 0, **limits) -> tuple[Edge, subprocess.Popen]:
+def _edge(stack, folder: Path, gateway_port: int = 0, **limits) -> tuple[Edge, ProcessSpec]:
+    """An edge of ``limits`` in ``folder`` before the stack's gateway (or ``gateway_port``),
+    and the Envoy that serves it."""
     port, admin = free_ports(2)
     config = EdgeConfig(
         descriptor=stack.config.descriptor.resolve(),
@@ -99,19 +97,15 @@ def _start(stack, folder: Path, gateway_port: int = 0, **limits) -> tuple[Edge, 
         admin_port=admin,
         **limits,
     )
-    with open(folder / "access.log", "wb") as stdout:
-        process = run_envoy(write(config, folder / "envoy.json"), admin, folder, stdout)
-    return Edge(port, admin, folder), process
+    return Edge(port, admin, folder), envoy_spec(write(config, folder / "envoy.json"), admin)
 
 
 @contextlib.contextmanager
-def _serving(stack, name: str, tmp_path_factory, **limits) -> Iterator[Edge]:
-    """An edge of ``limits`` in a folder of its own, stopped on leaving."""
-    edge, process = _start(stack, tmp_path_factory.mktemp(name), **limits)
-    try:
+def _serving(stack, folder: Path, **limits) -> Iterator[Edge]:
+    """An edge of ``limits`` in ``folder``, stopped on leaving."""
+    edge, envoy = _edge(stack, folder, **limits)
+    with supervised(specs=[envoy], logs=folder, timeout=30):
         yield edge
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +113,7 @@ def rated(stack, tmp_path_factory):
     """One call a second per client, burst 1; small bodies (each way: no synthesis
     fits); a second gateway endpoint nobody serves."""
     (closed,) = free_ports(1)
-    with _serving(stack, "rated_edge", tmp_path_factory,
+    with _serving(stack, tmp_path_factory.mktemp("rated_edge"),
                   rate_limit=EdgeRateLimit(per_second=1, burst=1), max_body_bytes=BODY_LIMIT,
                   more_gateways=(("127.0.0.1", closed),)) as edge:
         yield edge
@@ -128,7 +122,7 @@ def rated(stack, tmp_path_factory):
 @pytest.fixture(scope="module")
 def narrow(stack, tmp_path_factory):
     """One call in flight at a time, no rate limit."""
-    with _serving(stack, "narrow_edge", tmp_path_factory,
+    with _serving(stack, tmp_path_factory.mktemp("narrow_edge"),
                   max_concurrent_streams=1, max_queue=1) as edge:
         yield edge
 
@@ -227,11 +221,6 @@ def test_a_gateway_that_is_gone_fails_no_call(rated):
 
 def test_with_jwt_each_token_subject_has_a_bucket_of_its_own(stack, tmp_path):
     credentials = edge_credentials.make(tmp_path)
-    edge, process = _start(
-        stack, tmp_path, rate_limit=EdgeRateLimit(per_second=1, burst=1),
-        jwt=EdgeJwt(jwks=credentials.jwks, issuer=edge_credentials.ISSUER,
-                    audiences=(edge_credentials.AUDIENCE,)),
-    )
 
     def token(subject: str) -> dict:
         algorithm, key = credentials.signing_keys["rsa"]
@@ -241,7 +230,11 @@ def test_with_jwt_each_token_subject_has_a_bucket_of_its_own(stack, tmp_path):
         signed = pyjwt.encode(claims, key, algorithm=algorithm, headers={"kid": "rsa"})
         return {"authorization": f"Bearer {signed}"}
 
-    try:
+    with _serving(
+        stack, tmp_path, rate_limit=EdgeRateLimit(per_second=1, burst=1),
+        jwt=EdgeJwt(jwks=credentials.jwks, issuer=edge_credentials.ISSUER,
+                    audiences=(edge_credentials.AUDIENCE,)),
+    ) as edge:
         def send():
             reply = edge.call("GET", "/v1/voices", headers=token("alice"))
             return None if reply.status == 200 else reply
@@ -252,8 +245,6 @@ def test_with_jwt_each_token_subject_has_a_bucket_of_its_own(stack, tmp_path):
         # Same address, another subject: its own bucket.
         reply = edge.call("GET", "/v1/voices", headers=token("bob"))
         assert reply.status == 200, reply.body[:300]
-    finally:
-        stop(process)
 
 
 # One call every ten seconds per client: a bucket, once spent, stays empty for the test.
@@ -266,14 +257,14 @@ EXPECT = {"expect": "100-continue"}
 @pytest.fixture(scope="module")
 def slow(stack, tmp_path_factory):
     """A client address gets one call, then waits ten seconds; no proxy in front."""
-    with _serving(stack, "slow_edge", tmp_path_factory, rate_limit=SLOW) as edge:
+    with _serving(stack, tmp_path_factory.mktemp("slow_edge"), rate_limit=SLOW) as edge:
         yield edge
 
 
 @pytest.fixture(scope="module")
 def proxied(stack, tmp_path_factory):
     """As ``slow``, behind one trusted proxy that appends the client to X-Forwarded-For."""
-    with _serving(stack, "proxied_edge", tmp_path_factory,
+    with _serving(stack, tmp_path_factory.mktemp("proxied_edge"),
                   rate_limit=SLOW, trusted_proxy_hops=1) as edge:
         yield edge
 
@@ -351,18 +342,13 @@ def test_with_jwt_a_request_expecting_100_continue_is_checked_before_its_100(sta
     no token, 401, and a subject over its rate, 429, both without a 100 first; a subject
     within it gets its 100 and is counted in the same bucket as its other calls."""
     credentials = edge_credentials.make(tmp_path)
-    edge, process = _start(
-        stack, tmp_path, rate_limit=SLOW,
-        jwt=EdgeJwt(jwks=credentials.jwks, issuer=edge_credentials.ISSUER,
-                    audiences=(edge_credentials.AUDIENCE,)),
-    )
     algorithm, key = credentials.signing_keys["rsa"]
     now = int(time.time())
     token = pyjwt.encode({"iss": edge_credentials.ISSUER, "aud": edge_credentials.AUDIENCE,
                           "sub": "carol", "iat": now, "exp": now + 300}, key,
                          algorithm=algorithm, headers={"kid": "rsa"})
 
-    def expecting(headers: dict) -> RawReply:
+    def expecting(edge: Edge, headers: dict) -> RawReply:
         with raw(edge) as client:
             client.send_head("POST", "/v1/synthesize", {
                 "Content-Type": "application/json", "Content-Length": str(len(CHEAP)),
@@ -372,9 +358,13 @@ def test_with_jwt_a_request_expecting_100_continue_is_checked_before_its_100(sta
                 client.send(CHEAP)
             return client.reply()
 
-    try:
-        unauthenticated = expecting({})
-        served = expecting({"Authorization": f"Bearer {token}"})
+    with _serving(
+        stack, tmp_path, rate_limit=SLOW,
+        jwt=EdgeJwt(jwks=credentials.jwks, issuer=edge_credentials.ISSUER,
+                    audiences=(edge_credentials.AUDIENCE,)),
+    ) as edge:
+        unauthenticated = expecting(edge, {})
+        served = expecting(edge, {"Authorization": f"Bearer {token}"})
         again = edge.call("POST", "/v1/synthesize", body=CHEAP,
                           headers={"authorization": f"Bearer {token}"})
         with raw(edge) as client:
@@ -382,8 +372,6 @@ def test_with_jwt_a_request_expecting_100_continue_is_checked_before_its_100(sta
                 "Content-Type": "application/json", "Content-Length": str(len(CHEAP)),
                 "Expect": "100-continue", "Authorization": f"Bearer {token}"})
             over = client.reply()
-    finally:
-        stop(process)
     assert unauthenticated.status == 401 and unauthenticated.interim == []
     assert unauthenticated.error()["status"] == "UNAUTHENTICATED"
     assert served.status == 404 and "no-such-voice" in served.error()["message"]
@@ -451,16 +439,9 @@ def full_gateway(stack, tmp_path_factory):
         "GATEWAY_MAX_QUEUED_STREAMS": "0",
         "GATEWAY_RETRY_AFTER_SECONDS": "3",
     })
-    supervisor = Supervisor([spec], folder / "logs")
-    supervisor.start(timeout=120)
-    try:
-        edge, process = _start(stack, folder, gateway_port=gateway)
-        try:
-            yield edge, gateway
-        finally:
-            stop(process)
-    finally:
-        supervisor.stop(timeout=30)
+    edge, envoy = _edge(stack, folder, gateway_port=gateway)
+    with supervised(specs=[spec, envoy], logs=folder / "logs", timeout=120):
+        yield edge, gateway
 
 
 def test_a_full_service_refuses_with_429_and_retry_after_through_the_edge(full_gateway):
@@ -637,7 +618,7 @@ def assert_over_the_limit(reply: RawReply, path: str, content_type: str) -> None
 @pytest.fixture(scope="module")
 def bounded(stack, tmp_path_factory):
     """An edge with a small body limit and no rate limit, in front of the stack's gateway."""
-    with _serving(stack, "bounded_edge", tmp_path_factory, max_body_bytes=BODY_LIMIT) as edge:
+    with _serving(stack, tmp_path_factory.mktemp("bounded_edge"), max_body_bytes=BODY_LIMIT) as edge:
         yield edge
 
 
@@ -716,7 +697,7 @@ def test_expect_100_continue_within_the_limit_gets_100_at_once_and_then_its_answ
 @pytest.fixture(scope="module")
 def roomy(stack, tmp_path_factory):
     """An edge whose limit is above what Envoy reads at once (1 MiB), as the default is."""
-    with _serving(stack, "roomy_edge", tmp_path_factory, max_body_bytes=ROOMY_LIMIT) as edge:
+    with _serving(stack, tmp_path_factory.mktemp("roomy_edge"), max_body_bytes=ROOMY_LIMIT) as edge:
         yield edge
 
 

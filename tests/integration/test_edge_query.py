@@ -10,9 +10,10 @@ untranscoded (the gateway reset it, and the client got 503 "upstream connect err
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
-import subprocess
+from collections.abc import Iterator
 
 import pytest
 from google.api import annotations_pb2
@@ -23,12 +24,9 @@ from edge.errors import OLD_SERVER_PATHS
 from edge.limits import MAX_HEADERS_KB
 from edge.paths import GRPC_ONLY_FILTER
 from edge.render import render
-from services.stack.config import free_ports
+from localstack.config import free_ports
 from tests.integration.http_client import Reply as PlainReply
-from tests.integration.stacks import run_envoy
-from tests.processes import stop
-
-pytestmark = pytest.mark.integration
+from tests.integration.stacks import envoy_spec, supervised
 
 GATEWAY = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"]
 # Cache-busting and its cousins: none names a field of any request message (the
@@ -188,8 +186,10 @@ def test_a_path_envoy_cannot_normalise_is_400_saying_so(stack, target):
 # --- a request the transcoder leaves alone --------------------------------------------------
 
 
-def _edge(stack, tmp_path, change) -> tuple[int, subprocess.Popen]:
-    """An Envoy with the stack's edge config, changed by ``change``, before its gateway."""
+@contextlib.contextmanager
+def _edge(stack, tmp_path, change) -> Iterator[int]:
+    """An Envoy with the stack's edge config, changed by ``change``, before its gateway:
+    its port, until it is stopped on leaving."""
     port, admin = free_ports(2)
     config = render(EdgeConfig(descriptor=stack.config.descriptor.resolve(),
                                gateway_port=stack.config.gateway_port, listen_host="127.0.0.1",
@@ -197,7 +197,8 @@ def _edge(stack, tmp_path, change) -> tuple[int, subprocess.Popen]:
     change(config)
     path = tmp_path / "envoy.json"
     path.write_text(json.dumps(config))
-    return port, run_envoy(path, admin, tmp_path)
+    with supervised(specs=[envoy_spec(path, admin)], logs=tmp_path, timeout=30):
+        yield port
 
 
 def _managers(config: dict):
@@ -227,20 +228,14 @@ def test_a_rest_request_left_untranscoded_is_404_not_a_gateway_reset(stack, tmp_
     error shape. Without the guard the same request reached the gateway as HTTP/1 JSON,
     and the client got the gateway's reset as a 503."""
     body = b"{}"  # refused by the gateway at once, once transcoded
-    port, process = _edge(stack, tmp_path, _strict_transcoder)
-    try:
+    with _edge(stack, tmp_path, _strict_transcoder) as port:
         reply = send(port, "POST", target, body)
         # A request the transcoder does map still goes through.
         mapped = send(port, "POST", target.split("?")[0], body)
-    finally:
-        stop(process)
     assert reply.status == 404, reply.body[:300]
     assert reply.error() == {"code": 404, "message": "no such route", "status": "NOT_FOUND"}
     assert mapped.status == 400 and mapped.error()["status"] == "INVALID_ARGUMENT", mapped.body
 
-    unguarded, process = _edge(stack, tmp_path, _without_guard)
-    try:
+    with _edge(stack, tmp_path, _without_guard) as unguarded:
         reset = send(unguarded, "POST", target, body)
-    finally:
-        stop(process)
     assert reset.status == 503 and b"upstream connect error" in reset.body, reset.body[:300]

@@ -32,7 +32,6 @@ import dataclasses
 import glob
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,9 +40,9 @@ import grpc
 import pytest
 from voice.v1 import rvc_pb2, rvc_pb2_grpc, tts_pb2, tts_pb2_grpc
 
-from services.stack import components
-from services.stack.config import StackConfig
-from services.stack.supervisor import Supervisor
+from localstack.config import StackConfig
+from localstack.supervise.spec import ProcessSpec
+from localstack.supervise.supervisor import Child, Supervisor
 from tests.integration.faults_load import (
     SLACK,
     HealthWatch,
@@ -53,10 +52,8 @@ from tests.integration.faults_load import (
     grpc_health,
     http_status,
 )
-from tests.integration.stacks import REPO, reuse_models, stack_config
+from tests.integration.stacks import Supervised, reuse_models, stack_config, supervised
 from tests.processes import descendants, running, wait_until_gone
-
-pytestmark = pytest.mark.integration
 
 WORKERS = 2  # RVC workers: a job whose worker dies can run again on the other one
 DEADLINE = 15.0  # of each request; one takes 0.5-3 s under this load, more on a busy machine
@@ -98,15 +95,23 @@ class Outage:
 @dataclasses.dataclass
 class FaultStack:
     config: StackConfig
-    supervisor: Supervisor
+    running: Supervised
     tmpdir: Path
     shm_pattern: str
-    watch_errors: list[BaseException]
-    _stop_watching: Callable[[], None]
     # Every process of a tree that a fault ended: none may outlive the stack.
     ended: set[int] = dataclasses.field(default_factory=set)
     stopped: bool = False
     triton_outage: Outage | None = None
+
+    @property
+    def supervisor(self) -> Supervisor:
+        return self.running.supervisor
+
+    @property
+    def watch_errors(self) -> list[BaseException]:
+        """What the supervisor's watcher raised: reported by the tests, which would
+        otherwise wait in vain for a restart."""
+        return self.running.watch_errors
 
     @property
     def gateway(self) -> str:
@@ -116,8 +121,8 @@ class FaultStack:
     def api(self) -> str:
         return f"http://127.0.0.1:{self.config.api_port}"
 
-    def child(self, name: str):
-        return next(c for c in self.supervisor.children if c.spec.name == name)
+    def child(self, name: str) -> Child:
+        return self.running.child(name)
 
     def pid(self, name: str) -> int:
         return self.child(name).process.pid
@@ -183,16 +188,13 @@ class FaultStack:
         })
 
     def shutdown(self) -> None:
-        """Stop the stack, then its watcher: the kernel ties a child's parent-death
-        signal to the thread that started it, so children the watcher restarted would
-        be killed as it ends, before they were asked to stop."""
+        """Stop the stack, then its watcher (Supervised.stop says why in that order)."""
         if not self.stopped:
             self.stopped = True
             if self.triton_outage is not None:  # left open by a failed test
                 self.triton_outage.load.stop()
                 self.triton_outage.watch.__exit__(None, None, None)
-            self.supervisor.stop(timeout=30)
-            self._stop_watching()
+            self.running.stop(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -202,40 +204,24 @@ def faults(tmp_path_factory) -> FaultStack:
     tmpdir = run_dir / "tmp"
     tmpdir.mkdir()
     config = stack_config(run_dir)
-    specs = components.build(config, REPO)
-    for spec in specs:
-        # vLLM has a /tmp of its own (run_dir/vllm-tmp, emptied once it exits: checked below).
-        if spec.name != "vllm":
-            spec.env["TMPDIR"] = str(tmpdir)
-        if spec.name == "rvc":
-            spec.env["RVC_WORKERS"] = str(WORKERS)
-    triton = next(spec for spec in specs if spec.name == "triton")
-    supervisor = Supervisor(specs, run_dir / "logs")
-    stop = threading.Event()
-    errors: list[BaseException] = []
 
-    def watch() -> None:
+    def change(specs: list[ProcessSpec]) -> list[ProcessSpec]:
+        for spec in specs:
+            # vLLM has a /tmp of its own (run_dir/vllm-tmp, emptied once it exits: checked below).
+            if spec.name != "vllm":
+                spec.env["TMPDIR"] = str(tmpdir)
+            if spec.name == "rvc":
+                spec.env["RVC_WORKERS"] = str(WORKERS)
+        return specs
+
+    started = time.monotonic()
+    with supervised(config, change, timeout=240) as running:
+        print(f"\nfault stack prepared and up in {time.monotonic() - started:.1f} s")
+        stack = FaultStack(config, running, tmpdir, running.child("triton").spec.leftovers[0])
         try:
-            supervisor.watch(stop)
-        except BaseException as exc:  # reported by the tests, which would wait in vain
-            errors.append(exc)
-
-    watcher = threading.Thread(target=watch, name="supervisor-watch", daemon=True)
-
-    def stop_watching() -> None:
-        stop.set()
-        if watcher.is_alive():
-            watcher.join(timeout=30)
-
-    stack = FaultStack(config, supervisor, tmpdir, triton.leftovers[0], errors, stop_watching)
-    try:
-        started = time.monotonic()
-        supervisor.start(timeout=240)
-        print(f"\nfault stack up in {time.monotonic() - started:.1f} s")
-        watcher.start()
-        yield stack
-    finally:
-        stack.shutdown()
+            yield stack
+        finally:
+            stack.shutdown()
 
 
 def wait_for(condition: Callable[[], object], timeout: float, interval: float = 0.1) -> float | None:

@@ -17,8 +17,6 @@ from voice.v1 import gateway_pb2, gateway_pb2_grpc
 
 from tests.integration.http_client import call
 
-pytestmark = pytest.mark.integration
-
 BAD = ("abc", "5", "123456789S", "1.5S", "-1S", "5s", "", "5 S")
 # Envoy runs two workers, each with its own connections to the gateway; a new client
 # connection lands on either, so the bad requests go over several.

@@ -16,8 +16,6 @@ from services.common.internal_tls import channel_credentials
 from tests.integration.stacks import reuse_models, stack_config, supervised
 from tests.internal_credentials import Authority
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def mtls(tmp_path_factory):

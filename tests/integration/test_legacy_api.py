@@ -8,7 +8,6 @@ import pytest
 import requests
 import soundfile
 
-pytestmark = pytest.mark.integration
 FIVE = "One here. Two there. Three now! Four? And five."
 
 

@@ -39,8 +39,6 @@ import pytest
 import requests
 import soundfile
 
-pytestmark = pytest.mark.integration
-
 API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 TIMEOUT = 120
 

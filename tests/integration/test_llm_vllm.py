@@ -5,7 +5,6 @@ max_tokens, cancelling (vLLM aborts), continuous batching and prefix reuse."""
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -15,16 +14,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bench.legacy_llm.loop import Job, SparkLlm
-from services.stack import vllm
-from services.stack.components import triton_tmp_dir, with_private_tmp
-from services.stack.config import free_ports
-from services.stack.probes import http_ok
+from localstack import vllm
+from localstack.components import vllm_spec
+from localstack.config import free_ports
 from spark_tts import prompts
 from spark_tts.layout import LLM_DIR
 from spark_tts.llm_tokens import AudioToken
 from spark_tts.sampling import SamplingConfig
 from spark_tts.tiny_models import write_llm
-from tests.integration.stacks import REPO, vllm_metric
+from tests.integration.stacks import REPO, supervised, vllm_metric
 from triton_serving.errors import ModelError
 from triton_serving.vllm_client import VllmLlm
 
@@ -46,7 +44,8 @@ def peaked(folder: Path) -> None:
 
 @contextlib.contextmanager
 def serving(llm_dir: Path, folder: Path):
-    """vLLM as the stack runs it (its own /tmp), on a free port, until ready."""
+    """vLLM as the stack runs it (its process spec: its own /tmp), on a free port, until
+    ready; its log is ``folder``/vllm.log."""
     (port,) = free_ports(1)
     server = vllm.VllmServer(
         python=vllm.python_of(Path(".venv-vllm"), REPO), llm_dir=llm_dir,
@@ -54,26 +53,8 @@ def serving(llm_dir: Path, folder: Path):
         # The loop ran float32 on the CPU: compare like with like.
         dtype="float32",
     )
-    log = folder / "vllm.log"
-    argv = with_private_tmp(triton_tmp_dir(folder, "vllm-tmp"), server.argv())
-    with open(log, "wb") as out:
-        process = subprocess.Popen(argv, env=server.env(), stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    ready = http_ok(f"{server.url}/health")
-    try:
-        deadline = time.monotonic() + 240
-        while not ready():
-            assert process.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "vLLM not ready in 240 s"
-            time.sleep(0.2)
+    with supervised(specs=[vllm_spec(server, folder)], logs=folder, timeout=240):
         yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,6 @@ import pytest
 from tests.integration.http_client import call
 from tests.unit.deploy.test_monitoring import EXTERNAL_PREFIXES, SYNTHETIC, referenced_metrics
 
-pytestmark = pytest.mark.integration
-
 # Metrics no process of the stack exports, and why that is right. Anything
 # else read by a rule, the adapter or a panel must be scraped below.
 NOT_FROM_THE_STACK = {

@@ -16,10 +16,9 @@ import pytest
 import requests
 import soundfile
 
-from services.stack.models import DEMO_RVC_MODEL, TINY_RVC_DIR
+from localstack.prepare.models import DEMO_RVC_MODEL, TINY_RVC_DIR
 from tests.integration.clients.old_server_client import OldServerClient, OldServerError
 
-pytestmark = pytest.mark.integration
 FIVE = "One here. Two there. Three now! Four? And five."
 # The old server's answers, field by field: name -> type (bool is not an int here).
 OLD_HEALTH = {"healthy": bool, "status": str, "tts_ready": bool, "rvc_ready": bool, "message": str}

@@ -12,7 +12,6 @@ import pytest
 import requests
 import soundfile
 
-pytestmark = pytest.mark.integration
 FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 # How much longer a lossy file may decode than the same speech as WAV: MP3 and AAC
 # streams cannot say how much of their first and last frames is padding.

@@ -18,8 +18,6 @@ from services.common.audio_proto import audio_from_proto
 from tests.integration.http_client import call
 from tests.integration.test_tts import clone_request
 
-pytestmark = pytest.mark.integration
-
 PACKAGED_VOICE = "en_US-joe-medium"
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",

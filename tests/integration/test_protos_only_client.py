@@ -7,9 +7,7 @@ from pathlib import Path
 
 import google.api
 import grpc_tools
-import pytest
 
-pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).parent / "clients" / "protos_only.py"
 

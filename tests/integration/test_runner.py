@@ -1,4 +1,9 @@
-"""`python -m services.stack` (what `make run` starts) as a user runs it."""
+"""`python -m localstack` (what `make run` starts) as a user runs it.
+
+The one suite that starts the stack outside tests.integration.stacks.supervised, on
+purpose: what is under test is the runner process itself (its banner, its exit code
+on SIGINT and SIGTERM, the process tree it leaves), which the factory's in-process
+supervisor would stand in for."""
 
 import os
 import queue
@@ -13,11 +18,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.stack.config import PORT_FIELDS, free_ports
+from localstack.config import PORT_FIELDS, free_ports
 from tests.integration.http_client import call
 from tests.processes import descendants, running, wait_until_gone
-
-pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 ENV_NAMES = {
@@ -42,7 +45,7 @@ class Runner:
         env = dict(os.environ, STACK_RUN_DIR=str(tmp_path / "run"), MODELS_DIR=str(tmp_path / "m"))
         env.update({ENV_NAMES[k]: str(v) for k, v in self.ports.items()})
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "services.stack", *components],
+            [sys.executable, "-m", "localstack", *components],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: queue.Queue = queue.Queue()

@@ -15,7 +15,6 @@ import asyncio
 import os
 import re
 import signal
-import threading
 import time
 import urllib.request
 
@@ -26,15 +25,13 @@ from voice.v1 import gateway_pb2, gateway_pb2_grpc, rvc_pb2, rvc_pb2_grpc, tts_p
 
 from edge.config import EdgeConfig
 from edge.render import write
+from localstack import components
+from localstack.config import free_ports
+from localstack.supervise.probes import http_ok
+from localstack.supervise.supervisor import Supervisor
 from services.common.audio import PcmAudio
 from services.common.audio_proto import audio_to_proto
-from services.stack import components
-from services.stack.config import free_ports
-from services.stack.probes import http_ok
-from services.stack.supervisor import Supervisor
-from tests.integration.stacks import REPO
-
-pytestmark = pytest.mark.integration
+from tests.integration.stacks import REPO, envoy_spec, supervised
 
 RVC_VOICE = "untrained-v2-f0-48k"
 CONCURRENCY = 3
@@ -99,27 +96,13 @@ def fleet(stack, tmp_path_factory):
         more_gateways=(("127.0.0.1", gw_b),), listen_host="127.0.0.1", listen_port=api,
         admin_port=admin,
     )
-    specs.append(components.ProcessSpec(
-        name="envoy",
-        argv=[components.envoy_binary(), "-c", str(write(edge, run_dir / "envoy.json")),
-              "--disable-hot-restart", "--log-level", "warning", "--concurrency", "1"],
-        env=dict(os.environ),
-        probe=http_ok(f"http://127.0.0.1:{api}/v1/health",
-                      lambda body: body.get("status") == "SERVING"),
-    ))
-    supervisor = Supervisor(specs, run_dir / "logs")
-    stop = threading.Event()
-    watcher = threading.Thread(target=lambda: supervisor.watch(stop), daemon=True)
-    try:
-        supervisor.start(timeout=300)
-        watcher.start()
-        yield Fleet(supervisor, api,
+    # Ready when the gateways behind it see every service serving.
+    specs.append(envoy_spec(write(edge, run_dir / "envoy.json"), admin, probe=http_ok(
+        f"http://127.0.0.1:{api}/v1/health", lambda body: body.get("status") == "SERVING")))
+    with supervised(specs=specs, logs=run_dir / "logs") as running:
+        yield Fleet(running.supervisor, api,
                     {"rvc-a": m_rvc_a, "rvc-b": m_rvc_b, "gateway-a": m_gw_a, "gateway-b": m_gw_b},
                     {"rvc-a": rvc_a, "rvc-b": rvc_b, "gateway-a": gw_a, "gateway-b": gw_b})
-    finally:
-        stop.set()
-        watcher.join(timeout=10)
-        supervisor.stop(timeout=30)
 
 
 def _tone() -> PcmAudio:

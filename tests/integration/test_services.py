@@ -9,8 +9,6 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from tests.integration.http_client import call
 
-pytestmark = pytest.mark.integration
-
 SERVICES = {
     "gateway": ("gateway_port", "gateway_metrics_port", "voice.v1.Gateway"),
     "tts_gateway": ("tts_port", "tts_metrics_port", "voice.v1.TextToSpeech"),

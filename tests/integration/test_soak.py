@@ -12,11 +12,7 @@ soak's job."""
 
 import time
 
-import pytest
-
 from bench import soak_load, soak_report, soak_settings
-
-pytestmark = pytest.mark.integration
 
 SECONDS = 40.0
 SHORT_RUN = soak_settings.Thresholds(

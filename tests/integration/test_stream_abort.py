@@ -40,8 +40,6 @@ from voice.v1 import gateway_pb2, gateway_pb2_grpc
 
 from tests.integration.http_client import call
 
-pytestmark = pytest.mark.integration
-
 # Forty sentences; OpenAI's input limit (4096 characters) holds them.
 TEXT = " ".join(f"This is sentence number {n} of a long answer." for n in range(40))
 FIRST_PART_BOUND = 180.0  # seconds until every client has its first part (a loaded machine)

@@ -13,16 +13,11 @@ import glob
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from services.stack import components
-from services.stack.supervisor import Supervisor
-from tests.integration.stacks import REPO, reuse_models, stack_config
-
-pytestmark = pytest.mark.integration
+from tests.integration.stacks import only, reuse_models, stack_config, supervised
 
 
 def python_envs(folder) -> set[str]:
@@ -62,18 +57,14 @@ def test_a_killed_triton_leaves_no_python_env_in_the_system_temp_dir(tmp_path_fa
     run_dir = tmp_path_factory.mktemp("tritontmp")
     reuse_models(tmp_path_factory, run_dir)
     config = stack_config(run_dir)
-    (triton,) = [spec for spec in components.build(config, REPO) if spec.name == "triton"]
     private = run_dir.resolve() / "triton-tmp"
     before = python_envs("/tmp")
-    supervisor = Supervisor([triton], run_dir / "logs")
-    stop = threading.Event()
-    watcher = threading.Thread(target=lambda: supervisor.watch(stop, poll=0.2), daemon=True)
-    try:
-        supervisor.start(timeout=300)
-        (child,) = supervisor.children
+    # Not watched at first: a restart would empty triton-tmp before the test looks in it.
+    with supervised(config, only("triton"), watch=False) as running:
+        (child,) = running.supervisor.children
         # /tmp as tritonserver sees it, through its mount namespace.
         if not os.path.samefile(f"/proc/{child.process.pid}/root/tmp", private):
-            pytest.skip(f"tritonserver got no /tmp of its own here:\n{supervisor.tail(child)}")
+            pytest.skip(f"tritonserver got no /tmp of its own here:\n{running.supervisor.tail(child)}")
         made = python_envs(private)
         os.kill(child.process.pid, signal.SIGKILL)
         child.process.wait(timeout=30)
@@ -83,19 +74,11 @@ def test_a_killed_triton_leaves_no_python_env_in_the_system_temp_dir(tmp_path_fa
         assert len(made) == 1 and python_envs(private) == made, made
         (private / "stale-marker").write_text("from the first run")
         # The supervisor restarts it (as after a crash): its temp dir is cleared first.
-        watcher.start()
-        assert supervisor.wait_started("triton", 2, timeout=60)
-        deadline = time.monotonic() + 300
-        while not triton.probe():
-            assert child.process.poll() is None, supervisor.tail(child)
-            assert time.monotonic() < deadline, "triton did not come back"
-            stop.wait(0.5)
+        running.watch(poll=0.2)
+        assert running.supervisor.wait_started("triton", 2, timeout=60)
+        # Ready again (a StackError, with its log's tail, if it exits or takes longer).
+        running.supervisor.wait_ready(300, threading.Event())
         assert not (private / "stale-marker").exists()
         now = python_envs(private)
         assert len(now) == 1 and not now & made, (made, now)
-    finally:
-        stop.set()
-        if watcher.is_alive():
-            watcher.join(timeout=15)
-        supervisor.stop(timeout=30)
     assert new_in_system_tmp(before, child.process.pid) == set()

@@ -17,8 +17,6 @@ from spark_tts.layout import SAMPLES_PER_TOKEN
 from tests.integration.http_client import call
 from tests.integration.stacks import vllm_metric
 
-pytestmark = pytest.mark.integration
-
 
 def voice_clip(seed: int, seconds: float = 2.0, rate: int = 22_050) -> PcmAudio:
     """A voiced, wobbling harmonic signal, stereo, at a rate other than 16 kHz."""

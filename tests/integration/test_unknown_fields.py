@@ -11,8 +11,6 @@ import pytest
 
 from tests.integration.http_client import call
 
-pytestmark = pytest.mark.integration
-
 TEXT = {"text": "Hi.", "voice": "demo"}
 
 

@@ -9,7 +9,7 @@ import copy
 import grimp
 import pytest
 
-PACKAGES = ("services", "edge", "bench")
+PACKAGES = ("services", "edge", "localstack", "bench")
 SERVICES = ("gateway", "tts_gateway", "rvc")
 
 
@@ -49,7 +49,7 @@ def test_a_cycle_is_found_where_there_is_one(graph):
 APART = (
     ("edge", "services.gateway"),
     ("services.gateway", "edge"),
-    ("services.stack", "services.gateway"),
+    ("localstack", "services.gateway"),
 )
 
 
@@ -60,7 +60,28 @@ def test_the_edge_and_the_gateway_are_apart(graph, importer, imported):
 
 
 def test_the_local_stack_renders_the_edge(graph):
-    assert graph.chain_exists(importer="services.stack.components", imported="edge.render")
+    assert graph.chain_exists(importer="localstack.components", imported="edge.render")
+
+
+# (importer, imported): in the local runner, supervision knows nothing of the process
+# table or of what the processes run on, and preparing the models starts no process.
+RUNNER_APART = (
+    ("localstack.supervise", "localstack.components"),
+    ("localstack.supervise", "localstack.prepare"),
+    ("localstack.supervise", "localstack.config"),
+    ("localstack.prepare", "localstack.supervise"),
+    ("localstack.prepare", "localstack.components"),
+)
+
+
+@pytest.mark.parametrize(("importer", "imported"), RUNNER_APART)
+def test_the_runners_parts_are_apart(graph, importer, imported):
+    assert not graph.chain_exists(importer=importer, imported=imported, as_packages=True), (
+        f"{importer} imports {imported}")
+
+
+def test_no_service_imports_the_local_runner(graph):
+    assert not graph.chain_exists(importer="services", imported="localstack", as_packages=True)
 
 
 @pytest.mark.parametrize("service", SERVICES)

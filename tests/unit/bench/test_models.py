@@ -9,8 +9,8 @@ import json
 import pytest
 
 from bench import models as bench_models
+from localstack.prepare import models as stack_models
 from services.rvc import tiny_models as rvc_models
-from services.stack import models as stack_models
 from spark_tts import tiny_models as spark_models
 
 

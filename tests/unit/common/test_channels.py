@@ -5,6 +5,7 @@ import contextlib
 from collections import Counter
 
 import grpc
+import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from voice.v1 import rvc_pb2, rvc_pb2_grpc
 
@@ -121,6 +122,7 @@ async def _after_quiet_pings(host_factory, monkeypatch) -> str:
             await channel.close()
 
 
+@pytest.mark.slow  # seconds of real time: an outage, keepalive pings
 async def test_our_servers_accept_keepalive_pings_on_a_quiet_connection(monkeypatch):
     @contextlib.asynccontextmanager
     async def ours():
@@ -130,6 +132,7 @@ async def test_our_servers_accept_keepalive_pings_on_a_quiet_connection(monkeypa
     assert await _after_quiet_pings(ours, monkeypatch) == "watch quiet, call OK"
 
 
+@pytest.mark.slow  # seconds of real time: an outage, keepalive pings
 async def test_a_default_grpc_server_would_close_the_connection(monkeypatch):
     """The control: gRPC's default ping policy (the cause of a CI failure, 503 "Too many
     pings" on the old API, when our servers used it)."""

@@ -32,11 +32,11 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from localstack.config import StackConfig
+from localstack.vllm import VllmServer
 from services.common.settings import from_env
 from services.gateway.settings import GatewaySettings
 from services.rvc.settings import RvcSettings
-from services.stack.config import StackConfig
-from services.stack.vllm import VllmServer
 from services.tts_gateway.settings import TtsSettings
 
 REPO = Path(__file__).resolve().parents[3]
@@ -612,7 +612,7 @@ def test_triton_ports_and_flags_follow_the_local_stack(triton):
     assert {int(flags[k]) for k in ("http-port", "grpc-port", "metrics-port")} == ports
     assert {flags[k] for k in ("http-address", "grpc-address", "metrics-address")} == {"0.0.0.0"}
     # Every flag is one the local stack passes to the same tritonserver build.
-    components = (REPO / "services" / "stack" / "components.py").read_text()
+    components = (REPO / "localstack" / "components.py").read_text()
     for name in flags:
         assert f'"--{name}=' in components, name
 
@@ -706,7 +706,7 @@ def test_triton_entrypoint_renders_gpu_instances_and_counts(triton, tmp_path):
 
 @pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
 def test_triton_entrypoint_auto_follows_the_local_stacks_gpu_check(triton, tmp_path):
-    from services.stack.components import gpu_visible
+    from localstack.components import gpu_visible
 
     _, rendered = _run_entrypoint(triton, tmp_path, SPARK_TTS_DEVICE="auto")
     kind = "KIND_GPU" if gpu_visible() else "KIND_CPU"
@@ -914,7 +914,7 @@ def test_dockerignore_excludes(path):
 
 @pytest.mark.parametrize("path", [
     "pyproject.toml", "constraints.txt", "protos/voice/v1/tts.proto",
-    "services/rvc/models/__init__.py", "services/stack/model_repo.py",
+    "services/rvc/models/__init__.py", "localstack/prepare/model_repo.py",
     "edge/render.py", "edge/errors.lua",
     "triton/model_repo/llm/config.pbtxt", "triton/python/spark_tts/prompts.py",
     "constraints-vllm.txt",

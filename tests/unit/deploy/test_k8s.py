@@ -456,7 +456,7 @@ def _triton_parameters() -> set[str]:
 
 
 def test_triton_runs_the_repository_with_its_env(overlay):
-    from services.stack.model_repo import parse_instances
+    from localstack.prepare.model_repo import parse_instances
 
     workload = of_kind(overlay, "Deployment")["triton"]
     c = container(workload, "triton")
@@ -534,9 +534,9 @@ def test_vllm_runs_beside_triton_in_its_pod(overlay):
 
 
 def test_vllm_runs_the_stacks_server_command(overlay):
-    """The image's entrypoint with the pod's args is services/stack/vllm.py's command
+    """The image's entrypoint with the pod's args is localstack/vllm.py's command
     line for the CPU or the GPU, listening on the pod's addresses (probes, Prometheus)."""
-    from services.stack.vllm import SERVED_NAME, VllmServer
+    from localstack.vllm import SERVED_NAME, VllmServer
     from spark_tts.layout import LLM_DIR
 
     workload, triton, vllm, gpu = _llm_server(overlay)
@@ -570,7 +570,7 @@ def test_vllm_runs_the_stacks_server_command(overlay):
 
 
 def test_vllm_env_is_the_servers(overlay):
-    from services.stack.vllm import VllmServer
+    from localstack.vllm import VllmServer
 
     _, _, vllm, gpu = _llm_server(overlay)
     env = env_of(vllm)

@@ -16,9 +16,9 @@ from edge.filters import ROUTER_FILTER
 from edge.limits import RATE_LIMIT_FILTER, EdgeRateLimit
 from edge.render import render, write
 from edge.security import JWT_FILTER, EdgeJwt
+from localstack.components import envoy_binary
+from localstack.config import StackConfig
 from services.common.settings import SettingsError
-from services.stack.components import envoy_binary
-from services.stack.config import StackConfig
 from tests import edge_credentials
 
 DESCRIPTOR = Path("gen/voice_v1.pb")

@@ -18,7 +18,7 @@ from edge.fields import FIELDS_FILTER
 from edge.paths import GRPC_ONLY_FILTER
 from edge.render import render, write
 from edge.timeout import TIMEOUT_FILTER
-from services.stack.components import envoy_binary
+from localstack.components import envoy_binary
 
 DESCRIPTOR = Path("gen/voice_v1.pb")
 

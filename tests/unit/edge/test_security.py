@@ -16,9 +16,9 @@ from edge.limits import BODY_LIMIT_FILTER
 from edge.listeners import ACCESS_LOG_FIELDS
 from edge.render import render, write
 from edge.security import EdgeJwt, EdgeTls, check_jwks
+from localstack.components import envoy_binary
+from localstack.config import StackConfig
 from services.common.settings import SettingsError, from_env
-from services.stack.components import envoy_binary
-from services.stack.config import StackConfig
 from tests import edge_credentials
 
 DESCRIPTOR = Path("gen/voice_v1.pb")

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from localstack.config import free_ports
 from services.common.audio import PcmAudio
 from services.common.errors import Unavailable
 from services.common.metrics import ServerMetrics
 from services.common.settings import SettingsError, from_env
-from services.stack.config import free_ports
 from services.tts_gateway import synthesis
 from services.tts_gateway.metrics import TtsMetrics
 from services.tts_gateway.request import ReferenceSpeaker, SpeechRequest
@@ -116,6 +116,7 @@ async def _poll_until_ready(client: Triton, timeout: float) -> float | None:
     return None
 
 
+@pytest.mark.slow  # seconds of real time: an outage, keepalive pings
 async def test_a_triton_back_after_a_long_outage_is_seen_within_a_second_or_so():
     """Triton takes tens of seconds to come back after a crash; gRPC's default reconnect
     back-off would by then wait seconds more (1 s, 1.6 s, 2.6 s, 4.1 s...) before

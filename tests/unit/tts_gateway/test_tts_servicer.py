@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from voice.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
 
+from localstack.config import free_ports
 from services.common.audio import PcmAudio
 from services.common.audio_proto import audio_to_proto
 from services.common.metrics import ServerMetrics
 from services.common.server import Servicer
-from services.stack.config import free_ports
 from services.tts_gateway.metrics import TtsMetrics
 from services.tts_gateway.servicer import TextToSpeechServicer
 from services.tts_gateway.settings import TtsSettings

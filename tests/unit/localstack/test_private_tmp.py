@@ -1,4 +1,4 @@
-"""The launcher that gives tritonserver a /tmp of its own (services/stack/private_tmp.py)."""
+"""The launcher that gives tritonserver a /tmp of its own (localstack/supervise/private_tmp.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from services.stack import components
-from services.stack.private_tmp import needed_entries
+from localstack import components
+from localstack.supervise.private_tmp import needed_entries
 
 
 def test_the_entries_a_program_needs_are_found_in_its_arguments_environment_and_cwd():

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from localstack import vllm
+from localstack.config import StackConfig
 from services.common.settings import SettingsError
-from services.stack import vllm
-from services.stack.config import StackConfig
 
 
 def server(**changes) -> vllm.VllmServer:

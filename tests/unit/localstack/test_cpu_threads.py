@@ -2,10 +2,10 @@
 
 import pytest
 
+from localstack.config import StackConfig
 from services.common.settings import SettingsError, from_env
 from services.rvc.__main__ import pool_config
 from services.rvc.settings import RvcSettings
-from services.stack.config import StackConfig
 
 
 @pytest.mark.parametrize("cores, split", [(1, (1, 1)), (2, (1, 1)), (8, (4, 4)), (7, (3, 4))])

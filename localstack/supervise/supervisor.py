@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from localstack.supervise.spec import ProcessSpec
 from services.common.process import dying_with_me
-from services.stack.components import ProcessSpec
 
 log = logging.getLogger(__name__)
 

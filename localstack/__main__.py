@@ -1,4 +1,4 @@
-"""python -m services.stack: run Triton, the three services and Envoy until Ctrl-C."""
+"""python -m localstack: run vLLM, Triton, the three services and Envoy until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import sys
 import threading
 from pathlib import Path
 
+from localstack import components
+from localstack.config import StackConfig
+from localstack.supervise.spec import ProcessSpec
+from localstack.supervise.supervisor import StackError, Supervisor
 from services.common.settings import SettingsError
-from services.stack import components
-from services.stack.config import StackConfig
-from services.stack.supervisor import StackError, Supervisor
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("stack")
 
 
-def banner(specs: list[components.ProcessSpec], config: StackConfig) -> str:
+def banner(specs: list[ProcessSpec], config: StackConfig) -> str:
     rows = [(spec.name, kind, where) for spec in specs for kind, where in spec.endpoints]
     width = max(len(name) for name, _, _ in rows)
     kind_width = max(len(kind) for _, kind, _ in rows)

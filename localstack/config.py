@@ -11,8 +11,8 @@ from pathlib import Path
 from edge.config import MAX_BODY_BYTES
 from edge.limits import MAX_TRUSTED_PROXY_HOPS, EdgeRateLimit, check_limits
 from edge.security import EdgeJwt, EdgeTls, check_jwks
+from localstack.prepare.model_repo import parse_instances
 from services.common.settings import InternalTls, SettingsError, check_port, env_field, from_env
-from services.stack.model_repo import parse_instances
 
 PORT_FIELDS = (
     "api_port",
@@ -45,7 +45,7 @@ class StackConfig:
     triton_http_port: int = env_field("TRITON_HTTP_PORT", 8000)
     triton_grpc_port: int = env_field("TRITON_GRPC_PORT", 8001)
     triton_metrics_port: int = env_field("TRITON_METRICS_PORT", 8002)
-    # The vLLM server of the Spark LLM (services/stack/vllm.py): its environment
+    # The vLLM server of the Spark LLM (localstack/vllm.py): its environment
     # (make vllm-env), eager mode (auto: on the CPU only), the CPU KV cache in GiB
     # and, on a GPU, the fraction of its memory vLLM takes. (Not VLLM_*: vLLM reads
     # variables of that prefix itself; VLLM_PORT is one of its own.)

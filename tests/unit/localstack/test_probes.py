@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from services.stack.probes import http_ok
+from localstack.supervise.probes import http_ok
 from tests import edge_credentials
 
 

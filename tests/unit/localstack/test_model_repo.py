@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from services.stack.model_repo import parse_instances, render
+from localstack.prepare.model_repo import parse_instances, render
 
 SOURCE = Path(__file__).resolve().parents[3] / "triton" / "model_repo"
 

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from services.stack.components import ProcessSpec
-from services.stack.supervisor import StackError, Supervisor
+from localstack.supervise.spec import ProcessSpec
+from localstack.supervise.supervisor import StackError, Supervisor
 from tests.processes import running, wait_until_gone
 
 # Writes its pid (and a grandchild's) to a file once "ready", then waits.
@@ -108,8 +108,8 @@ def test_children_die_with_a_killed_supervisor(tmp_path):
         import os, sys
         sys.path[:0] = {sys.path!r}
         from pathlib import Path
-        from services.stack.components import ProcessSpec
-        from services.stack.supervisor import Supervisor
+        from localstack.supervise.spec import ProcessSpec
+        from localstack.supervise.supervisor import Supervisor
         marker = Path({str(spec_marker)!r})
         spec = ProcessSpec("child", [sys.executable, "-c", {CHILD!r}, str(marker)],
                            dict(os.environ), marker.exists)

@@ -4,7 +4,7 @@ The repository in git keeps one instance per model on the CPU. Instance
 counts and the device are deployment decisions, so they are set here, from
 settings, in a copy that Triton serves; nobody edits config files by hand.
 
-    python -m services.stack.model_repo SRC DST --instances llm=2,vocoder=2 --gpu
+    python -m localstack.prepare.model_repo SRC DST --instances llm=2,vocoder=2 --gpu
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""What the stack's processes run on, made ready before any of them starts."""

@@ -1,1 +1,0 @@
-"""The local runner: the whole stack as supervised processes on loopback."""
