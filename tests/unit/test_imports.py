@@ -44,44 +44,31 @@ def test_a_cycle_is_found_where_there_is_one(graph):
                for chain in cycles(graph, "services"))
 
 
-# (importer, imported): the Envoy edge's configuration (edge/) is no part of the gateway
-# process, and the local stack renders it without the gateway's code.
+# (importer, imported) that must stay apart: the Envoy edge's configuration (edge/) is
+# no part of the gateway process, and the local stack renders it without the gateway's
+# code; in the local runner, supervision knows nothing of the process table or of what
+# the processes run on, and preparing the models starts no process.
 APART = (
     ("edge", "services.gateway"),
     ("services.gateway", "edge"),
     ("localstack", "services.gateway"),
+    ("localstack.supervise", "localstack.components"),
+    ("localstack.supervise", "localstack.prepare"),
+    ("localstack.supervise", "localstack.config"),
+    ("localstack.prepare", "localstack.supervise"),
+    ("localstack.prepare", "localstack.components"),
+    ("services", "localstack"),
 )
 
 
 @pytest.mark.parametrize(("importer", "imported"), APART)
-def test_the_edge_and_the_gateway_are_apart(graph, importer, imported):
+def test_these_packages_stay_apart(graph, importer, imported):
     assert not graph.chain_exists(importer=importer, imported=imported, as_packages=True), (
         f"{importer} imports {imported}")
 
 
 def test_the_local_stack_renders_the_edge(graph):
     assert graph.chain_exists(importer="localstack.components", imported="edge.render")
-
-
-# (importer, imported): in the local runner, supervision knows nothing of the process
-# table or of what the processes run on, and preparing the models starts no process.
-RUNNER_APART = (
-    ("localstack.supervise", "localstack.components"),
-    ("localstack.supervise", "localstack.prepare"),
-    ("localstack.supervise", "localstack.config"),
-    ("localstack.prepare", "localstack.supervise"),
-    ("localstack.prepare", "localstack.components"),
-)
-
-
-@pytest.mark.parametrize(("importer", "imported"), RUNNER_APART)
-def test_the_runners_parts_are_apart(graph, importer, imported):
-    assert not graph.chain_exists(importer=importer, imported=imported, as_packages=True), (
-        f"{importer} imports {imported}")
-
-
-def test_no_service_imports_the_local_runner(graph):
-    assert not graph.chain_exists(importer="services", imported="localstack", as_packages=True)
 
 
 @pytest.mark.parametrize("service", SERVICES)
