@@ -104,7 +104,7 @@ class SpeechService:
             default_rvc_model="" if isinstance(rvc_model, Exception) else rvc_model,
             requests=counts,
             uptime_seconds=time.monotonic() - self._started,
-            voices=self.voices.profiles(),
+            voices=self.profiles(),
         )
 
     async def _default_rvc_model(self, timeout: float) -> str:

@@ -89,10 +89,6 @@ class _Watch:
         with self._lock:
             self._streams.pop(key, None)
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._streams)
-
     def _run(self) -> None:
         while not self._wake.wait(self._interval):
             with self._lock:
