@@ -34,6 +34,12 @@ class NotFound(ServiceError):
     code = grpc.StatusCode.NOT_FOUND
 
 
+class AlreadyExists(ServiceError):
+    """A named thing (e.g. an installed voice) exists already and was not to be replaced."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
 class FailedPrecondition(ServiceError):
     """The system is not in a state to serve this request (e.g. no model installed)."""
 

@@ -16,17 +16,22 @@ import email.policy
 import urllib.parse
 from dataclasses import dataclass, field, replace
 
-from voice.v1 import rvc_pb2, tts_pb2
-
 from services.common.audio import PcmAudio, decode_container, to_mono
-from services.common.audio_proto import audio_to_proto
 from services.common.errors import InvalidArgument, ServiceError
 from services.common.seeds import check_seed
 from services.gateway.audio_formats import parse_format
 from services.gateway.jobs import SpeechJob, build_job
 from services.gateway.json_body import json_object
 from services.gateway.legacy_status import OLD_DEFAULTS
-from services.gateway.voice_profiles import F0_METHODS
+from services.gateway.params_proto import conversion_to_proto
+from services.gateway.speech_params import (
+    F0_METHODS,
+    Conversion,
+    Reference,
+    Sampling,
+    Speaker,
+    overlay,
+)
 from services.gateway.voices import VoiceBook
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
@@ -83,15 +88,15 @@ class Form:
             raise InvalidArgument(f"{name}: {exc.message}") from None
 
 
-def parse_form(content_type: str, body: bytes) -> Form:
+def parse_form(content_type: str, body: bytes, known: frozenset[str] = KNOWN_FIELDS) -> Form:
     """The fields and files of a multipart, URL-encoded or JSON body; unknown names are refused."""
     form = _parse(content_type, body)
     for name in (*form.fields, *form.files):
-        if name not in KNOWN_FIELDS:
-            close = difflib.get_close_matches(name, KNOWN_FIELDS, n=1)
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise InvalidArgument(
-                f"unknown field {name[:40]!r}{hint}: the fields are {', '.join(sorted(KNOWN_FIELDS))}"
+                f"unknown field {name[:40]!r}{hint}: the fields are {', '.join(sorted(known))}"
             )
     return form
 
@@ -157,43 +162,37 @@ def _json(body: bytes) -> Form:
     return form
 
 
-def conversion_params(form: Form) -> rvc_pb2.ConversionParams:
+def conversion_params(form: Form) -> Conversion:
     """The RVC fields of a legacy form; absent ones stay unset (see ``with_old_defaults``)."""
-    params = rvc_pb2.ConversionParams(model=form.text("model").strip())
+    values: dict = {"model": form.text("model").strip()}
     method = form.text("f0_method").strip().lower()
     if method:
         if method not in F0_METHODS:
             raise InvalidArgument(
                 f"f0_method {method[:40]!r} is unknown: use one of {sorted(F0_METHODS)}"
             )
-        params.f0_method = F0_METHODS[method]
+        values["f0_method"] = F0_METHODS[method]
     for name, kind in (("pitch_shift", int), ("index_rate", float), ("filter_radius", int),
                        ("rms_mix_rate", float), ("protect", float), ("resample_sr", int)):
         value = form.number(name, kind)
         if value is not None:
-            try:
-                setattr(params, name, value)
-            except ValueError:  # beyond the proto field's integer type; RVC checks the rest
-                raise InvalidArgument(f"{name} {value} is out of range") from None
+            values[name] = value
+    params = Conversion(**values)
+    conversion_to_proto(params)  # a number beyond its field's type is refused now, not after TTS
     return params
 
 
-def with_old_defaults(params: rvc_pb2.ConversionParams) -> rvc_pb2.ConversionParams:
+def with_old_defaults(params: Conversion) -> Conversion:
     """``params`` (the request's over the profile's) with the old server's defaults where unset."""
-    merged = rvc_pb2.ConversionParams()
-    merged.CopyFrom(OLD_DEFAULTS)
-    merged.MergeFrom(params)
-    return merged
+    return overlay(OLD_DEFAULTS, params)
 
 
-def _profile_conversion(form: Form, voices: VoiceBook) -> tuple[rvc_pb2.ConversionParams, bool]:
+def _profile_conversion(form: Form, voices: VoiceBook) -> tuple[Conversion, bool]:
     """The request's RVC fields over the named (or default) voice's, and whether it skips RVC."""
     params = conversion_params(form)
     name = form.text("voice").strip()
     try:
-        resolved = voices.resolve(
-            name, tts_pb2.SpeakerPrompt(), tts_pb2.SamplingParams(), params, False
-        )
+        resolved = voices.resolve(name, Speaker(), Sampling(), params, False)
     except ServiceError:
         if name:
             raise
@@ -202,7 +201,7 @@ def _profile_conversion(form: Form, voices: VoiceBook) -> tuple[rvc_pb2.Conversi
     return resolved.conversion, resolved.skip_rvc
 
 
-def rvc_params(form: Form, voices: VoiceBook) -> rvc_pb2.ConversionParams:
+def rvc_params(form: Form, voices: VoiceBook) -> Conversion:
     """The parameters of ``POST /rvc``: the request's, over the named (or default) voice's.
 
     Without a model the old server converted with its one loaded voice; here that
@@ -228,10 +227,9 @@ def job(form: Form, voices: VoiceBook, max_reference_seconds: float | None = Non
     seed = form.number("seed", int)
     if seed is not None:
         check_seed(seed)
-    speaker = tts_pb2.SpeakerPrompt()
+    speaker = Speaker()
     if reference is not None:
-        speaker.reference.audio.CopyFrom(audio_to_proto(reference))
-        speaker.reference.transcript = form.text("reference_text")
+        speaker = Speaker(reference=Reference(reference, form.text("reference_text")))
     elif not form.text("voice").strip() and not voices.default:
         raise InvalidArgument("the file reference_audio is required (or name a voice)")
     conversion = conversion_params(form)
@@ -247,7 +245,7 @@ def job(form: Form, voices: VoiceBook, max_reference_seconds: float | None = Non
         form.text("voice"),
         form.text("text"),
         speaker=speaker,
-        sampling=tts_pb2.SamplingParams(seed=seed) if seed is not None else None,
+        sampling=Sampling(seed=seed),
         conversion=conversion,
         skip_rvc=form.flag("skip_rvc"),
         sample_rate=form.number("sample_rate", int, 0),

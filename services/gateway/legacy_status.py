@@ -9,14 +9,14 @@ from __future__ import annotations
 from google.protobuf import struct_pb2
 from voice.v1 import gateway_pb2, rvc_pb2, tts_pb2
 
-from services.common.audio_proto import audio_from_proto
 from services.gateway.results import Health
-from services.gateway.voice_profiles import F0_METHODS, VoiceProfile
+from services.gateway.speech_params import F0_METHODS, Conversion, overlay
+from services.gateway.voice_profiles import VoiceProfile
 
 # The old server's Form(...) defaults. They differ from the WebUI's (RVC's own
 # defaults) in rms_mix_rate: 0.0, the TTS audio's loudness envelope, not 0.25.
-OLD_DEFAULTS = rvc_pb2.ConversionParams(
-    pitch_shift=0, f0_method=rvc_pb2.F0_METHOD_RMVPE, index_rate=0.75, filter_radius=3,
+OLD_DEFAULTS = Conversion(
+    pitch_shift=0, f0_method=F0_METHODS["rmvpe"], index_rate=0.75, filter_radius=3,
     rms_mix_rate=0.0, protect=0.33,
 )
 
@@ -26,11 +26,12 @@ _F0_NAMES = {value: name for name, value in F0_METHODS.items()}
 # Calls that change no audio are not requests in the old server's counts.
 _NOT_COUNTED = ("Get", "List", "LegacyChangeConfig")
 CONFIG_IS_READ_ONLY = (
-    "the server's voice settings cannot be changed through the API (POST /config, "
-    "POST and DELETE /config/reference-audio): shared settings would differ between "
-    "gateway replicas. Name a voice profile in the field voice (GET /v1/voices lists "
-    "them; GET /config shows the default one's settings), or send reference_audio and "
-    "the RVC fields with each request. Managing voices through the API is issue 19's work"
+    "the server's one set of voice settings cannot be changed (POST /config, POST and "
+    "DELETE /config/reference-audio): every request would hear whichever write came "
+    "last, from any client. Make a voice of your own instead (POST /v1/voices: a clip, "
+    "its transcript and the RVC fields; PUT /v1/voices/{name} changes it) and name it in "
+    "the field voice; GET /v1/voices lists the voices, GET /config shows the default one's "
+    "settings. Or send reference_audio and the RVC fields with each request"
 )
 
 
@@ -89,20 +90,19 @@ def old_status_fields(
 
 def legacy_config(profile: VoiceProfile | None) -> gateway_pb2.LegacyConfig:
     """The default profile's clip and RVC settings, the old defaults where it sets none."""
-    params = rvc_pb2.ConversionParams()
-    params.CopyFrom(OLD_DEFAULTS)
+    params = OLD_DEFAULTS
     config = gateway_pb2.LegacyConfig(reference_audio_duration=struct_pb2.Value(null_value=0))
     if profile is not None:
-        params.MergeFrom(profile.conversion)
+        params = overlay(OLD_DEFAULTS, profile.conversion)
         config.voice = profile.name
-        if profile.speaker.WhichOneof("source") == "reference":
-            reference = profile.speaker.reference
+        reference = profile.speaker.reference
+        if reference is not None:
             config.has_reference_audio = True
-            config.reference_audio_duration.number_value = audio_from_proto(reference.audio).duration
+            config.reference_audio_duration.number_value = reference.audio.duration
             config.reference_text = reference.transcript
     config.pitch_shift = params.pitch_shift
     config.f0_method = _F0_NAMES[params.f0_method]
-    config.index_rate = round(params.index_rate, 6)  # float32 in ConversionParams
+    config.index_rate = round(params.index_rate, 6)  # float32 when it came from a request
     config.filter_radius = params.filter_radius
     config.rms_mix_rate = round(params.rms_mix_rate, 6)
     config.protect = round(params.protect, 6)

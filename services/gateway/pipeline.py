@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from voice.v1 import rvc_pb2, tts_pb2
 
 from services.common.audio import resample
 from services.common.errors import InvalidArgument
@@ -17,6 +16,7 @@ from services.gateway.jobs import SpeechJob
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.results import SKIP_MESSAGES, Health, Piece, Synthesis
 from services.gateway.sentences import split_sentences
+from services.gateway.speech_params import Conversion, Engine, Speaker
 from services.gateway.stages import RvcStage, StageResult, TtsStage, join
 from services.gateway.tempo import change_tempo
 
@@ -46,7 +46,7 @@ class Pipeline:
         # so this bounds how long one request can hold the pipeline.
         self.max_text_chars = max_text_chars
 
-    async def _skip_reason(self, params: rvc_pb2.ConversionParams, skip_rvc: bool) -> str:
+    async def _skip_reason(self, params: Conversion, skip_rvc: bool) -> str:
         """A key of SKIP_MESSAGES, or '' to convert."""
         if skip_rvc:
             return "requested"
@@ -128,25 +128,29 @@ class Pipeline:
         resynthesises the stretched speech instead of the stretch's artefacts.
         """
         speaker = job.speaker
-        sampling = tts_pb2.SamplingParams()
-        sampling.CopyFrom(job.sampling)
-        if not sampling.HasField("seed") and job.engine != tts_pb2.ENGINE_PIPER:
+        sampling = job.sampling
+        if sampling.seed is None and job.engine != Engine.PIPER:
             # One seed for every sentence keeps the sampling of a request consistent.
-            sampling.seed = random.getrandbits(64)  # any uint64 (services/common/seeds.py)
+            # Any uint64 (services/common/seeds.py).
+            sampling = dataclasses.replace(sampling, seed=random.getrandbits(64))
+
+        async def say(sentence: str, speaker: Speaker) -> StageResult:
+            return await self.tts.say(sentence, speaker, sampling, job.engine, job.piper)
+
         try:
             for sentence in sentences:
                 try:
-                    result = await self.tts.synthesize(job.tts_request(sentence, speaker, sampling))
+                    result = await say(sentence, speaker)
                 except grpc.aio.AioRpcError as exc:
                     # The TTS side forgot the speaker it encoded for us (Triton
                     # restarted): encode the reference again and go on.
                     if exc.code() != grpc.StatusCode.NOT_FOUND or speaker is job.speaker:
                         raise
                     speaker = job.speaker
-                    result = await self.tts.synthesize(job.tts_request(sentence, speaker, sampling))
-                if result.extra and speaker.WhichOneof("source") == "reference":
+                    result = await say(sentence, speaker)
+                if result.extra and speaker.source == "reference":
                     # The first sentence encoded the reference; the rest reuse it by id.
-                    speaker = tts_pb2.SpeakerPrompt(speaker_id=result.extra)
+                    speaker = Speaker(speaker_id=result.extra)
                 if job.speed != 1.0:
                     stretched = await asyncio.to_thread(change_tempo, result.audio, job.speed)
                     result = dataclasses.replace(result, audio=stretched)

@@ -14,20 +14,25 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from voice.v1 import gateway_pb2, rvc_pb2, tts_pb2
+from voice.v1 import rvc_pb2, tts_pb2
 
 from services.common.audio import PcmAudio
 from services.common.metrics import ServerMetrics
 from services.gateway.jobs import SpeechJob
 from services.gateway.pipeline import Pipeline
 from services.gateway.results import Health, Piece, Synthesis
+from services.gateway.speech_params import Conversion
 from services.gateway.stages import StageResult
-from services.gateway.voices import VoiceBook
+from services.gateway.voice_library import VoiceLibrary
+from services.gateway.voices import VoiceBook, VoiceListing
 
 
 @dataclass(frozen=True)
 class Status:
-    """The whole system as the gateway sees it; a stage that could not report is None."""
+    """The whole system as the gateway sees it; a stage that could not report is None.
+
+    The stages' reports are their services' own status messages, relayed unread.
+    """
 
     health: Health
     tts: tts_pb2.GetTtsStatusResponse | None
@@ -35,7 +40,7 @@ class Status:
     default_rvc_model: str  # the voice POST /rvc converts into unnamed ("" if unknown)
     requests: list[tuple[str, str, int]]  # (method, code, count) handled so far
     uptime_seconds: float
-    voices: list[gateway_pb2.Voice]
+    voices: list[VoiceListing]
 
 
 class SpeechService:
@@ -51,6 +56,7 @@ class SpeechService:
     ) -> None:
         self._pipeline = pipeline
         self.voices = voices
+        self.library = VoiceLibrary(voices, max_reference_seconds)
         self._health_timeout = health_timeout
         self._metrics = metrics
         self._service_name = service_name  # whose handled requests the status counts
@@ -67,19 +73,37 @@ class SpeechService:
         """The job's text sentence by sentence, each piece as soon as it is ready."""
         return self._pipeline.synthesize_stream(job, rpc)
 
+    async def say(self, job: SpeechJob) -> StageResult:
+        """TTS only: the job's whole text in its speaker's voice, no conversion."""
+        return await self._pipeline.tts.say(job.text, job.speaker, job.sampling, job.engine,
+                                            job.piper)
+
     async def speak(self, request: tts_pb2.SynthesizeSpeechRequest) -> StageResult:
-        """TTS only: the request as the TTS service takes it, no conversion."""
+        """TTS only: the TTS service's own request, relayed unread; no conversion."""
         return await self._pipeline.tts.synthesize(request)
 
-    async def convert(self, params: rvc_pb2.ConversionParams, audio: PcmAudio) -> StageResult:
+    async def convert(self, params: Conversion, audio: PcmAudio) -> StageResult:
         """RVC only: ``audio`` into the voice ``params`` name."""
         return await self._pipeline.rvc.convert(params, audio)
 
     async def convert_message(self, request: rvc_pb2.ConvertRequest) -> rvc_pb2.ConvertResponse:
-        """RVC only, the RVC service's own request and reply passed through whole."""
+        """RVC only: the RVC service's own request and reply, relayed unread."""
         return await self._pipeline.rvc.convert_message(request)
 
-    def profiles(self) -> list[gateway_pb2.Voice]:
+    async def rvc_voices(self) -> rvc_pb2.ListModelsResponse:
+        """The RVC service's voices, its own list relayed unread."""
+        return await self._pipeline.rvc.voices(self._health_timeout)
+
+    async def install_rvc_voice(self, name: str, checkpoint: bytes, index: bytes,
+                                replace: bool = False) -> rvc_pb2.VoiceModel:
+        """A WebUI voice (.pth, and its .index or b"") given to the RVC service to check
+        and keep; the voices folder is shared by every RVC instance."""
+        return await self._pipeline.rvc.install(name, checkpoint, index, replace)
+
+    async def delete_rvc_voice(self, name: str) -> None:
+        await self._pipeline.rvc.delete(name)
+
+    def profiles(self) -> list[VoiceListing]:
         return self.voices.profiles()
 
     async def health(self) -> Health:

@@ -1,7 +1,9 @@
 """The gateway's clients of the TTS and RVC services.
 
-They speak voice.v1 to those services and hand the pipeline decoded audio
-and timings. Stage requests pass through as the client sent them.
+They speak voice.v1 to those services: the pipeline's parameters
+(services.gateway.speech_params) become those services' requests, and their
+replies decoded audio and timings. The gateway's Tts and Rvc RPCs pass the
+stage's own request through as the client sent it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,15 @@ from services.common.audio_proto import audio_from_proto, audio_to_proto
 from services.common.channels import check_health, open_channel
 from services.common.errors import FailedPrecondition
 from services.common.settings import InternalTls
+from services.gateway.params_proto import (
+    conversion_to_proto,
+    piper_to_proto,
+    sampling_to_proto,
+    speaker_to_proto,
+)
+from services.gateway.speech_params import Conversion, PiperChoice, Sampling, Speaker
+
+INSTALL_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,16 @@ class TtsStage:
         self._channel = open_channel(target, tls=tls)
         self.stub = tts_pb2_grpc.TextToSpeechStub(self._channel)
 
+    async def say(self, text: str, speaker: Speaker, sampling: Sampling, engine: int,
+                  piper: PiperChoice) -> StageResult:
+        """``text`` spoken by ``speaker`` (a sentence, or a whole text)."""
+        return await self.synthesize(tts_pb2.SynthesizeSpeechRequest(
+            text=text, speaker=speaker_to_proto(speaker), sampling=sampling_to_proto(sampling),
+            engine=engine, piper=piper_to_proto(piper),
+        ))
+
     async def synthesize(self, request: tts_pb2.SynthesizeSpeechRequest) -> StageResult:
+        """The TTS service's own request, as a client of the gateway sent it."""
         start = time.perf_counter()
         first = None
         pieces: list[PcmAudio] = []
@@ -86,10 +106,10 @@ class RvcStage:
         self._probe_channel = open_channel(target, tls=tls)
         self.stub = rvc_pb2_grpc.VoiceConversionStub(self._channel)
 
-    async def convert(self, params: rvc_pb2.ConversionParams, audio: PcmAudio) -> StageResult:
+    async def convert(self, params: Conversion, audio: PcmAudio) -> StageResult:
         start = time.perf_counter()
         reply = await self.stub.Convert(
-            rvc_pb2.ConvertRequest(params=params, audio=audio_to_proto(audio))
+            rvc_pb2.ConvertRequest(params=conversion_to_proto(params), audio=audio_to_proto(audio))
         )
         elapsed = time.perf_counter() - start
         return StageResult(audio_from_proto(reply.audio, "rvc audio"), elapsed, elapsed)
@@ -100,6 +120,23 @@ class RvcStage:
 
     async def status(self, timeout: float) -> rvc_pb2.GetRvcStatusResponse:
         return await self.stub.GetStatus(rvc_pb2.GetRvcStatusRequest(), timeout=timeout)
+
+    async def install(self, name: str, checkpoint: bytes, index: bytes,
+                      replace: bool) -> rvc_pb2.VoiceModel:
+        """Installs a WebUI voice, its files sent in pieces; the RVC service checks them."""
+
+        def parts():
+            header = rvc_pb2.InstallModelHeader(name=name, replace=replace)
+            yield rvc_pb2.InstallModelRequest(header=header)
+            for data, kind in ((checkpoint, "checkpoint"), (index, "index")):
+                for start in range(0, len(data), INSTALL_CHUNK_BYTES):
+                    yield rvc_pb2.InstallModelRequest(
+                        **{kind: data[start:start + INSTALL_CHUNK_BYTES]})
+
+        return await self.stub.InstallModel(parts())
+
+    async def delete(self, name: str) -> None:
+        await self.stub.DeleteModel(rvc_pb2.DeleteModelRequest(name=name))
 
     async def voices(self, timeout: float | None = None) -> rvc_pb2.ListModelsResponse:
         return await self.stub.ListModels(rvc_pb2.ListModelsRequest(), timeout=timeout)

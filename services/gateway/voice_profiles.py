@@ -31,33 +31,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voice.v1 import rvc_pb2, tts_pb2
-
 from services.common.audio import decode_container, to_mono
-from services.common.audio_proto import audio_to_proto
 from services.common.errors import InvalidArgument
+from services.gateway.speech_params import (
+    ENGINES,
+    F0_METHODS,
+    GENDERS,
+    LEVELS,
+    Control,
+    Conversion,
+    Engine,
+    PiperChoice,
+    Reference,
+    Sampling,
+    Speaker,
+)
 
 MAX_PROFILE_BYTES = 1 << 20
 MAX_CLIP_BYTES = 16 << 20
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
-# The WebUI's pitch estimator names ("crepe-tiny", ...), read off the proto enum: a
-# profile's f0_method, and the old server's form field (legacy_http) takes the same.
-F0_METHODS = {
-    name.removeprefix("F0_METHOD_").lower().replace("_", "-"): value
-    for name, value in rvc_pb2.F0Method.items()
-    if value != rvc_pb2.F0_METHOD_UNSPECIFIED
-}
-
-_GENDERS = {"female": tts_pb2.GENDER_FEMALE, "male": tts_pb2.GENDER_MALE}
-_LEVELS = {
-    "very_low": tts_pb2.LEVEL_VERY_LOW,
-    "low": tts_pb2.LEVEL_LOW,
-    "moderate": tts_pb2.LEVEL_MODERATE,
-    "high": tts_pb2.LEVEL_HIGH,
-    "very_high": tts_pb2.LEVEL_VERY_HIGH,
-}
-_ENGINES = {"spark": tts_pb2.ENGINE_SPARK, "piper": tts_pb2.ENGINE_PIPER}
 _TOP_KEYS = {"description", "reference_audio", "reference_text", "control", "rvc_model",
              "skip_rvc", "rvc", "sampling", "engine", "piper"}
 _PIPER_VOICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -97,24 +90,24 @@ _PIPER_RULES: dict[str, _Rule] = {
     "length_scale": ("a number in 0.1..10", lambda v: _is_number(v) and 0.1 <= v <= 10),
 }
 _CONTROL_RULES: dict[str, _Rule] = {
-    "gender": ("one of female, male", lambda v: isinstance(v, str) and v in _GENDERS),
-    "pitch": (f"one of {', '.join(_LEVELS)}", lambda v: isinstance(v, str) and v in _LEVELS),
-    "speed": (f"one of {', '.join(_LEVELS)}", lambda v: isinstance(v, str) and v in _LEVELS),
+    "gender": ("one of female, male", lambda v: isinstance(v, str) and v in GENDERS),
+    "pitch": (f"one of {', '.join(LEVELS)}", lambda v: isinstance(v, str) and v in LEVELS),
+    "speed": (f"one of {', '.join(LEVELS)}", lambda v: isinstance(v, str) and v in LEVELS),
 }
 
 
 @dataclass(frozen=True)
 class VoiceProfile:
-    """One loaded profile; treat its protos as read-only (``VoiceBook.resolve`` copies them)."""
+    """One loaded profile."""
 
     name: str
     description: str
-    speaker: tts_pb2.SpeakerPrompt
-    sampling: tts_pb2.SamplingParams
-    conversion: rvc_pb2.ConversionParams
+    speaker: Speaker
+    sampling: Sampling
+    conversion: Conversion
     skip_rvc: bool
-    engine: int = tts_pb2.ENGINE_UNSPECIFIED
-    piper: tts_pb2.PiperOptions = field(default_factory=tts_pb2.PiperOptions)
+    engine: int = Engine.UNSPECIFIED
+    piper: PiperChoice = field(default_factory=PiperChoice)
 
 
 def _read_capped(path: Path, limit: int, what: str) -> bytes:
@@ -145,7 +138,7 @@ def _string(data: dict[str, Any], key: str) -> str:
     return value
 
 
-def _reference(directory: Path, data: dict[str, Any]) -> tts_pb2.SpeakerPrompt:
+def _reference(directory: Path, data: dict[str, Any]) -> Speaker:
     clip = _string(data, "reference_audio")
     # No separators and not hidden (which rules out "." and ".." too): a file in this directory.
     if not clip or clip.startswith(".") or any(bad in clip for bad in ("/", "\\", "\0")):
@@ -161,20 +154,17 @@ def _reference(directory: Path, data: dict[str, Any]) -> tts_pb2.SpeakerPrompt:
         raise InvalidArgument(f"reference_audio {clip!r}: {exc.message}") from None
     if audio.frames == 0:
         raise InvalidArgument(f"reference_audio {clip!r} has no samples")
-    reference = tts_pb2.ReferenceAudio(
-        audio=audio_to_proto(audio), transcript=_string(data, "reference_text")
-    )
-    return tts_pb2.SpeakerPrompt(reference=reference)
+    return Speaker(reference=Reference(audio, _string(data, "reference_text")))
 
 
-def _control(data: dict[str, Any]) -> tts_pb2.SpeakerPrompt:
+def _control(data: dict[str, Any]) -> Speaker:
     control = _section("control", data["control"], _CONTROL_RULES)
     if "gender" not in control:
         raise InvalidArgument("control.gender is required")
-    return tts_pb2.SpeakerPrompt(control=tts_pb2.VoiceControl(
-        gender=_GENDERS[control["gender"]],
-        pitch=_LEVELS[control.get("pitch", "moderate")],
-        speed=_LEVELS[control.get("speed", "moderate")],
+    return Speaker(control=Control(
+        gender=GENDERS[control["gender"]],
+        pitch=LEVELS[control.get("pitch", "moderate")],
+        speed=LEVELS[control.get("speed", "moderate")],
     ))
 
 
@@ -190,8 +180,8 @@ def _parse(path: Path) -> VoiceProfile:
         known = ", ".join(sorted(_TOP_KEYS))
         raise InvalidArgument(f"{unknown[0]} is not a known field: use {known}")
     engine = data.get("engine", "spark")
-    if engine not in _ENGINES:
-        raise InvalidArgument(f"engine must be one of {', '.join(_ENGINES)}, "
+    if engine not in ENGINES:
+        raise InvalidArgument(f"engine must be one of {', '.join(ENGINES)}, "
                               f"got {json.dumps(engine)[:40]}")
     piper = _section("piper", data.get("piper", {}), _PIPER_RULES)
     if piper and engine != "piper":
@@ -205,7 +195,7 @@ def _parse(path: Path) -> VoiceProfile:
     elif "control" in data:
         speaker = _control(data)
     elif engine == "piper":
-        speaker = tts_pb2.SpeakerPrompt()  # Piper speaks in its own voices
+        speaker = Speaker()  # Piper speaks in its own voices
     else:
         raise InvalidArgument("give exactly one of reference_audio and control "
                               '(or "engine": "piper", which needs neither)')
@@ -221,11 +211,11 @@ def _parse(path: Path) -> VoiceProfile:
         name=path.stem,
         description=_string(data, "description"),
         speaker=speaker,
-        sampling=tts_pb2.SamplingParams(**sampling),
-        conversion=rvc_pb2.ConversionParams(model=_string(data, "rvc_model"), **rvc),
+        sampling=Sampling(**sampling),
+        conversion=Conversion(model=_string(data, "rvc_model"), **rvc),
         skip_rvc=skip_rvc,
-        engine=_ENGINES[engine] if "engine" in data else tts_pb2.ENGINE_UNSPECIFIED,
-        piper=tts_pb2.PiperOptions(**piper),
+        engine=ENGINES[engine] if "engine" in data else Engine.UNSPECIFIED,
+        piper=PiperChoice(**piper),
     )
 
 

@@ -8,17 +8,25 @@ others keep working.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from voice.v1 import gateway_pb2, rvc_pb2, tts_pb2
-
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, ServiceError
+from services.gateway.speech_params import (
+    Conversion,
+    Engine,
+    PiperChoice,
+    Sampling,
+    Speaker,
+    overlay,
+)
 from services.gateway.voice_profiles import NAME_PATTERN, VoiceProfile, load_profile
 
 logger = logging.getLogger(__name__)
@@ -29,12 +37,27 @@ RESCAN_SECONDS = 1.0
 class Resolved(NamedTuple):
     """A request's TTS and RVC fields laid over a profile's."""
 
-    speaker: tts_pb2.SpeakerPrompt
-    sampling: tts_pb2.SamplingParams
-    conversion: rvc_pb2.ConversionParams
+    speaker: Speaker
+    sampling: Sampling
+    conversion: Conversion
     skip_rvc: bool
-    engine: int = tts_pb2.ENGINE_UNSPECIFIED
-    piper: tts_pb2.PiperOptions = tts_pb2.PiperOptions()
+    engine: int = Engine.UNSPECIFIED
+    piper: PiperChoice = PiperChoice()
+
+
+@dataclass(frozen=True)
+class VoiceListing:
+    """One profile as ``ListVoices`` shows it; ``problem`` says why a broken one is refused."""
+
+    name: str
+    is_default: bool
+    aliases: tuple[str, ...] = ()
+    problem: str = ""
+    rvc_model: str = ""
+    description: str = ""
+    speaker: str = ""  # the speaker's source: "reference", "control", or ""
+    skip_rvc: bool = False
+    engine: int = Engine.UNSPECIFIED
 
 
 _Signature = tuple[tuple[str, int, int, int], ...]
@@ -116,29 +139,42 @@ class VoiceBook:
             return self._entries
 
     @property
+    def directory(self) -> Path | None:
+        return self._directory
+
+    def reload(self) -> None:
+        """Reads the folder again on next use (after this process wrote to it)."""
+        with self._lock:
+            self._checked_at = None
+
+    def listing(self, name: str) -> VoiceListing:
+        """The profile ``name`` as ``profiles`` lists it; NotFound when there is none."""
+        for listing in self.profiles():
+            if listing.name == name:
+                return listing
+        raise NotFound(f"voice '{name}' is not defined")
+
+    @property
     def default(self) -> str:
         """The profile of requests that name no voice and give no speaker ("" if none)."""
         return self._default
 
-    def profiles(self) -> list[gateway_pb2.Voice]:
+    def profiles(self) -> list[VoiceListing]:
         """Every profile, by name; broken ones carry their problem."""
-        voices = []
         entries = self._current()
         aliases = self._aliases_by_profile(entries)
-        for name, entry in sorted(entries.items()):
-            voice = gateway_pb2.Voice(
-                name=name, is_default=name == self._default, aliases=aliases.get(name, ())
-            )
-            if isinstance(entry, InvalidArgument):
-                voice.problem = entry.message
-            else:
-                voice.rvc_model = entry.conversion.model
-                voice.description = entry.description
-                voice.speaker = entry.speaker.WhichOneof("source") or ""
-                voice.skip_rvc = entry.skip_rvc
-                voice.engine = entry.engine
-            voices.append(voice)
-        return voices
+        return [self._listing(name, entry, aliases.get(name, ()))
+                for name, entry in sorted(entries.items())]
+
+    def _listing(self, name: str, entry: VoiceProfile | InvalidArgument,
+                 aliases: Sequence[str]) -> VoiceListing:
+        listing = VoiceListing(name, name == self._default, tuple(aliases))
+        if isinstance(entry, InvalidArgument):
+            return dataclasses.replace(listing, problem=entry.message)
+        return dataclasses.replace(
+            listing, rvc_model=entry.conversion.model, description=entry.description,
+            speaker=entry.speaker.source, skip_rvc=entry.skip_rvc, engine=entry.engine,
+        )
 
     def _aliases_by_profile(self, entries: dict[str, Any]) -> dict[str, list[str]]:
         """Each profile's aliases, leaving out those a profile of the same name hides."""
@@ -192,39 +228,32 @@ class VoiceBook:
     def resolve(
         self,
         name: str,
-        speaker: tts_pb2.SpeakerPrompt,
-        sampling: tts_pb2.SamplingParams,
-        conversion: rvc_pb2.ConversionParams,
+        speaker: Speaker,
+        sampling: Sampling,
+        conversion: Conversion,
         skip_rvc: bool,
-        engine: int = tts_pb2.ENGINE_UNSPECIFIED,
-        piper: tts_pb2.PiperOptions | None = None,
+        engine: int = Engine.UNSPECIFIED,
+        piper: PiperChoice | None = None,
     ) -> Resolved:
-        """The request's fields laid over the profile's (new protos; inputs untouched).
+        """The request's fields laid over the profile's.
 
         With no name, the default profile applies only to a request without a
         speaker; otherwise (or with no default) the request is returned as is.
         A request's engine wins over the profile's; a request for Piper takes no
         speaker from the profile (Piper would ignore it).
         """
-        piper = piper or tts_pb2.PiperOptions()
-        has_speaker = speaker.WhichOneof("source") is not None
-        if not name and (has_speaker or not self._default):
+        piper = piper or PiperChoice()
+        if not name and (speaker.source or not self._default):
             return Resolved(speaker, sampling, conversion, skip_rvc, engine, piper)
         profile = self.get(name)
         engine = engine or profile.engine
-        merged_piper = tts_pb2.PiperOptions()
-        merged_piper.CopyFrom(profile.piper)
-        merged_piper.MergeFrom(piper)
-        merged_speaker = tts_pb2.SpeakerPrompt()
-        if has_speaker:
-            merged_speaker.CopyFrom(speaker)
-        elif engine != tts_pb2.ENGINE_PIPER:
-            merged_speaker.CopyFrom(profile.speaker)
-        merged_sampling = tts_pb2.SamplingParams()
-        merged_sampling.CopyFrom(profile.sampling)
-        merged_sampling.MergeFrom(sampling)
-        merged_conversion = rvc_pb2.ConversionParams()
-        merged_conversion.CopyFrom(profile.conversion)
-        merged_conversion.MergeFrom(conversion)
-        return Resolved(merged_speaker, merged_sampling, merged_conversion,
-                        skip_rvc or profile.skip_rvc, engine, merged_piper)
+        if not speaker.source and engine != Engine.PIPER:
+            speaker = profile.speaker
+        return Resolved(
+            speaker,
+            overlay(profile.sampling, sampling),
+            overlay(profile.conversion, conversion),
+            skip_rvc or profile.skip_rvc,
+            engine,
+            overlay(profile.piper, piper),
+        )

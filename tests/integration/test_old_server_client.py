@@ -100,7 +100,7 @@ def test_config_describes_the_defaults_and_refuses_changes(client):
         with pytest.raises(OldServerError) as refused:
             change()
         assert refused.value.response.status_code == 501
-        assert "voice profile" in refused.value.detail and "issue 19" in refused.value.detail
+        assert "voice of your own" in refused.value.detail and "POST /v1/voices" in refused.value.detail
 
 
 def test_synthesize_answers_wav_with_every_old_header(client):

@@ -100,3 +100,28 @@ def test_the_gateway_core_imports_no_adapter(graph):
         assert not graph.chain_exists(importer="services.gateway.speech", imported=adapter)
     assert not graph.chain_exists(importer="services.gateway.speech",
                                   imported="services.gateway.adapters", as_packages=True)
+
+
+# The gateway's core: the modules that decide what a request becomes. They work on
+# services.gateway.speech_params; protos stay in the adapters, params_proto and the
+# stage clients (and in speech.py, which relays the stages' own Tts, Rvc and status
+# messages unread).
+GATEWAY_CORE = ("speech_params", "jobs", "voices", "voice_profiles", "pipeline", "results",
+                "sentences", "tempo")
+
+
+@pytest.fixture(scope="module")
+def graph_with_externals() -> grimp.ImportGraph:
+    return grimp.build_graph("services", include_external_packages=True, cache_dir=None)
+
+
+@pytest.mark.parametrize("module", GATEWAY_CORE)
+def test_the_gateway_core_imports_no_protos(graph_with_externals, module):
+    imported = graph_with_externals.find_modules_directly_imported_by(f"services.gateway.{module}")
+    protos = {name for name in imported if name.split(".")[0] in ("voice", "google")}
+    assert not protos, f"services.gateway.{module} imports {sorted(protos)}"
+
+
+def test_the_proto_check_sees_an_import_of_voice(graph_with_externals):
+    imported = graph_with_externals.find_modules_directly_imported_by("services.gateway.stages")
+    assert "voice" in {name.split(".")[0] for name in imported}

@@ -7,12 +7,39 @@ import time
 from voice.v1 import audio_pb2, gateway_pb2
 
 from services.common.audio_proto import audio_to_proto
-from services.gateway import jobs, legacy_status, stream_abort
-from services.gateway.adapters.replies import health_message, stage_timing, timing_trailers
+from services.gateway import legacy_status, stream_abort
+from services.gateway.adapters.replies import (
+    health_message,
+    stage_timing,
+    timing_trailers,
+    voice_message,
+)
+from services.gateway.jobs import SpeechJob, build_job
+from services.gateway.params_proto import (
+    conversion_from_proto,
+    piper_from_proto,
+    sampling_from_proto,
+    speaker_from_proto,
+)
 from services.gateway.speech import SpeechService
 
 VERSION = "0.1.0"
 SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
+
+
+def job_from(speech: SpeechService, request: gateway_pb2.SynthesizeRequest) -> SpeechJob:
+    return build_job(
+        speech.voices,
+        request.voice,
+        request.text,
+        speaker_from_proto(request.speaker),
+        sampling_from_proto(request.sampling),
+        conversion_from_proto(request.conversion),
+        request.skip_rvc,
+        request.sample_rate,
+        engine=request.engine,
+        piper=piper_from_proto(request.piper),
+    )
 
 
 class GatewayRpcs:
@@ -20,7 +47,7 @@ class GatewayRpcs:
 
     async def Synthesize(self, request, context):
         result = await self._speech.synthesize(
-            jobs.from_request(self._speech.voices, request), rpc="Synthesize"
+            job_from(self._speech, request), rpc="Synthesize"
         )
         timing = gateway_pb2.PipelineTiming(
             tts=stage_timing(result.tts),
@@ -44,7 +71,7 @@ class GatewayRpcs:
         first = 0.0
         tts_seconds = rvc_seconds = tts_audio = rvc_audio = 0.0
         pieces = self._speech.stream(
-            jobs.from_request(self._speech.voices, request), rpc="SynthesizeStream"
+            job_from(self._speech, request), rpc="SynthesizeStream"
         )
         async for piece in pieces:
             first = first or piece.first_audio_seconds
@@ -90,7 +117,9 @@ class GatewayRpcs:
         return await self._speech.convert_message(request)
 
     async def ListVoices(self, request, context):
-        return gateway_pb2.ListVoicesResponse(voices=self._speech.profiles())
+        return gateway_pb2.ListVoicesResponse(
+            voices=[voice_message(v) for v in self._speech.profiles()]
+        )
 
     async def GetHealth(self, request, context):
         return health_message(await self._speech.health())
@@ -108,7 +137,7 @@ class GatewayRpcs:
                 gateway_pb2.RequestCount(method=method, code=code, count=count)
                 for method, code, count in status.requests
             ],
-            voices=status.voices,
+            voices=[voice_message(v) for v in status.voices],
             **legacy_status.old_status_fields(
                 status.health, status.tts, status.rvc, status.default_rvc_model,
                 status.requests, status.uptime_seconds,

@@ -106,7 +106,7 @@ class LegacyRpcs:
         form = legacy.parse_form(request.content_type, request.data)
         fmt = legacy.response_format(form)
         job = self._job(form)
-        result = await self._speech.speak(job.tts_request(job.text))
+        result = await self._speech.say(job)
         return await _audio_file(context, result, fmt, job.sample_rate)
 
     async def LegacyRvc(self, request, context):

@@ -4,11 +4,11 @@ through Envoy): its JSON in, the core, encoded audio or its SSE events out."""
 from __future__ import annotations
 
 from google.api import httpbody_pb2
-from voice.v1 import tts_pb2
 
 from services.gateway import jobs, openai_speech, stream_abort
 from services.gateway.adapters.http_audio import encoded_stream
 from services.gateway.speech import SpeechService
+from services.gateway.speech_params import Sampling
 
 
 class OpenAiRpcs:
@@ -19,7 +19,7 @@ class OpenAiRpcs:
         speech = openai_speech.parse_request(request.content_type, request.data)
         job = jobs.build_job(
             self._speech.voices, speech.voice, speech.input,
-            sampling=tts_pb2.SamplingParams(seed=speech.seed) if speech.seed is not None else None,
+            sampling=Sampling(seed=speech.seed),
             sample_rate=speech.sample_rate, speed=speech.speed,
         )
         pieces = self._speech.stream(job, rpc="CreateSpeech")

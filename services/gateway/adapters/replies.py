@@ -6,6 +6,7 @@ from voice.v1 import audio_pb2, gateway_pb2
 
 from services.gateway.results import Health
 from services.gateway.stages import StageResult
+from services.gateway.voices import VoiceListing
 
 
 def stage_timing(result: StageResult | None) -> audio_pb2.StageTiming:
@@ -40,3 +41,12 @@ def timing_trailers(context, timing: gateway_pb2.PipelineTiming) -> None:
     )
     existing = tuple(context.trailing_metadata() or ())
     context.set_trailing_metadata(existing + tuple((k, f"{v:.3f}") for k, v in pairs))
+
+
+def voice_message(listing: VoiceListing) -> gateway_pb2.Voice:
+    return gateway_pb2.Voice(
+        name=listing.name, is_default=listing.is_default, aliases=listing.aliases,
+        problem=listing.problem, rvc_model=listing.rvc_model,
+        description=listing.description, speaker=listing.speaker,
+        skip_rvc=listing.skip_rvc, engine=listing.engine,
+    )

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import soundfile
 from urllib3 import encode_multipart_formdata
-from voice.v1 import rvc_pb2, tts_pb2
 
 from services.common.errors import InvalidArgument, NotFound
 from services.gateway.legacy_http import (
@@ -22,6 +21,7 @@ from services.gateway.legacy_http import (
     rvc_params,
 )
 from services.gateway.pipeline import Pipeline
+from services.gateway.speech_params import F0_METHODS, Engine
 from services.gateway.voices import VoiceBook
 
 NO_VOICES = VoiceBook(None)
@@ -46,9 +46,9 @@ def test_multipart_fields_and_files_are_read_as_requests_sends_them():
     assert request.text == "Hello."
     assert request.speaker.reference.audio.sample_rate == 22_050
     params = conversion_params(form)
-    assert (params.pitch_shift, params.f0_method) == (3, rvc_pb2.F0_METHOD_HARVEST)
-    assert not params.HasField("index_rate")  # absent: the WebUI default applies
-    assert not request.sampling.HasField("seed")
+    assert (params.pitch_shift, params.f0_method) == (3, F0_METHODS["harvest"])
+    assert params.index_rate is None  # absent: the WebUI default applies
+    assert request.sampling.seed is None
     seeded = parse_form("application/json", json.dumps(
         {"seed": 7, "reference_audio": base64.b64encode(wav()).decode()}).encode())
     assert job(seeded, NO_VOICES).sampling.seed == 7
@@ -119,8 +119,8 @@ def test_flags_and_files_are_checked():
 def test_with_a_default_profile_text_alone_is_enough(tmp_path):
     (tmp_path / "demo.json").write_text(json.dumps({"engine": "piper", "rvc_model": "bob"}))
     spoken = job(parse_form("application/json", b'{"text": "Hi."}'), VoiceBook(tmp_path, "demo"))
-    assert (spoken.engine, spoken.conversion.model) == (tts_pb2.ENGINE_PIPER, "bob")
-    assert not spoken.speaker.WhichOneof("source")
+    assert (spoken.engine, spoken.conversion.model) == (Engine.PIPER, "bob")
+    assert not spoken.speaker.source
 
 
 def test_absent_fields_stay_unset_so_a_profile_can_fill_them(tmp_path):
@@ -129,16 +129,16 @@ def test_absent_fields_stay_unset_so_a_profile_can_fill_them(tmp_path):
          "rvc": {"pitch_shift": 4, "f0_method": "pm"}}))
     voices = VoiceBook(tmp_path)
     named = job(parse_form("application/json", b'{"text": "Hi.", "voice": "bob"}'), voices)
-    assert named.speaker.WhichOneof("source") == "control"
+    assert named.speaker.source == "control"
     assert (named.conversion.model, named.conversion.pitch_shift) == ("bob", 4)
-    assert named.conversion.f0_method == rvc_pb2.F0_METHOD_PM
+    assert named.conversion.f0_method == F0_METHODS["pm"]
     overridden = job(parse_form("application/json", json.dumps(
         {"text": "Hi.", "voice": "bob", "pitch_shift": 0, "f0_method": "harvest"}).encode()), voices)
     assert overridden.conversion.pitch_shift == 0
-    assert overridden.conversion.f0_method == rvc_pb2.F0_METHOD_HARVEST
+    assert overridden.conversion.f0_method == F0_METHODS["harvest"]
     # The form's own fields stay unset where absent, so that a profile can fill them.
     plain = conversion_params(parse_form("application/json", b"{}"))
-    assert not plain.HasField("pitch_shift") and plain.f0_method == rvc_pb2.F0_METHOD_UNSPECIFIED
+    assert plain.pitch_shift is None and plain.f0_method == 0
 
 
 def test_request_then_profile_then_the_old_servers_defaults(tmp_path):
@@ -149,11 +149,11 @@ def test_request_then_profile_then_the_old_servers_defaults(tmp_path):
     # Neither request nor profile: the old server's defaults (rms_mix_rate 0.0, not the WebUI's 0.25).
     plain = job(parse_form("application/json", json.dumps(
         {"text": "Hi.", "reference_audio": clip}).encode()), voices).conversion
-    assert plain == OLD_DEFAULTS and plain.HasField("rms_mix_rate")
-    assert (plain.f0_method, plain.index_rate, plain.filter_radius) == (rvc_pb2.F0_METHOD_RMVPE, 0.75, 3)
+    assert plain == OLD_DEFAULTS and plain.rms_mix_rate is not None
+    assert (plain.f0_method, plain.index_rate, plain.filter_radius) == (F0_METHODS["rmvpe"], 0.75, 3)
     named = job(parse_form("application/json", json.dumps(
         {"text": "Hi.", "voice": "bob", "protect": 0.1}).encode()), voices).conversion
-    assert named.rms_mix_rate == 0.5 and named.f0_method == rvc_pb2.F0_METHOD_PM  # the profile's
+    assert named.rms_mix_rate == 0.5 and named.f0_method == F0_METHODS["pm"]  # the profile's
     assert named.protect == pytest.approx(0.1)  # the request's
     assert named.index_rate == 0.75  # the old default
     request = job(parse_form("application/json", json.dumps(
@@ -190,7 +190,7 @@ def test_a_clip_without_a_voice_converts_with_the_default_voices(tmp_path):
     def conversion(voices, **fields):
         body = json.dumps({"text": "Hi.", "reference_audio": clip, **fields}).encode()
         spoken = job(parse_form("application/json", body), voices)
-        assert spoken.speaker.WhichOneof("source") == "reference"  # the clip still speaks
+        assert spoken.speaker.source == "reference"  # the clip still speaks
         return spoken.conversion
 
     params = conversion(VoiceBook(tmp_path, "demo"))

@@ -144,7 +144,7 @@ async def test_changing_the_config_is_unimplemented_pointing_to_voice_profiles(s
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stack["stub"].LegacyChangeConfig(body(pitch_shift=2))
     assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
-    assert "voice profile" in caught.value.details() and "issue 19" in caught.value.details()
+    assert "voice of your own" in caught.value.details() and "POST /v1/voices" in caught.value.details()
 
 
 def test_a_sentence_header_never_breaks_a_line():
@@ -189,3 +189,14 @@ def test_config_describes_the_default_profile_and_its_clip(tmp_path):
     assert (config.index_rate, config.rms_mix_rate) == (0.75, 0.0)  # the old defaults
     # A default that cannot be used describes the old defaults.
     assert VoiceBook(tmp_path, "ghost").usable_default() is None
+
+
+async def test_tts_alone_speaks_the_profiles_speaker_unconverted(stack):
+    write_profile(stack, "bob", control=CONTROL, sampling={"seed": 11})
+    call = stack["stub"].LegacyTts(body(text="Just speech.", voice="bob"))
+    reply = await call
+    speech, rate = soundfile.read(io.BytesIO(reply.data))
+    assert rate == test_gateway_servicer.RATE and speech.shape[0] > 0
+    seen = stack["tts"].seen[-1]
+    assert (seen["text"], seen["speaker"], seen["seed"]) == ("Just speech.", "control", 11)
+    assert "x-rvc-time" not in dict(await call.initial_metadata())

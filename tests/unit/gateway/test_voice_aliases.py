@@ -1,12 +1,12 @@
 """Aliases: OpenAI's voice names and configured ones, resolved to profiles wherever a voice is named."""
 
 import pytest
-from voice.v1 import rvc_pb2, tts_pb2
 
 from services.common.errors import FailedPrecondition, NotFound
 from services.common.settings import SettingsError, from_env
 from services.gateway.jobs import build_job
 from services.gateway.settings import GatewaySettings
+from services.gateway.speech_params import Conversion, Sampling, Speaker
 from services.gateway.voice_aliases import OPENAI_VOICES, alias_table
 from services.gateway.voices import VoiceBook
 from tests.unit.gateway.test_voices import control_profile, write_profile
@@ -84,10 +84,9 @@ def test_aliases_work_wherever_a_voice_is_named(tmp_path):
     voices = book(tmp_path, default="", nova="narrator")
 
     job = build_job(voices, "nova", "Hello.")
-    assert job.speaker.WhichOneof("source") == "control"
+    assert job.speaker.source == "control"
     assert job.conversion.model == "alice"
-    resolved = voices.resolve("nova", tts_pb2.SpeakerPrompt(), tts_pb2.SamplingParams(),
-                              rvc_pb2.ConversionParams(pitch_shift=3), False)
+    resolved = voices.resolve("nova", Speaker(), Sampling(), Conversion(pitch_shift=3), False)
     assert (resolved.conversion.model, resolved.conversion.pitch_shift) == ("alice", 3)
 
 

@@ -6,11 +6,20 @@ import os
 import numpy as np
 import pytest
 import soundfile
-from voice.v1 import rvc_pb2, tts_pb2
 
-from services.common.audio_proto import audio_from_proto
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
-from services.gateway.voice_profiles import F0_METHODS, MAX_CLIP_BYTES, load_profile
+from services.gateway.speech_params import (
+    F0_METHODS,
+    GENDERS,
+    LEVELS,
+    Control,
+    Conversion,
+    Engine,
+    PiperChoice,
+    Sampling,
+    Speaker,
+)
+from services.gateway.voice_profiles import MAX_CLIP_BYTES, load_profile
 from services.gateway.voices import VoiceBook
 
 RATE = 16_000
@@ -52,14 +61,13 @@ def control_profile(directory, name="robot", **extra):
 
 def request(speaker=None, sampling=None, conversion=None):
     return (
-        speaker or tts_pb2.SpeakerPrompt(),
-        sampling or tts_pb2.SamplingParams(),
-        conversion or rvc_pb2.ConversionParams(),
+        speaker or Speaker(),
+        sampling or Sampling(),
+        conversion or Conversion(),
     )
 
 
 def test_f0_method_names_are_the_webui_names():
-    assert F0_METHODS["crepe-tiny"] == rvc_pb2.F0_METHOD_CREPE_TINY
     assert sorted(F0_METHODS) == ["crepe", "crepe-tiny", "dio", "harvest", "pm", "rmvpe"]
 
 
@@ -71,9 +79,9 @@ def test_a_reference_profile_loads_its_clip_as_mono_audio(tmp_path):
     profile = load_profile(tmp_path / "narrator.json")
     assert profile.name == "narrator"
     assert profile.description == "Warm narrator"
-    assert profile.speaker.WhichOneof("source") == "reference"
+    assert profile.speaker.source == "reference"
     assert profile.speaker.reference.transcript == "What the clip says."
-    audio = audio_from_proto(profile.speaker.reference.audio)
+    audio = profile.speaker.reference.audio
     assert (audio.sample_rate, audio.frames, audio.channels) == (RATE, RATE, 1)
     assert np.abs(audio.samples).max() == pytest.approx(0.3, abs=1e-3)
     assert profile.conversion.model == "alice-v2"
@@ -87,28 +95,26 @@ def test_a_control_profile_with_every_parameter(tmp_path):
                 "seed": 2**64 - 1}
     control_profile(tmp_path, skip_rvc=True, rvc=rvc, sampling=sampling)
     profile = load_profile(tmp_path / "robot.json")
-    assert profile.speaker.control == tts_pb2.VoiceControl(
-        gender=tts_pb2.GENDER_MALE, pitch=tts_pb2.LEVEL_LOW, speed=tts_pb2.LEVEL_VERY_HIGH
+    assert profile.speaker.control == Control(
+        gender=GENDERS["male"], pitch=LEVELS["low"], speed=LEVELS["very_high"]
     )
     assert profile.skip_rvc
-    assert profile.conversion == rvc_pb2.ConversionParams(
-        pitch_shift=-3, f0_method=rvc_pb2.F0_METHOD_CREPE_TINY, index_rate=0.5,
+    assert profile.conversion == Conversion(
+        pitch_shift=-3, f0_method=F0_METHODS["crepe-tiny"], index_rate=0.5,
         filter_radius=7, rms_mix_rate=1.0, protect=0.5, resample_sr=48000,
     )
-    assert profile.sampling.HasField("top_k") and profile.sampling.top_k == 0
-    assert profile.sampling.seed == 2**64 - 1
-    assert profile.sampling.temperature == pytest.approx(0.8)
-    assert len(profile.sampling.ListFields()) == 5
+    assert profile.sampling == Sampling(temperature=0.8, top_k=0, top_p=1, max_tokens=2048,
+                                        seed=2**64 - 1)
 
 
 def test_control_levels_default_to_moderate_and_unset_parameters_stay_unset(tmp_path):
     write_profile(tmp_path, "plain", control={"gender": "female"})
     profile = load_profile(tmp_path / "plain.json")
-    assert profile.speaker.control == tts_pb2.VoiceControl(
-        gender=tts_pb2.GENDER_FEMALE, pitch=tts_pb2.LEVEL_MODERATE, speed=tts_pb2.LEVEL_MODERATE
+    assert profile.speaker.control == Control(
+        gender=GENDERS["female"], pitch=LEVELS["moderate"], speed=LEVELS["moderate"]
     )
-    assert profile.sampling.ListFields() == []
-    assert profile.conversion.ListFields() == []
+    assert profile.sampling == Sampling()
+    assert profile.conversion == Conversion()
 
 
 def test_the_profile_fills_what_the_request_leaves_unset(tmp_path):
@@ -118,8 +124,8 @@ def test_the_profile_fills_what_the_request_leaves_unset(tmp_path):
     book = VoiceBook(tmp_path)
     speaker, sampling, conversion, skip, *_ = book.resolve("narrator", *request(), skip_rvc=False)
     assert speaker.reference.transcript == "What the clip says."
-    assert conversion == rvc_pb2.ConversionParams(
-        model="alice-v2", pitch_shift=12, f0_method=rvc_pb2.F0_METHOD_HARVEST, protect=0.2
+    assert conversion == Conversion(
+        model="alice-v2", pitch_shift=12, f0_method=F0_METHODS["harvest"], protect=0.2
     )
     assert (sampling.seed, sampling.temperature) == (7, 0.5)
     assert not skip
@@ -129,49 +135,40 @@ def test_whatever_the_request_sets_overrides_the_profile(tmp_path):
     reference_profile(tmp_path, rvc_model="alice-v2", skip_rvc=True,
                       rvc={"pitch_shift": 12, "f0_method": "harvest"}, sampling={"seed": 7})
     book = VoiceBook(tmp_path)
-    own = tts_pb2.SpeakerPrompt(speaker_id="cached-1")
+    own = Speaker(speaker_id="cached-1")
     speaker, sampling, conversion, skip, *_ = book.resolve(
         "narrator",
-        *request(own, tts_pb2.SamplingParams(seed=0, top_k=5),
-                 rvc_pb2.ConversionParams(model="bob", pitch_shift=0,
-                                          f0_method=rvc_pb2.F0_METHOD_PM)),
+        *request(own, Sampling(seed=0, top_k=5),
+                 Conversion(model="bob", pitch_shift=0, f0_method=F0_METHODS["pm"])),
         skip_rvc=False,
     )
-    assert speaker == own and speaker is not own
-    assert sampling == tts_pb2.SamplingParams(seed=0, top_k=5)
-    assert conversion == rvc_pb2.ConversionParams(
-        model="bob", pitch_shift=0, f0_method=rvc_pb2.F0_METHOD_PM
-    )
+    assert speaker == own
+    assert sampling == Sampling(seed=0, top_k=5)
+    assert conversion == Conversion(model="bob", pitch_shift=0, f0_method=F0_METHODS["pm"])
     assert skip  # the profile's skip_rvc holds even when the request says false
 
 
-def test_resolving_mutates_neither_the_request_nor_the_stored_profile(tmp_path):
+def test_resolving_leaves_the_stored_profile_as_it_was(tmp_path):
     control_profile(tmp_path, rvc_model="alice", rvc={"pitch_shift": 12}, sampling={"seed": 7})
     book = VoiceBook(tmp_path)
     stored = book.get("robot")
-    before = (stored.speaker.SerializeToString(), stored.sampling.SerializeToString(),
-              stored.conversion.SerializeToString())
-    inputs = request(None, tts_pb2.SamplingParams(top_p=0.5),
-                     rvc_pb2.ConversionParams(pitch_shift=-4))
-    snapshot = [message.SerializeToString() for message in inputs]
-    first = book.resolve("robot", *inputs, skip_rvc=False)
-    first[0].control.gender = tts_pb2.GENDER_FEMALE
-    first[1].seed = 99
-    first[2].model = "changed"
+    before = (stored.speaker, stored.sampling, stored.conversion)
+    first = book.resolve("robot", *request(None, Sampling(top_p=0.5), Conversion(pitch_shift=-4)),
+                         skip_rvc=False)
+    assert (first.sampling.top_p, first.sampling.seed) == (0.5, 7)
+    assert (first.conversion.pitch_shift, first.conversion.model) == (-4, "alice")
     second = book.resolve("robot", *request(), skip_rvc=False)
-    assert second[0].control.gender == tts_pb2.GENDER_MALE
     assert (second[1].seed, second[2].model, second[2].pitch_shift) == (7, "alice", 12)
-    assert [message.SerializeToString() for message in inputs] == snapshot
-    assert (stored.speaker.SerializeToString(), stored.sampling.SerializeToString(),
-            stored.conversion.SerializeToString()) == before
+    assert second[1].top_p is None
+    assert (stored.speaker, stored.sampling, stored.conversion) == before
 
 
 def test_without_a_name_the_default_applies_only_to_requests_without_a_speaker(tmp_path):
     control_profile(tmp_path, rvc_model="alice")
     book = VoiceBook(tmp_path, default="robot")
     speaker, _, conversion, *_ = book.resolve("", *request(), skip_rvc=False)
-    assert speaker.WhichOneof("source") == "control" and conversion.model == "alice"
-    own = request(tts_pb2.SpeakerPrompt(speaker_id="s"), None, rvc_pb2.ConversionParams())
+    assert speaker.source == "control" and conversion.model == "alice"
+    own = request(Speaker(speaker_id="s"), None, Conversion())
     resolved = book.resolve("", *own, skip_rvc=False)
     assert all(a is b for a, b in zip(resolved, own, strict=False)) and resolved[3] is False
 
@@ -192,7 +189,7 @@ def test_a_default_that_is_not_defined_is_a_configuration_error(tmp_path):
     assert [(v.name, v.is_default) for v in book.profiles()] == [("robot", False)]
     with pytest.raises(FailedPrecondition, match="default voice 'ghost' is not defined"):
         book.resolve("", *request(), skip_rvc=False)
-    assert book.resolve("robot", *request(), skip_rvc=False)[0].HasField("control")
+    assert book.resolve("robot", *request(), skip_rvc=False)[0].control is not None
 
 
 def test_profiles_lists_every_profile_sorted_and_marks_the_default(tmp_path):
@@ -382,7 +379,7 @@ def test_an_edited_profile_or_clip_is_reloaded(tmp_path):
 
     reference_profile(tmp_path)
     clock.now += 1.0
-    assert book.get("narrator").speaker.HasField("reference")
+    assert book.get("narrator").speaker.reference is not None
     (tmp_path / "narrator.wav").write_bytes(b"garbage")
     clock.now += 1.0
     with pytest.raises(FailedPrecondition, match="not a readable audio file"):
@@ -433,10 +430,10 @@ def test_a_piper_profile_needs_no_speaker_and_keeps_its_options(tmp_path):
                   piper={"voice": "en_US-joe-medium", "length_scale": 1.2})
     book = VoiceBook(tmp_path)
     (voice,) = book.profiles()
-    assert (voice.engine, voice.speaker, voice.problem) == (tts_pb2.ENGINE_PIPER, "", "")
+    assert (voice.engine, voice.speaker, voice.problem) == (Engine.PIPER, "", "")
     resolved = book.resolve("joe", *request(), skip_rvc=False)
-    assert resolved.engine == tts_pb2.ENGINE_PIPER
-    assert not resolved.speaker.WhichOneof("source")
+    assert resolved.engine == Engine.PIPER
+    assert not resolved.speaker.source
     assert (resolved.piper.voice, resolved.piper.length_scale) == ("en_US-joe-medium",
                                                                   pytest.approx(1.2))
     assert resolved.conversion.model == "alice-v2"
@@ -447,18 +444,18 @@ def test_the_request_engine_and_piper_options_win_over_the_profile(tmp_path):
     reference_profile(tmp_path)
     book = VoiceBook(tmp_path)
     resolved = book.resolve("joe", *request(), skip_rvc=False,
-                            piper=tts_pb2.PiperOptions(voice="b"))
+                            piper=PiperChoice(voice="b"))
     assert (resolved.piper.voice, resolved.piper.length_scale) == ("b", pytest.approx(1.2))
     # A request for Piper takes no speaker from a cloning profile (Piper would ignore it) ...
-    resolved = book.resolve("narrator", *request(), skip_rvc=False, engine=tts_pb2.ENGINE_PIPER)
-    assert resolved.engine == tts_pb2.ENGINE_PIPER
-    assert not resolved.speaker.WhichOneof("source")
+    resolved = book.resolve("narrator", *request(), skip_rvc=False, engine=Engine.PIPER)
+    assert resolved.engine == Engine.PIPER
+    assert not resolved.speaker.source
     # ... and a request for Spark gets the profile's speaker, whatever its engine.
-    resolved = book.resolve("narrator", *request(), skip_rvc=False, engine=tts_pb2.ENGINE_SPARK)
-    assert resolved.speaker.HasField("reference")
+    resolved = book.resolve("narrator", *request(), skip_rvc=False, engine=Engine.SPARK)
+    assert resolved.speaker.reference is not None
 
 
 def test_a_profile_without_engine_leaves_it_to_the_tts_service(tmp_path):
     control_profile(tmp_path)
     resolved = VoiceBook(tmp_path).resolve("robot", *request(), skip_rvc=False)
-    assert resolved.engine == tts_pb2.ENGINE_UNSPECIFIED
+    assert resolved.engine == Engine.UNSPECIFIED
