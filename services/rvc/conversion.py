@@ -1,4 +1,5 @@
-"""The RVC core: resolves the voice, checks the audio, converts it on the worker pool."""
+"""The RVC core: resolves the voice, checks the audio, converts it on the worker pool;
+installs and deletes voices (voice_install)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -22,6 +23,7 @@ from services.rvc.params import ConversionParams
 from services.rvc.settings import RvcSettings
 from services.rvc.streaming import StreamConverter
 from services.rvc.voice_catalog import VoiceCatalog, VoiceSummary
+from services.rvc.voice_install import InstallLimits, Part, VoiceInstaller
 from services.rvc.worker_pool import WorkerPool
 from services.rvc.worker_pool_types import WorkerStats
 
@@ -53,6 +55,9 @@ class Converter:
         self._settings = settings
         self.store = store
         self.catalog = VoiceCatalog()
+        self.installer = VoiceInstaller(
+            store, InstallLimits(settings.max_checkpoint_bytes, settings.max_index_bytes)
+        )
         self._pool = pool
         self._metrics = metrics or ConversionMetrics()
 
@@ -76,6 +81,18 @@ class Converter:
         await self._pool.broadcast("load", {"model": voice.name}, timeout=time_remaining())
         (summary,) = await asyncio.to_thread(self.catalog.describe, [voice])
         return summary
+
+    async def install(
+        self, name: str, replace: bool, parts: AsyncIterable[tuple[Part, bytes]]
+    ) -> VoiceSummary:
+        """Install voice ``name`` from ``parts`` as they arrive (see voice_install)."""
+        files = await self.installer.receive(name, replace, parts)
+        (summary,) = await asyncio.to_thread(self.catalog.describe, [files])
+        return summary
+
+    async def delete(self, name: str) -> None:
+        # Workers drop a deleted or replaced voice at their next job (worker.py).
+        await asyncio.to_thread(self.installer.delete, name)
 
     def _resolve(self, params: ConversionParams) -> tuple[VoiceFiles, ConversionParams]:
         voice = self.store.resolve(params.model)

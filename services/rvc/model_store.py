@@ -31,6 +31,14 @@ class VoiceFiles:
                 message = message.replace(str(path), path.name)
         return message
 
+    def stamp(self) -> tuple:
+        """Which version of the files this is: a replaced file differs in inode (or time, size).
+        Raises OSError when a file is gone."""
+        paths = [self.checkpoint, *([self.index] if self.index is not None else [])]
+        return tuple(
+            (str(p), s.st_ino, s.st_mtime_ns, s.st_size) for p, s in ((p, p.stat()) for p in paths)
+        )
+
 
 def check_name(name: str) -> str:
     if not _NAME.match(name) or ".." in name:
@@ -51,7 +59,8 @@ class ModelStore:
             return []
         found: dict[str, VoiceFiles] = {}
         for entry in sorted(self.root.iterdir()):
-            name = entry.stem if entry.suffix == ".pth" else entry.name
+            # A folder is its name whatever it ends in (a voice may be called "x.pth").
+            name = entry.stem if entry.suffix == ".pth" and not entry.is_dir() else entry.name
             if not _NAME.match(name) or ".." in name or name in found:
                 continue
             voice = self._voice_at(name)

@@ -11,6 +11,7 @@ from services.common.errors import InvalidArgument
 from services.rvc.conversion import Converter
 from services.rvc.params import ConversionParams, F0Method
 from services.rvc.voice_catalog import VoiceSummary
+from services.rvc.voice_install import Part
 
 _F0 = {
     rvc_pb2.F0_METHOD_UNSPECIFIED: F0Method.RMVPE,
@@ -21,6 +22,8 @@ _F0 = {
     rvc_pb2.F0_METHOD_DIO: F0Method.DIO,
     rvc_pb2.F0_METHOD_PM: F0Method.PM,
 }
+
+_PARTS = {"checkpoint": Part.CHECKPOINT, "index": Part.INDEX}
 
 
 def params_from_proto(message: rvc_pb2.ConversionParams) -> ConversionParams:
@@ -118,6 +121,28 @@ class VoiceConversionServicer(rvc_pb2_grpc.VoiceConversionServicer):
     async def LoadModel(self, request, context):
         voice = await self._converter.load(request.name)
         return _voice_to_proto(voice, self._converter.loaded())
+
+    async def InstallModel(self, request_iterator, context):
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("part") != "header":
+            raise InvalidArgument("the first InstallModel message must carry the header")
+
+        async def parts():
+            async for message in request_iterator:
+                kind = message.WhichOneof("part")
+                if kind not in _PARTS:
+                    raise InvalidArgument(
+                        "only the first InstallModel message may carry the header" if kind
+                        else "an InstallModel message carries no part"
+                    )
+                yield _PARTS[kind], getattr(message, kind)
+
+        voice = await self._converter.install(first.header.name, first.header.replace, parts())
+        return _voice_to_proto(voice, self._converter.loaded())
+
+    async def DeleteModel(self, request, context):
+        await self._converter.delete(request.name)
+        return rvc_pb2.DeleteModelResponse()
 
     async def GetStatus(self, request, context):
         state = self._converter.state()

@@ -55,6 +55,10 @@ class RvcSettings:
     # Longest clip one request may carry, in seconds of input audio.
     max_audio_seconds: float = 600.0
     worker_start_seconds: float = 300.0
+    # Largest upload InstallModel takes: the .pth (a real voice is about 55 MB) and the
+    # .index (a few hundred MB after a long training set). Reading stops past either.
+    max_checkpoint_bytes: int = 256 * 1024 * 1024
+    max_index_bytes: int = 1024 * 1024 * 1024
     stream: StreamSettings = field(default_factory=StreamSettings)
 
     def validate(self) -> None:
@@ -72,6 +76,10 @@ class RvcSettings:
             raise SettingsError(f"RVC_MAX_QUEUE={self.max_queue}: expected 0..10000")
         if not 1 <= self.max_audio_seconds <= 3600:
             raise SettingsError(f"RVC_MAX_AUDIO_SECONDS={self.max_audio_seconds}: expected 1..3600")
+        for var, value in (("RVC_MAX_CHECKPOINT_BYTES", self.max_checkpoint_bytes),
+                           ("RVC_MAX_INDEX_BYTES", self.max_index_bytes)):
+            if not 1 <= value <= 1 << 40:
+                raise SettingsError(f"{var}={value}: expected 1..2^40")
 
     @classmethod
     def load(cls) -> "RvcSettings":

@@ -1,4 +1,5 @@
-"""What each installed voice is (version, rate, pitch guidance), read once per file version."""
+"""What each installed voice is (version, rate, pitch guidance), read once per file version
+(a replaced file is a new version: VoiceFiles.stamp)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,7 @@ class VoiceCatalog:
 
     def _summary(self, voice: VoiceFiles) -> VoiceSummary:
         try:
-            stamp = (voice.name, str(voice.checkpoint), voice.checkpoint.stat().st_mtime_ns,
-                     voice.index is not None)
+            stamp = (voice.name, voice.stamp())
         except OSError as exc:
             return VoiceSummary(voice.name, voice.index is not None,
                                 problem=voice.without_paths(str(exc)))

@@ -16,7 +16,7 @@ import numpy as np
 import soxr
 import torch
 
-from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.rvc.dsp.retrieval import FeatureIndex, IndexFormatError
 from services.rvc.framing import RATE
 from services.rvc.model_store import ModelStore, VoiceFiles
@@ -66,11 +66,6 @@ def describe(voice: Voice) -> dict:
     }
 
 
-def _stamp(files: VoiceFiles) -> tuple:
-    paths = [files.checkpoint, *([files.index] if files.index else [])]
-    return tuple((str(p), p.stat().st_mtime_ns) for p in paths)
-
-
 class ConversionWorker:
     def __init__(
         self,
@@ -108,8 +103,9 @@ class ConversionWorker:
 
     def voice(self, name: str) -> Voice:
         """The named voice, loaded once and kept until it is the least recently used."""
+        self._forget_changed()
         files = self.store.resolve(name)
-        stamp = _stamp(files)
+        stamp = files.stamp()
         cached = self._voices.get(files.name)
         if cached is not None and cached[0] == stamp:
             self._voices.move_to_end(files.name)
@@ -121,6 +117,18 @@ class ConversionWorker:
             dropped, _ = self._voices.popitem(last=False)
             log.info("voice unloaded", extra={"voice": dropped})
         return voice
+
+    def _forget_changed(self) -> None:
+        """Drop loaded voices deleted or replaced on disk (InstallModel, DeleteModel): they
+        would never be served again, and `loaded` must stop naming them."""
+        for name, (stamp, _) in list(self._voices.items()):
+            try:
+                current = self.store.resolve(name).stamp()
+            except (NotFound, OSError):
+                current = None
+            if current != stamp:
+                del self._voices[name]
+                log.info("voice unloaded: changed on disk", extra={"voice": name})
 
     def _load(self, files: VoiceFiles) -> Voice:
         try:

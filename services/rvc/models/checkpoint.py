@@ -38,6 +38,10 @@ class VoiceFormatError(ValueError):
     """The file is not a loadable RVC voice; the message says exactly what is wrong."""
 
 
+class UnsafeVoiceError(VoiceFormatError):
+    """Unpickling the file would import code a voice never holds (a pickle bomb, or a foreign file)."""
+
+
 @dataclass(frozen=True)
 class VoiceInfo:
     version: str
@@ -93,9 +97,11 @@ def _load_pickle(path: Path) -> Any:
             (line for line in lines if "GLOBAL" in line or "Unsupported" in line),
             lines[0] if lines else "",
         )
+        # torch's advice to allowlist the global is never right for a voice file.
+        detail = detail.split(" Please use `torch.serialization")[0]
         detail = f"{type(exc).__name__}: {detail[:300]}".rstrip(": ")
         if "GLOBAL" in text:
-            raise VoiceFormatError(
+            raise UnsafeVoiceError(
                 f"voice file {path} refused: unpickling it would import Python objects that a "
                 f"voice file never contains (unsafe or foreign file): {detail}"
             ) from exc
@@ -226,6 +232,30 @@ def _match_state(
     if nonfinite:
         raise VoiceFormatError(f"voice file {path}: NaN/inf in ({_listing(nonfinite)})")
     return mapped
+
+
+def check_voice(path: Path) -> VoiceInfo:
+    """Every check ``load_synthesizer`` makes, without allocating the model.
+
+    The synthesizer is laid out on the meta device, so a forged config (huge widths)
+    costs nothing before its shapes are compared with the file's tensors."""
+    path = Path(path)
+    info, weights, config = read_voice(path)
+    parsed = SynthesizerConfig.from_list(config)
+    # Each layer the config asks for holds at least one tensor of the file: this bounds
+    # the modules built (and the time taken) by the file's size.
+    blocks = len(parsed.upsample_rates) * len(parsed.resblock_kernel_sizes)
+    depth = max(len(d) for d in parsed.resblock_dilation_sizes)
+    layers = parsed.n_layers + len(parsed.upsample_rates) + blocks * depth
+    if layers > len(weights):
+        raise VoiceFormatError(
+            f"voice file {path}: its config asks for {layers} layers but the file holds "
+            f"{len(weights)} weight tensors"
+        )
+    with torch.device("meta"):
+        model = synthesizer_class(info.version, info.pitch_guided)(parsed)
+    _match_state(path, model, weights)
+    return info
 
 
 def load_synthesizer(
