@@ -3,6 +3,7 @@
 Envoy listens on API_PORT, passes gRPC for the public services through to
 the gateway, and transcodes REST to gRPC with the routes annotated in the
 voice.v1 protos (grpc_json_transcoder over the generated descriptor set).
+At ``/`` Envoy serves the web playground's static files itself (edge.web).
 Anything else gets a 404; the admin interface listens on loopback only. Paths
 are normalized before they are routed, so ``..`` or an encoded slash cannot reach
 another service (edge.paths).

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from edge.limits import EdgeRateLimit
 from edge.security import EdgeJwt, EdgeTls
+from edge.web import WEB_DIR
 from services.common.server import MAX_MESSAGE_BYTES
 from services.common.settings import InternalTls
 
@@ -42,3 +43,5 @@ class EdgeConfig:
     # Proxies in front that append to X-Forwarded-For (xff_num_trusted_hops); 0: the
     # client is the TCP peer.
     trusted_proxy_hops: int = 0
+    # The web playground's files (edge.web), served at /; None: no playground.
+    web_dir: Path | None = WEB_DIR

@@ -12,6 +12,10 @@ on STATS_PORT passes two read-only admin paths through, ``GET /stats/prometheus`
 (for Prometheus) and ``GET /ready`` (the kubelet's readiness probe: 503 once
 Envoy drains), and answers 404 to anything else.
 
+The web playground's files (web/, edge.web) reach the edge pods in the ConfigMap
+``edge-web``, mounted at WEB_DIR: kustomize reads files inside its own folder only,
+so the renderer copies them to k8s/base/edge/web/ (COMMITTED_WEB), beside envoy.json.
+
 The gpu overlay's edge terminates TLS with the certificate of the Secret
 ``edge-tls`` (type kubernetes.io/tls) and checks bearer tokens against the
 JWKS in the Secret ``edge-jwks`` (key ``jwks.json``); the overlay mounts both
@@ -24,7 +28,7 @@ and the gateway Service's name.
     python -m edge.k8s --check    exit 1 when a committed file is stale
 
 tests/unit/deploy/test_k8s.py fails when a committed file differs from
-``render_k8s()``, so the files cannot drift from the code.
+``render_k8s()`` or a copied page file from web/, so the files cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -40,12 +44,16 @@ from edge.envoy_types import EXTENSIONS
 from edge.limits import EdgeRateLimit
 from edge.render import render
 from edge.security import EdgeJwt, EdgeTls
+from edge.web import FILES as WEB_FILES
+from edge.web import WEB_DIR as REPO_WEB_DIR
 from services.common.settings import InternalTls
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED = REPO / "k8s" / "base" / "edge" / "envoy.json"
 SECURE_COMMITTED = REPO / "k8s" / "overlays" / "gpu" / "envoy.json"
 MTLS_COMMITTED = REPO / "k8s" / "overlays" / "gpu-mtls" / "envoy.json"
+# The copies of web/ that the base's ConfigMap edge-web is generated from.
+COMMITTED_WEB = REPO / "k8s" / "base" / "edge" / "web"
 
 # Where the gateway image puts the descriptor set (`make protos` output).
 DESCRIPTOR = Path("/app/gen/voice_v1.pb")
@@ -57,6 +65,8 @@ STATS_PORT = 9902
 PASSED_ADMIN_PATHS = ("/stats/prometheus", "/ready")
 # The gateway's headless Service (k8s/base/gateway/service.yaml).
 GATEWAY_SERVICE = "gateway"
+# Where the edge pods mount the ConfigMap edge-web (k8s/base/edge/deployment.yaml).
+WEB_DIR = Path("/etc/edge-web")
 
 K8S_EDGE = EdgeConfig(
     descriptor=DESCRIPTOR,
@@ -66,6 +76,7 @@ K8S_EDGE = EdgeConfig(
     listen_port=API_PORT,
     admin_port=ADMIN_PORT,
     discovery="STRICT_DNS",
+    web_dir=WEB_DIR,
 )
 
 # Where the gpu overlay mounts the Secrets edge-tls and edge-jwks.
@@ -194,13 +205,20 @@ def dumps(config: dict) -> str:
     return json.dumps(config, indent=2) + "\n"
 
 
+def committed_files() -> dict[Path, str]:
+    """Every file this module writes, and what it holds."""
+    files = {path: dumps(render_k8s(edge)) for path, edge in COMMITTED_EDGES.items()}
+    for name in WEB_FILES:
+        files[COMMITTED_WEB / name] = (REPO_WEB_DIR / name).read_text()
+    return files
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare, do not write")
     args = parser.parse_args()
     stale = 0
-    for path, edge in COMMITTED_EDGES.items():
-        text = dumps(render_k8s(edge))
+    for path, text in committed_files().items():
         if args.check:
             if not path.exists() or path.read_text() != text:
                 print(f"{path.relative_to(REPO)} is stale: run python -m edge.k8s",
@@ -210,6 +228,15 @@ def main() -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         print(path.relative_to(REPO))
+    # A page file web/ no longer has.
+    for path in sorted(COMMITTED_WEB.glob("*")):
+        if path.name not in WEB_FILES:
+            if args.check:
+                print(f"{path.relative_to(REPO)} is no file of web/: run python -m edge.k8s",
+                      file=sys.stderr)
+                stale = 1
+            else:
+                path.unlink()
     return stale
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edge import clusters, expect_continue, listeners
 from edge.config import EdgeConfig
+from edge.web import WEB_DIR
 
 
 def render(config: EdgeConfig) -> dict:
@@ -52,6 +53,9 @@ def main() -> None:
     parser.add_argument("--listen-port", type=int, default=8080)
     parser.add_argument("--admin-port", type=int, default=9901)
     parser.add_argument("--discovery", choices=("STATIC", "STRICT_DNS"), default="STATIC")
+    parser.add_argument("--web-dir", type=Path, default=WEB_DIR,
+                        help="the web playground's files, served at / (default: %(default)s)")
+    parser.add_argument("--no-web", action="store_true", help="serve no web playground")
     args = parser.parse_args()
     config = EdgeConfig(
         descriptor=args.descriptor,
@@ -61,6 +65,7 @@ def main() -> None:
         listen_port=args.listen_port,
         admin_port=args.admin_port,
         discovery=args.discovery,
+        web_dir=None if args.no_web else args.web_dir.resolve(),
     )
     print(json.dumps(render(config), indent=2))
 

@@ -1,10 +1,10 @@
 """The public connection manager's routes: gRPC by prefix to the gateways, REST's JSON
-paths with a buffer for their bodies, CORS preflights, the 100-continue detour, and
-a 404 for anything else (edge.paths)."""
+paths with a buffer for their bodies, the web playground's files (edge.web), CORS
+preflights, the 100-continue detour, and a 404 for anything else (edge.paths)."""
 
 from __future__ import annotations
 
-from edge import draining, expect_continue, fields, paths, security
+from edge import draining, expect_continue, fields, paths, security, web
 from edge.config import EdgeConfig
 
 # The public API, its health, and reflection so that clients such as grpcurl
@@ -44,10 +44,16 @@ def route_config(config: EdgeConfig, filters: list[str]) -> dict:
             expect_continue.continue_route(filters),
             *(_route(p) for p in PUBLIC_GRPC_PREFIXES),
             *fields.body_routes(to_gateway(), config.max_body_bytes),
+            # Exact paths, GET only: after the API's routes, shadowing none of them.
+            *(web.page_routes(config.web_dir) if config.web_dir else []),
             not_found,
         ],
     }
     if config.cors_origins:
         host["typed_per_filter_config"] = security.cors_policy(config.cors_origins)
         host["routes"].insert(-1, security.preflight_route())
-    return {"name": "edge", "virtual_hosts": [host]}
+    route_config = {"name": "edge", "virtual_hosts": [host]}
+    if config.web_dir:
+        # Envoy's default (4 KiB) is too small for the page's files.
+        route_config["max_direct_response_body_size_bytes"] = web.MAX_FILE_BYTES
+    return route_config

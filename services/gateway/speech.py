@@ -35,8 +35,8 @@ class Status:
     """
 
     health: Health
-    tts: tts_pb2.GetTtsStatusResponse | None
-    rvc: rvc_pb2.GetRvcStatusResponse | None
+    tts: tts_pb2.TtsStatus | None
+    rvc: rvc_pb2.RvcStatus | None
     default_rvc_model: str  # the voice POST /rvc converts into unnamed ("" if unknown)
     requests: list[tuple[str, str, int]]  # (method, code, count) handled so far
     uptime_seconds: float

@@ -88,7 +88,7 @@ class TtsStage:
         status, detail = await check_health(self._channel, timeout=timeout)
         return Dependency(self.name, self.target, status, detail)
 
-    async def status(self, timeout: float) -> tts_pb2.GetTtsStatusResponse:
+    async def status(self, timeout: float) -> tts_pb2.TtsStatus:
         return await self.stub.GetStatus(tts_pb2.GetTtsStatusRequest(), timeout=timeout)
 
     async def close(self) -> None:
@@ -118,7 +118,7 @@ class RvcStage:
         """The RVC service's own request and reply, passed through whole."""
         return await self.stub.Convert(request)
 
-    async def status(self, timeout: float) -> rvc_pb2.GetRvcStatusResponse:
+    async def status(self, timeout: float) -> rvc_pb2.RvcStatus:
         return await self.stub.GetStatus(rvc_pb2.GetRvcStatusRequest(), timeout=timeout)
 
     async def install(self, name: str, checkpoint: bytes, index: bytes,

@@ -32,6 +32,7 @@ from tests.processes import stop
 
 REPO = Path(__file__).resolve().parents[3]
 K8S = REPO / "k8s"
+REPO_WEB = REPO / "web"
 OVERLAYS = sorted(p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 JOBS = sorted(p.parent.relative_to(K8S).as_posix() for p in (K8S / "jobs").glob("*/kustomization.yaml"))
 TARGETS = [f"overlays/{name}" for name in OVERLAYS] + JOBS
@@ -828,7 +829,7 @@ def test_cpu_overlay_asks_for_no_gpu():
 
 def test_models_come_from_the_volume(overlay):
     claims = of_kind(overlay, "PersistentVolumeClaim")
-    assert set(claims) == {"models"}
+    assert set(claims) == {"models", "voice-library"}
     deployments = of_kind(overlay, "Deployment")
     for name, container_name in (("rvc", "rvc"), ("triton", "triton"), ("triton", "vllm")):
         workload = deployments[name]
@@ -836,10 +837,12 @@ def test_models_come_from_the_volume(overlay):
         (mount,) = [m for m in container(workload, container_name)["volumeMounts"]
                     if m["mountPath"] == "/models"]
         assert mount["readOnly"] is True
-        assert volumes[mount["name"]]["persistentVolumeClaim"] == {
+        # RVC's pod volume also carries its writable voices folder (read-only per
+        # mount there: test_rvc_installs_voices_on_the_models_volume).
+        expected = {"claimName": "models"} if name == "rvc" else {
             "claimName": "models", "readOnly": True}
+        assert volumes[mount["name"]]["persistentVolumeClaim"] == expected
     rvc = env_of(container(deployments["rvc"], "rvc"))
-    assert rvc["RVC_MODELS_DIR"] == "/models/rvc"
     assert rvc["RVC_ASSETS_DIR"] == "/models/rvc-assets"
     for name, container_name in (("rvc", "rvc"), ("triton", "triton"), ("triton", "vllm")):
         assert env_of(container(deployments[name], container_name))["HF_HUB_OFFLINE"] == "1"
@@ -850,11 +853,36 @@ def test_models_come_from_the_volume(overlay):
     assert model == triton_env["SPARK_TTS_MODEL_DIR"] + "/LLM"
 
 
+def test_rvc_installs_voices_on_the_models_volume(overlay):
+    """RVC_MODELS_DIR is the models claim's folder rvc (/models/rvc, which the models
+    Job makes), mounted writable: a voice installed through one RVC pod is on the
+    volume every RVC pod reads. The weights stay read-only."""
+    workload = of_kind(overlay, "Deployment")["rvc"]
+    c = container(workload, "rvc")
+    volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+    # One pod volume for the claim: a pod whose two volumes name one claim may never start.
+    (claim,) = [name for name, v in volumes.items() if "persistentVolumeClaim" in v]
+    assert volumes[claim]["persistentVolumeClaim"]["claimName"] == "models"
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    voices = mounts[env_of(c)["RVC_MODELS_DIR"]]
+    assert voices["name"] == claim and voices.get("subPath") == "rvc"
+    assert not voices.get("readOnly")
+    assert mounts["/models"]["name"] == claim and mounts["/models"]["readOnly"] is True
+    assert [p for p, m in mounts.items() if m["name"] == claim and not m.get("readOnly")] == [
+        voices["mountPath"]], "only the voices folder is writable"
+    # Writable, the volume gets the pod's group; not by a walk over every weight each start.
+    assert pod_spec(workload)["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    (job,) = of_kind(render("jobs/models-download"), "Job").values()
+    commands = {x["name"]: " ".join(x["command"]) for x in pod_spec(job)["containers"]}
+    assert "mkdir -p /models/rvc " in commands["rvc-assets"]
+
+
 def test_claim_access_modes():
-    gpu = of_kind(render("overlays/gpu"), "PersistentVolumeClaim")["models"]
-    cpu = of_kind(render("overlays/cpu"), "PersistentVolumeClaim")["models"]
-    assert gpu["spec"]["accessModes"] == ["ReadWriteMany"]
-    assert cpu["spec"]["accessModes"] == ["ReadWriteOnce"]
+    for name in ("models", "voice-library"):
+        gpu = of_kind(render("overlays/gpu"), "PersistentVolumeClaim")[name]
+        cpu = of_kind(render("overlays/cpu"), "PersistentVolumeClaim")[name]
+        assert gpu["spec"]["accessModes"] == ["ReadWriteMany"], name
+        assert cpu["spec"]["accessModes"] == ["ReadWriteOnce"], name
 
 
 def test_download_job_fills_the_volume():
@@ -875,22 +903,90 @@ def test_download_job_fills_the_volume():
     assert spec["restartPolicy"] in ("OnFailure", "Never")
 
 
-def test_voice_profiles_load(tmp_path):
+def _config_map_mount(folder: Path, files: dict[str, bytes], version: str) -> None:
+    """``folder`` as the kubelet lays out a ConfigMap volume: each key a link into
+    ..data, itself a link to a timestamped folder (an update swaps ..data)."""
+    folder.mkdir(exist_ok=True)
+    data = folder / f"..{version}"
+    data.mkdir()
+    for key, content in files.items():
+        (data / key).write_bytes(content)
+        if not (folder / key).is_symlink():
+            (folder / key).symlink_to(Path("..data") / key)
+    link = folder / "..data_tmp"
+    link.symlink_to(data.name)
+    link.replace(folder / "..data")
+
+
+def _seeder(objects) -> tuple[list[str], dict]:
+    """The gateway's seed-voices init container, checked: its script as this test can
+    run it (paths last), and the ConfigMap it copies into the gateway's voices folder."""
+    gateway = of_kind(objects, "Deployment")["gateway"]
+    spec = pod_spec(gateway)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    main = container(gateway, "gateway")
+    (seed,) = spec["initContainers"]
+    assert seed["name"] == "seed-voices" and seed["image"] == main["image"]
+    python, flag, script, source, library = seed["command"]
+    assert (python, flag) == ("python", "-c")
+    mounts = {m["mountPath"]: m for m in seed["volumeMounts"]}
+    assert mounts[source]["readOnly"] is True
+    config_map = volumes[mounts[source]["name"]]["configMap"]["name"]
+    assert config_map.startswith("voices-"), "hashed: a changed list rolls the gateway pods"
+    assert not mounts[library].get("readOnly")
+    # The gateway's voices folder is the same writable claim, shared by every replica.
+    voices_dir = env_of(main)["GATEWAY_VOICES_DIR"]
+    assert voices_dir == library
+    (mount,) = [m for m in main["volumeMounts"] if m["mountPath"] == voices_dir]
+    assert not mount.get("readOnly") and mount["name"] == mounts[library]["name"]
+    assert volumes[mount["name"]]["persistentVolumeClaim"] == {"claimName": "voice-library"}
+    return [sys.executable, "-c", script], of_kind(objects, "ConfigMap")[config_map]
+
+
+def test_voice_profiles_are_seeded_into_the_library(overlay, tmp_path):
+    """The ConfigMap's profiles and clips reach the voice library: copied (not linked),
+    each once, never over a file there, and never again once the API changed or
+    deleted it; files added to the ConfigMap later are copied at the next start."""
+    import base64
+
     from services.gateway.voices import VoiceBook
 
-    objects = render("overlays/cpu")
-    voices = of_kind(objects, "ConfigMap")["voices"]
-    for key, text in voices.get("data", {}).items():
-        (tmp_path / key).write_text(text)
+    script, voices = _seeder(overlay)
     assert voices["data"], "the base ships an example profile"
-    profiles = VoiceBook(tmp_path).profiles()
+    files = {key: text.encode() for key, text in voices["data"].items()}
+    files |= {key: base64.b64decode(b) for key, b in voices.get("binaryData", {}).items()}
+    source, library = tmp_path / "configmap", tmp_path / "library"
+    library.mkdir()
+    _config_map_mount(source, files, "2026_01_01_00_00_00.1")
+
+    def seed() -> None:
+        subprocess.run([*script, str(source), str(library)], check=True, timeout=60,
+                       capture_output=True)
+
+    def visible() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in library.iterdir() if not p.name.startswith(".")}
+
+    seed()
+    assert visible() == files
+    assert not any(p.is_symlink() for p in library.iterdir())
+    assert sorted(p.name for p in library.iterdir() if p.name.startswith(".")) == [".seeded"]
+    profiles = VoiceBook(library).profiles()
     assert profiles and all(not p.problem for p in profiles), [p.problem for p in profiles]
-    gateway = of_kind(objects, "Deployment")["gateway"]
-    volumes = {v["name"]: v for v in pod_spec(gateway)["volumes"]}
-    env = env_of(container(gateway, "gateway"))
-    (mount,) = [m for m in container(gateway, "gateway")["volumeMounts"]
-                if m["mountPath"] == env["GATEWAY_VOICES_DIR"]]
-    assert volumes[mount["name"]]["configMap"]["name"] == "voices"
+    # Changed through the API, then deleted: the ConfigMap's copy never comes back.
+    first = sorted(files)[0]
+    (library / first).write_bytes(b"{}")
+    seed()
+    assert (library / first).read_bytes() == b"{}"
+    (library / first).unlink()
+    seed()
+    assert first not in visible()
+    # A later file in the ConfigMap is copied; one already in the library is kept.
+    (library / "taken.json").write_bytes(b"{}")
+    _config_map_mount(source, {**files, "later.json": b"{\"skip_rvc\": true}",
+                               "taken.json": b"{\"skip_rvc\": true}"}, "2026_01_02_00_00_00.1")
+    seed()
+    assert (library / "later.json").read_bytes() == b"{\"skip_rvc\": true}"
+    assert (library / "taken.json").read_bytes() == b"{}"
 
 
 def test_committed_envoy_configs_are_what_the_code_renders():
@@ -967,6 +1063,14 @@ def _envoy_on_free_ports(envoy: str, descriptor: Path, tmp_path: Path):
                 address["address"] = "127.0.0.1"
                 address["port_value"] = {"edge": api, "stats": stats}[listener["name"]]
             for chain in listener["filter_chains"]:
+                # The playground's files from web/, not the pod's ConfigMap mount.
+                routes = chain["filters"][0]["typed_config"].get("route_config", {})
+                for host in routes.get("virtual_hosts", []):
+                    for route in host["routes"]:
+                        body = route.get("direct_response", {}).get("body", {})
+                        if "filename" in body:
+                            body["filename"] = str(
+                                REPO_WEB / Path(body["filename"]).relative_to(edge_k8s.WEB_DIR))
                 for http_filter in chain["filters"][0]["typed_config"].get("http_filters", []):
                     if "proto_descriptor" in http_filter.get("typed_config", {}):
                         http_filter["typed_config"]["proto_descriptor"] = str(descriptor)

@@ -30,6 +30,7 @@ def test_the_routes_are_those_with_a_json_message_body():
         "/v1/synthesize:stream": "voice.v1.SynthesizeRequest",
         "/v1/tts": "voice.v1.SynthesizeSpeechRequest",
         "/v1/rvc": "voice.v1.ConvertRequest",
+        "/v1/voices": "voice.v1.VoiceSpec",
     }
 
 
@@ -80,7 +81,7 @@ def test_each_json_path_has_a_route_whose_buffer_takes_the_largest_body():
     # Each path, and with a trailing slash where the transcoder maps that too.
     assert [route["match"]["path"] for route in routes] == [
         "/v1/rvc", "/v1/rvc/", "/v1/synthesize", "/v1/synthesize/", "/v1/synthesize:stream",
-        "/v1/tts", "/v1/tts/"]
+        "/v1/tts", "/v1/tts/", "/v1/voices", "/v1/voices/"]
     for route in routes:
         assert route["request_body_buffer_limit"] == 1234 and route["route"] is action
         method, content_type = route["match"]["headers"]
@@ -143,8 +144,8 @@ def test_query_parameters_are_checked_on_every_rest_route():
 
 def test_the_lua_source_knows_the_fields_each_query_can_name():
     source = fields_lua(GATEWAY)
-    assert '\nlocal QUERY_ROUTES = {["GET /config"] = "voice.v1.GetLegacyConfigRequest", ' \
-        in source
+    assert "\nlocal QUERY_ROUTES = {" in source
+    assert '["GET /config"] = "voice.v1.GetLegacyConfigRequest", ' in source
     assert '["GET /v1/voices"] = "voice.v1.ListVoicesRequest"' in source
     # The GET routes' messages are in MESSAGES too.
     assert '["voice.v1.ListVoicesRequest"] = {' in source

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge import expect_continue, limits
+from edge import expect_continue, limits, web
 from edge.config import MAX_BODY_BYTES, EdgeConfig
 from edge.errors import (
     ERRORS_FILTER,
@@ -37,7 +37,9 @@ def test_only_the_gateway_health_and_reflection_are_public_and_admin_is_loopback
         "/grpc.reflection.v1alpha.ServerReflection/",
         # REST's JSON routes, for the buffer their bodies need (edge.fields)
         "/v1/rvc", "/v1/rvc/", "/v1/synthesize", "/v1/synthesize/", "/v1/synthesize:stream",
-        "/v1/tts", "/v1/tts/",
+        "/v1/tts", "/v1/tts/", "/v1/voices", "/v1/voices/",
+        # The web playground's files, served by Envoy itself (edge.web)
+        *web.PAGES,
         "/",
     ]
     assert routes[0]["route"]["cluster"] == expect_continue.CONTINUE_LISTENER
