@@ -50,6 +50,7 @@ parse: a 400 that named no parameter). Otherwise:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from google.api import annotations_pb2
@@ -239,7 +240,7 @@ def body_routes(action: dict, max_body_bytes: int,
         {"name": ":method", "string_match": {"exact": "POST"}},
         errors.not_grpc_header(),
     ]
-    return [
+    posts = [
         {
             "match": {"path": variant, "headers": rest_post},
             "route": action,
@@ -248,6 +249,32 @@ def body_routes(action: dict, max_body_bytes: int,
         for path in sorted(json_routes(service))
         for variant in transcoded_paths(path)
     ]
+    # PUT /v1/voices/{name}: a path template, matched as a regular expression (its
+    # body is not checked for unknown fields, which the filter looks up by exact path).
+    puts = [
+        {
+            "match": {"safe_regex": {"regex": template_regex(path)},
+                      "headers": [{"name": ":method", "string_match": {"exact": "PUT"}},
+                                  errors.not_grpc_header()]},
+            "route": action,
+            "request_body_buffer_limit": max_body_bytes,
+        }
+        for path in sorted(put_routes(service))
+    ]
+    return posts + puts
+
+
+def template_regex(template: str) -> str:
+    """A REST path template as a regular expression: each ``{field}`` one segment,
+    the rest literal, a trailing slash allowed (the transcoder maps that too)."""
+    parts = re.split(r"\{[^}]*\}", template)
+    return "[^/]+".join(re.escape(part) for part in parts) + "/?"
+
+
+def put_routes(service: ServiceDescriptor) -> list[str]:
+    """The path templates of the PUT bindings whose body is the request message."""
+    return [binding.put for binding, _ in _message_bindings(service)
+            if binding.put and binding.body == "*"]
 
 
 def transcoded_paths(path: str) -> tuple[str, ...]:

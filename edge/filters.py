@@ -8,7 +8,7 @@ finds (edge.security).
 
 from __future__ import annotations
 
-from edge import errors, fields, limits, paths, security, timeout
+from edge import errors, fields, limits, paths, security, timeout, write_scope
 from edge.config import EdgeConfig
 from edge.envoy_types import EXTENSIONS
 
@@ -48,6 +48,9 @@ def http_filters(config: EdgeConfig) -> list[dict]:
         limits.body_limit_filter(config.max_body_bytes),
         *([security.jwt_filter(config.jwt, cors=bool(config.cors_origins))]
           if config.jwt else []),
+        # Voice library writes need their own scope, refused before a body is read.
+        *([write_scope.lua_filter(config.jwt.write_scope)]
+          if config.jwt and config.jwt.write_scope else []),
         # After jwt_authn (a client is its token's subject), before the transcoder
         # reads a body: a client over its rate costs nothing more.
         *([limits.rate_limit_filter(config.rate_limit, jwt=config.jwt is not None)]

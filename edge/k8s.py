@@ -86,6 +86,8 @@ JWKS_DIR = Path("/etc/edge-jwks")
 # services of the same issuer are refused. Set JWT_ISSUER to pin the issuer too.
 JWT_AUDIENCE = "voice-pipeline"
 JWT_ISSUER = ""
+# The scope a token needs to make, change or delete voices (edge.write_scope).
+JWT_WRITE_SCOPE = "voices:write"
 # Per token subject, per edge pod: 2 calls a second on average, 20 at once
 # (each call may synthesise many seconds of audio).
 RATE_LIMIT = EdgeRateLimit(per_second=2, burst=20)
@@ -93,7 +95,8 @@ RATE_LIMIT = EdgeRateLimit(per_second=2, burst=20)
 K8S_SECURE_EDGE = dataclasses.replace(
     K8S_EDGE,
     tls=EdgeTls(cert=TLS_DIR / "tls.crt", key=TLS_DIR / "tls.key"),
-    jwt=EdgeJwt(jwks=JWKS_DIR / "jwks.json", issuer=JWT_ISSUER, audiences=(JWT_AUDIENCE,)),
+    jwt=EdgeJwt(jwks=JWKS_DIR / "jwks.json", issuer=JWT_ISSUER, audiences=(JWT_AUDIENCE,),
+                write_scope=JWT_WRITE_SCOPE),
     rate_limit=RATE_LIMIT,
 )
 # Where the gpu-mtls overlay mounts each pod's Secret internal-tls-<name>

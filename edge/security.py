@@ -65,6 +65,9 @@ class EdgeJwt:
     # Empty: the claim is not checked.
     issuer: str = ""
     audiences: tuple[str, ...] = ()
+    # The scope a token needs to write to the voice library (edge.write_scope);
+    # empty: any valid token may.
+    write_scope: str = ""
 
 
 def check_jwks(text: str) -> None:

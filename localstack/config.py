@@ -80,6 +80,7 @@ class StackConfig:
     edge_jwks_file: Path | None = env_field("EDGE_JWKS_FILE", None)
     edge_jwt_issuer: str = env_field("EDGE_JWT_ISSUER", "")
     edge_jwt_audience: tuple[str, ...] = env_field("EDGE_JWT_AUDIENCE", ())
+    edge_jwt_write_scope: str = env_field("EDGE_JWT_WRITE_SCOPE", "")
     edge_cors_origins: tuple[str, ...] = env_field("EDGE_CORS_ORIGINS", ())
     # The edge's limits (docs/security.md, edge/limits.py): the
     # largest REST body; calls in flight to the gateways and calls waiting for a
@@ -140,8 +141,10 @@ class StackConfig:
     def _validate_edge_security(self) -> None:
         if (self.edge_tls_cert is None) != (self.edge_tls_key is None):
             raise SettingsError("EDGE_TLS_CERT and EDGE_TLS_KEY: set both, or neither")
-        if self.edge_jwks_file is None and (self.edge_jwt_issuer or self.edge_jwt_audience):
-            raise SettingsError("EDGE_JWT_ISSUER/EDGE_JWT_AUDIENCE need EDGE_JWKS_FILE")
+        if self.edge_jwks_file is None and (self.edge_jwt_issuer or self.edge_jwt_audience
+                                            or self.edge_jwt_write_scope):
+            raise SettingsError("EDGE_JWT_ISSUER/EDGE_JWT_AUDIENCE/EDGE_JWT_WRITE_SCOPE need "
+                                "EDGE_JWKS_FILE")
         for var, path in (("EDGE_TLS_CERT", self.edge_tls_cert),
                           ("EDGE_TLS_KEY", self.edge_tls_key),
                           ("EDGE_JWKS_FILE", self.edge_jwks_file)):
@@ -172,6 +175,7 @@ class StackConfig:
             jwks=self.edge_jwks_file.resolve(),
             issuer=self.edge_jwt_issuer,
             audiences=self.edge_jwt_audience,
+            write_scope=self.edge_jwt_write_scope,
         )
 
     def edge_rate_limit(self) -> EdgeRateLimit | None:

@@ -28,11 +28,12 @@ class EdgeCredentials:
     signing_keys: dict  # kid -> (algorithm, private key)
 
     def token(self, kid: str = "rsa", audience: str = AUDIENCE, issuer: str = ISSUER,
-              expires_in: float = 300) -> str:
+              expires_in: float = 300, **more: object) -> str:
+        """A signed token; ``more`` adds claims (e.g. scope="voices:write")."""
         algorithm, key = self.signing_keys[kid]
         now = int(time.time())
         claims = {"iss": issuer, "aud": audience, "sub": "test-client",
-                  "iat": now, "exp": int(now + expires_in)}
+                  "iat": now, "exp": int(now + expires_in), **more}
         return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid})
 
 

@@ -27,6 +27,7 @@ from tests.integration.http_client import Reply, call
 from tests.integration.stacks import envoy_spec, supervised
 
 ORIGIN = "https://app.example"
+WRITE_SCOPE = "voices:write"
 
 
 @dataclass
@@ -46,6 +47,12 @@ class SecureEdge:
         context = ssl.create_default_context(cafile=str(self.credentials.cert))
         return call("GET", self.api + path, headers=headers, context=context)
 
+    def send(self, method: str, path: str, body: object, token: str) -> Reply:
+        context = ssl.create_default_context(cafile=str(self.credentials.cert))
+        return call(method, self.api + path, body=body, context=context,
+                    headers={"authorization": f"Bearer {token}",
+                             "content-type": "application/json"})
+
     def channel(self) -> grpc.Channel:
         trusted = grpc.ssl_channel_credentials(root_certificates=self.credentials.cert.read_bytes())
         return grpc.secure_channel(f"localhost:{self.port}", trusted)
@@ -63,7 +70,8 @@ def secure_edge(stack, tmp_path_factory):
         listen_port=port,
         admin_port=admin,
         tls=EdgeTls(cert=credentials.cert, key=credentials.key),
-        jwt=EdgeJwt(jwks=credentials.jwks, issuer=ISSUER, audiences=(AUDIENCE,)),
+        jwt=EdgeJwt(jwks=credentials.jwks, issuer=ISSUER, audiences=(AUDIENCE,),
+                    write_scope=WRITE_SCOPE),
         cors_origins=(ORIGIN,),
     )
     envoy = envoy_spec(write(config, folder / "envoy.json"), admin)
@@ -180,3 +188,36 @@ def test_tokens_never_reach_the_access_log(secure_edge):
     signature = token.rsplit(".", 1)[1]
     assert token not in log and signature not in log
     assert '"path":"/v1/voices"' in log
+
+
+def test_voice_library_writes_need_the_write_scope(secure_edge):
+    plain = secure_edge.credentials.token()
+    for method, path, body in (("POST", "/v1/voices", {"name": "../x"}),
+                               ("PUT", "/v1/voices/ada", {"description": "x"}),
+                               ("DELETE", "/v1/voices/ada", None),
+                               ("DELETE", "/v1/rvc-voices/alice", None)):
+        refused = secure_edge.send(method, path, body, plain)
+        assert refused.status == 403, refused.body[:300]
+        error = refused.json()["error"]
+        assert error["status"] == "PERMISSION_DENIED"
+        assert error["message"] == f"voice library writes need a token with the scope '{WRITE_SCOPE}'"
+    # With the scope the write reaches the gateway, which judges it (a path-like name).
+    writer = secure_edge.credentials.token(scope=f"openid {WRITE_SCOPE}")
+    judged = secure_edge.send("POST", "/v1/voices", {"name": "../x"}, writer)
+    assert judged.status == 400, judged.body[:300]
+    assert "voice name '../x' is malformed" in judged.json()["error"]["message"]
+    # Reads need no more than a valid token.
+    assert secure_edge.get("/v1/rvc-voices", plain).status == 200
+
+
+def test_grpc_voice_library_writes_need_the_write_scope(secure_edge):
+    with secure_edge.channel() as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        ghost = gateway_pb2.DeleteVoiceRequest(name="ghost")
+        for token, code in ((secure_edge.credentials.token(), grpc.StatusCode.PERMISSION_DENIED),
+                            (secure_edge.credentials.token(scp=[WRITE_SCOPE]),
+                             grpc.StatusCode.NOT_FOUND)):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.DeleteVoice(ghost, timeout=10,
+                                 metadata=(("authorization", f"Bearer {token}"),))
+            assert caught.value.code() == code, caught.value.details()

@@ -84,6 +84,15 @@ def test_a_made_voice_survives_a_restart_and_speaks_the_same(run_dir):
         after = speak(api, "ada")
         assert before.size > 0
         np.testing.assert_array_equal(after, before)
+        # A new clip of several MiB as JSON: PUT to the path template gets the body buffer.
+        longer = voice_json("ada")
+        tone = (0.2 * np.sin(np.arange(480_000) * 2 * np.pi * 150 / 48_000)).astype("<f4")
+        longer["reference"]["audio"].update(pcm=base64.b64encode(tone.tobytes()).decode(),
+                                            sample_rate=48_000)
+        longer["description"] = "a longer clip"
+        replaced = requests.put(f"{api}/v1/voices/ada", json=longer, timeout=TIMEOUT)
+        assert replaced.status_code == 200, replaced.text[:300]
+        assert replaced.json()["description"] == "a longer clip"
         gone = requests.delete(f"{api}/v1/voices/ada", timeout=30)
         assert gone.status_code == 200, gone.text[:300]
         assert requests.get(f"{api}/v1/voices/ada", timeout=30).status_code == 404

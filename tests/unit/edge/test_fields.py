@@ -76,7 +76,7 @@ def test_the_lua_source_carries_the_tables():
 
 def test_each_json_path_has_a_route_whose_buffer_takes_the_largest_body():
     action = {"cluster": "gateway"}
-    routes = body_routes(action, 1234, GATEWAY)
+    routes = [r for r in body_routes(action, 1234, GATEWAY) if "path" in r["match"]]
 
     # Each path, and with a trailing slash where the transcoder maps that too.
     assert [route["match"]["path"] for route in routes] == [
@@ -88,6 +88,19 @@ def test_each_json_path_has_a_route_whose_buffer_takes_the_largest_body():
         # REST POSTs only: gRPC calls to such a path still get the 404.
         assert method["string_match"] == {"exact": "POST"}
         assert content_type == not_grpc_header()
+
+
+def test_a_put_to_a_path_template_has_a_route_whose_buffer_takes_the_largest_body():
+    action = {"cluster": "gateway"}
+    puts = [r for r in body_routes(action, 1234, GATEWAY) if "safe_regex" in r["match"]]
+    assert [r["match"]["safe_regex"]["regex"] for r in puts] == ["/v1/voices/[^/]+/?"]
+    (put,) = puts
+    assert put["request_body_buffer_limit"] == 1234 and put["route"] is action
+    method, content_type = put["match"]["headers"]
+    assert method["string_match"] == {"exact": "PUT"} and content_type == not_grpc_header()
+    regex = re.compile(put["match"]["safe_regex"]["regex"])
+    assert regex.fullmatch("/v1/voices/ada") and regex.fullmatch("/v1/voices/a.b-c/")
+    assert not regex.fullmatch("/v1/voices/") and not regex.fullmatch("/v1/voices/a/b")
 
 
 def test_a_custom_verb_takes_no_trailing_slash():

@@ -160,7 +160,8 @@ def test_routes_retry_only_calls_no_gateway_began():
     config = render(EdgeConfig(DESCRIPTOR))
     routes = _manager(config)["route_config"]["virtual_hosts"][0]["routes"]
     to_gateway = [r for r in routes if r.get("route", {}).get("cluster") == "gateway"]
-    assert len(to_gateway) == 13  # the four public prefixes, the JSON REST paths (edge.fields)
+    # The four public prefixes, the JSON REST paths and the PUT template (edge.fields).
+    assert len(to_gateway) == 14
     for route in to_gateway:
         policy = route["route"]["retry_policy"]
         assert set(policy["retry_on"].split(",")) == {

@@ -28,7 +28,8 @@ def test_only_the_gateway_health_and_reflection_are_public_and_admin_is_loopback
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
     manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
-    prefixes = [r["match"].get("prefix") or r["match"]["path"] for r in routes]
+    prefixes = [r["match"].get("prefix") or r["match"].get("path")
+                or r["match"]["safe_regex"]["regex"] for r in routes]
     assert prefixes == [
         "/",  # a request that expects 100-continue, to the internal listener (edge.expect_continue)
         "/voice.v1.Gateway/",
@@ -38,6 +39,7 @@ def test_only_the_gateway_health_and_reflection_are_public_and_admin_is_loopback
         # REST's JSON routes, for the buffer their bodies need (edge.fields)
         "/v1/rvc", "/v1/rvc/", "/v1/synthesize", "/v1/synthesize/", "/v1/synthesize:stream",
         "/v1/tts", "/v1/tts/", "/v1/voices", "/v1/voices/",
+        "/v1/voices/[^/]+/?",  # PUT to a path template
         # The web playground's files, served by Envoy itself (edge.web)
         *web.PAGES,
         "/",
