@@ -22,6 +22,7 @@ from services.gateway.speech_params import (
     Reference,
     Sampling,
     Speaker,
+    SpeakerTokens,
     VoiceSpec,
 )
 
@@ -90,10 +91,24 @@ def speaker_from_proto(message: tts_pb2.SpeakerPrompt, what: str = "speaker") ->
     if source == "control":
         control = message.control
         return Speaker(control=Control(control.gender, control.pitch, control.speed))
+    if source == "tokens":
+        return Speaker(tokens=tokens_from_proto(message.tokens))
     return Speaker()
 
 
+def tokens_from_proto(message: tts_pb2.SpeakerTokens) -> SpeakerTokens:
+    return SpeakerTokens(tuple(message.global_ids), tuple(message.semantic_ids), message.codec,
+                         message.transcript)
+
+
+def tokens_to_proto(tokens: SpeakerTokens) -> tts_pb2.SpeakerTokens:
+    return tts_pb2.SpeakerTokens(global_ids=tokens.global_ids, semantic_ids=tokens.semantic_ids,
+                                 transcript=tokens.transcript, codec=tokens.codec)
+
+
 def speaker_to_proto(speaker: Speaker) -> tts_pb2.SpeakerPrompt:
+    if speaker.tokens is not None:  # a profile's clip goes only if they are refused
+        return tts_pb2.SpeakerPrompt(tokens=tokens_to_proto(speaker.tokens))
     if speaker.reference is not None:
         return tts_pb2.SpeakerPrompt(reference=tts_pb2.ReferenceAudio(
             audio=audio_to_proto(speaker.reference.audio),

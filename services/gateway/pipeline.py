@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -16,9 +17,13 @@ from services.gateway.jobs import SpeechJob
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.results import SKIP_MESSAGES, Health, Piece, Synthesis
 from services.gateway.sentences import split_sentences
-from services.gateway.speech_params import Conversion, Engine, Speaker
+from services.gateway.speech_params import Conversion, Engine, Reference, Speaker, SpeakerTokens
 from services.gateway.stages import RvcStage, StageResult, TtsStage, join
 from services.gateway.tempo import change_tempo
+
+log = logging.getLogger(__name__)
+# Keeps a voice profile's clip's tokens with the profile (VoiceLibrary.remember_tokens).
+RememberTokens = Callable[[Reference, SpeakerTokens], object]
 
 
 def _total(results: list[StageResult]) -> StageResult:
@@ -26,7 +31,7 @@ def _total(results: list[StageResult]) -> StageResult:
     notes = tuple(dict.fromkeys(note for r in results for note in r.notes))  # once each, in order
     return StageResult(
         joined, sum(r.seconds for r in results), results[0].first_audio_seconds, results[0].extra,
-        results[0].engine, notes,
+        results[0].engine, notes, results[0].tokens,
     )
 
 
@@ -45,6 +50,9 @@ class Pipeline:
         # A whole request's text (GATEWAY_MAX_TEXT_CHARS); its sentences run in turn,
         # so this bounds how long one request can hold the pipeline.
         self.max_text_chars = max_text_chars
+        # Told a profile's clip's tokens when a TTS run encoded the clip (or found it
+        # cached), so that the profile speaks from them from then on; None: nobody.
+        self.remember_tokens: RememberTokens | None = None
 
     async def _skip_reason(self, params: Conversion, skip_rvc: bool) -> str:
         """A key of SKIP_MESSAGES, or '' to convert."""
@@ -137,18 +145,28 @@ class Pipeline:
         async def say(sentence: str, speaker: Speaker) -> StageResult:
             return await self.tts.say(sentence, speaker, sampling, job.engine, job.piper)
 
+        base = job.speaker  # a clip's tokens leave it when the TTS side refuses them
         try:
             for sentence in sentences:
                 try:
                     result = await say(sentence, speaker)
                 except grpc.aio.AioRpcError as exc:
-                    # The TTS side forgot the speaker it encoded for us (Triton
-                    # restarted): encode the reference again and go on.
-                    if exc.code() != grpc.StatusCode.NOT_FOUND or speaker is job.speaker:
+                    code = exc.code()
+                    if code == grpc.StatusCode.FAILED_PRECONDITION and \
+                            speaker.tokens is not None and speaker.reference is not None:
+                        # Tokens of another audio tokenizer (new weights): the clip.
+                        log.warning("the TTS service refused a voice's kept tokens (%s); "
+                                    "speaking from its clip", exc.details())
+                        base = dataclasses.replace(base, tokens=None)
+                    elif code != grpc.StatusCode.NOT_FOUND or speaker is base:
                         raise
-                    speaker = job.speaker
+                    # Else the TTS side forgot the speaker it encoded for us (Triton
+                    # restarted): encode the reference again and go on.
+                    speaker = base
                     result = await say(sentence, speaker)
-                if result.extra and speaker.source == "reference":
+                if result.tokens is not None and speaker.tokens is None:
+                    await self._remember(speaker.reference, result.tokens)
+                if result.extra and speaker.source == "reference" and speaker.tokens is None:
                     # The first sentence encoded the reference; the rest reuse it by id.
                     speaker = Speaker(speaker_id=result.extra)
                 if job.speed != 1.0:
@@ -157,6 +175,15 @@ class Pipeline:
                 await out.put(result)
         except Exception as exc:  # handed to the consumer, which raises it in order
             await out.put(exc)
+
+    async def _remember(self, reference: Reference | None, tokens: SpeakerTokens) -> None:
+        """Hands a profile's clip's tokens to ``remember_tokens``; a failure is logged."""
+        if reference is None or not reference.origin or self.remember_tokens is None:
+            return
+        try:
+            await asyncio.to_thread(self.remember_tokens, reference, tokens)
+        except Exception:  # the speech goes on; the clip is encoded again next time
+            log.exception("could not keep the tokens of voice %r", reference.origin)
 
     async def health(self, timeout: float) -> Health:
         dependencies = list(

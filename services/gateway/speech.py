@@ -57,6 +57,8 @@ class SpeechService:
         self._pipeline = pipeline
         self.voices = voices
         self.library = VoiceLibrary(voices, max_reference_seconds)
+        # A profile's clip, once encoded, speaks from its tokens from then on.
+        pipeline.remember_tokens = self.library.remember_tokens
         self._health_timeout = health_timeout
         self._metrics = metrics
         self._service_name = service_name  # whose handled requests the status counts

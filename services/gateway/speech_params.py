@@ -42,6 +42,18 @@ F0_METHODS = {"rmvpe": 1, "crepe": 2, "crepe-tiny": 3, "harvest": 4, "dio": 5, "
 class Reference:
     audio: PcmAudio
     transcript: str = ""
+    origin: str = ""  # the voice profile whose clip this is ("" for a request's own)
+
+
+@dataclass(frozen=True)
+class SpeakerTokens:
+    """A reference clip as Spark's audio tokenizer encoded it; ``codec`` names the
+    tokenizer's weights (tokens are valid only under those)."""
+
+    global_ids: tuple[int, ...]
+    semantic_ids: tuple[int, ...]
+    codec: str
+    transcript: str = ""  # what the clip says, as a Reference's
 
 
 @dataclass(frozen=True)
@@ -56,17 +68,23 @@ class Control:
 @dataclass(frozen=True)
 class Speaker:
     """Who speaks: at most one of a clip to clone, a speaker the TTS service
-    cached from an earlier clip, or a described voice."""
+    cached from an earlier clip, the tokens of a clip, or a described voice.
+    A voice profile's clip may come with its tokens: the TTS service is sent the
+    tokens, and the clip only when it refuses them."""
 
     reference: Reference | None = None
     speaker_id: str = ""
     control: Control | None = None
+    tokens: SpeakerTokens | None = None
 
     @property
     def source(self) -> str:
-        """"reference", "speaker_id", "control", or "" when none is given."""
+        """"reference", "speaker_id", "tokens", "control", or "" when none is given
+        (a clip with its tokens is a "reference")."""
         if self.reference is not None:
             return "reference"
+        if self.tokens is not None:
+            return "tokens"
         if self.speaker_id:
             return "speaker_id"
         if self.control is not None:

@@ -24,8 +24,15 @@ from services.gateway.params_proto import (
     piper_to_proto,
     sampling_to_proto,
     speaker_to_proto,
+    tokens_from_proto,
 )
-from services.gateway.speech_params import Conversion, PiperChoice, Sampling, Speaker
+from services.gateway.speech_params import (
+    Conversion,
+    PiperChoice,
+    Sampling,
+    Speaker,
+    SpeakerTokens,
+)
 
 INSTALL_CHUNK_BYTES = 1 << 20
 
@@ -38,6 +45,7 @@ class StageResult:
     extra: str = ""  # the speaker id a TTS run cached, if any
     engine: int = 0  # the TTS engine that spoke (a voice.v1.Engine value)
     notes: tuple[str, ...] = ()  # what the TTS engine ignored
+    tokens: SpeakerTokens | None = None  # the clip's tokens, when a TTS run encoded one
 
 
 @dataclass(frozen=True)
@@ -71,18 +79,21 @@ class TtsStage:
         pieces: list[PcmAudio] = []
         speaker_id = ""
         engine, notes = 0, ()
+        tokens = None
         async for reply in self.stub.Synthesize(request):
             if first is None:
                 first = time.perf_counter() - start
                 engine, notes = reply.engine, tuple(reply.notes)
             speaker_id = speaker_id or reply.speaker_id
+            if tokens is None and reply.HasField("speaker_tokens"):
+                tokens = tokens_from_proto(reply.speaker_tokens)
             if reply.HasField("chunk"):
                 pieces.append(audio_from_proto(reply.chunk.audio, "tts chunk"))
         if not pieces:
             raise FailedPrecondition("the TTS service returned no audio")
         audio = join(pieces)
         elapsed = time.perf_counter() - start
-        return StageResult(audio, elapsed, first or elapsed, speaker_id, engine, notes)
+        return StageResult(audio, elapsed, first or elapsed, speaker_id, engine, notes, tokens)
 
     async def health(self, timeout: float) -> Dependency:
         status, detail = await check_health(self._channel, timeout=timeout)

@@ -8,6 +8,11 @@ the files are made in a hidden staging folder inside the voices folder (which
 the voice book never reads), loaded from there, then moved into place, so a
 refused voice leaves nothing behind. Every replica's voice book picks changes up
 as it picks up an operator's edits.
+
+Once a voice's clip has been encoded by the TTS service, ``remember_tokens``
+writes the clip's Spark tokens into its profile (``speaker_tokens``), if the clip
+is still the one that was encoded: from then on the voice speaks from them, and no
+restart makes the TTS service encode the clip again.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -23,6 +29,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile
 
 from services.common.errors import (
@@ -37,9 +44,11 @@ from services.gateway.speech_params import (
     GENDERS,
     LEVELS,
     Engine,
+    Reference,
+    SpeakerTokens,
     VoiceSpec,
 )
-from services.gateway.voice_profiles import NAME_PATTERN, load_profile
+from services.gateway.voice_profiles import NAME_PATTERN, load_profile, speaker_tokens
 from services.gateway.voices import VoiceBook, VoiceListing
 
 _NAMES = {
@@ -48,7 +57,8 @@ _NAMES = {
     "gender": {value: name for name, value in GENDERS.items()},
     "level": {value: name for name, value in LEVELS.items()},
 }
-_SPEAKER_KEYS = ("reference_audio", "reference_text", "control")
+_SPEAKER_KEYS = ("reference_audio", "reference_text", "speaker_tokens", "control")
+_TOKENS = "\0speaker_tokens\0"  # stands in for the token lists while the rest is indented
 
 
 def _set_fields(params: Any) -> dict[str, Any]:
@@ -84,6 +94,17 @@ def profile_fields(spec: VoiceSpec) -> dict[str, Any]:
     if spec.skip_rvc:
         data["skip_rvc"] = True
     return data
+
+
+def dump_profile(data: dict[str, Any]) -> str:
+    """The profile's JSON, indented, with its speaker tokens' lists on one line each."""
+    tokens = data.get("speaker_tokens")
+    if not isinstance(tokens, dict):
+        return json.dumps(data, indent=2) + "\n"
+    text = json.dumps({**data, "speaker_tokens": _TOKENS}, indent=2)
+    inner = ",\n".join(f"    {json.dumps(key)}: {json.dumps(value)}"
+                       for key, value in tokens.items())
+    return text.replace(json.dumps(_TOKENS), "{\n" + inner + "\n  }") + "\n"
 
 
 class VoiceLibrary:
@@ -202,7 +223,7 @@ class VoiceLibrary:
             speaker, clip = self._speaker_fields(staging, spec, previous)
             data = {**speaker, **profile_fields(spec)}
             staged = staging / f"{spec.name}.json"
-            staged.write_text(json.dumps(data, indent=2) + "\n")
+            staged.write_text(dump_profile(data))
             load_profile(staged)  # the loader's own checks, before anything is visible
             if clip:
                 os.replace(staging / clip, folder / clip)
@@ -224,3 +245,53 @@ class VoiceLibrary:
             with contextlib.suppress(OSError):
                 (folder / old_clip).unlink()
         self._book.reload()
+
+    @staticmethod
+    def _made_here(name: str, clip: object) -> bool:
+        """Whether the profile ``name`` is one this library wrote: its clip has the
+        name the library gives clips. An operator's own files are never rewritten."""
+        return isinstance(clip, str) and re.fullmatch(
+            re.escape(name) + r"-[0-9a-f]{8}\.wav", clip) is not None
+
+    def remember_tokens(self, reference: Reference, tokens: SpeakerTokens) -> bool:
+        """Keeps ``tokens``, the TTS service's encoding of ``reference``'s clip, in the
+        profile the clip came from (``reference.origin``), only while that profile's
+        clip is still these very samples and the library made it. False when nothing
+        was written: the profile changed or went, it holds these tokens already, an
+        operator wrote it (their files stay as they wrote them), or the folder is
+        read-only."""
+        name = reference.origin
+        folder = self._book.directory
+        if not NAME_PATTERN.fullmatch(name) or folder is None or not os.access(folder, os.W_OK):
+            return False
+        path = folder / f"{name}.json"
+        with self._lock:
+            try:
+                before = path.read_bytes()
+                data = json.loads(before)
+                clip = load_profile(path).speaker
+                kept = {"global_ids": list(tokens.global_ids),
+                        "semantic_ids": list(tokens.semantic_ids), "codec": tokens.codec}
+                speaker_tokens(kept)  # the loader's checks, before the profile holds them
+            except (OSError, ValueError, InvalidArgument):
+                return False
+            audio = clip.reference.audio if clip.reference is not None else None
+            if (not isinstance(data, dict) or audio is None
+                    or not self._made_here(name, data.get("reference_audio"))
+                    or audio.sample_rate != reference.audio.sample_rate
+                    or not np.array_equal(audio.samples, reference.audio.samples)
+                    or data.get("speaker_tokens") == kept):
+                return False
+            data["speaker_tokens"] = kept
+            handle, temp = tempfile.mkstemp(prefix=f".{name}-", suffix=".tmp", dir=folder)
+            try:
+                os.fchmod(handle, path.stat().st_mode & 0o777)  # readable as before
+                with os.fdopen(handle, "w") as file:
+                    file.write(dump_profile(data))
+                if path.read_bytes() != before:  # changed meanwhile (another replica)
+                    return False
+                os.replace(temp, path)
+            finally:
+                Path(temp).unlink(missing_ok=True)
+        self._book.reload()
+        return True

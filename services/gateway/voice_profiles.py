@@ -12,7 +12,12 @@ ConfigMap is); a reference clip is a sibling file named in the JSON::
      "sampling": {"temperature": 0.8, "top_k": 50, "top_p": 0.95, "max_tokens": 2048,
                   "seed": 7}}
 
-Instead of ``reference_audio`` (+ optional ``reference_text``) a profile may
+Once the TTS service has encoded the clip, the voice library keeps its Spark
+tokens beside it (``"speaker_tokens": {"global_ids": [32 ids], "semantic_ids":
+[...], "codec": "bicodec-..."}``, the codec naming the audio tokenizer's
+weights): the voice speaks from them, and from the clip only where the TTS
+service refuses them (other weights). Instead of ``reference_audio`` (+ optional
+``reference_text``) a profile may
 describe a voice: ``"control": {"gender": "female", "pitch": "moderate",
 "speed": "high"}``. A profile may name its TTS engine: ``"engine": "spark"``
 (the default when it gives a speaker) or ``"piper"``, with Piper's choices in
@@ -23,6 +28,7 @@ errors. services.gateway.voices keeps the profiles of a directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -45,6 +51,7 @@ from services.gateway.speech_params import (
     Reference,
     Sampling,
     Speaker,
+    SpeakerTokens,
 )
 
 MAX_PROFILE_BYTES = 1 << 20
@@ -52,7 +59,7 @@ MAX_CLIP_BYTES = 16 << 20
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 _TOP_KEYS = {"description", "reference_audio", "reference_text", "control", "rvc_model",
-             "skip_rvc", "rvc", "sampling", "engine", "piper"}
+             "skip_rvc", "rvc", "sampling", "engine", "piper", "speaker_tokens"}
 _PIPER_VOICE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -94,6 +101,33 @@ _CONTROL_RULES: dict[str, _Rule] = {
     "pitch": (f"one of {', '.join(LEVELS)}", lambda v: isinstance(v, str) and v in LEVELS),
     "speed": (f"one of {', '.join(LEVELS)}", lambda v: isinstance(v, str) and v in LEVELS),
 }
+
+
+
+
+def _ids(value: Any, vocab: int, least: int, most: int) -> bool:
+    return (isinstance(value, list) and least <= len(value) <= most
+            and all(_is_int(i) and 0 <= i < vocab for i in value))
+
+
+# Spark's BiCodec: 32 global ids from 4096; semantic ids from 8192, 50 a second of clip.
+_TOKEN_RULES: dict[str, _Rule] = {
+    "global_ids": ("a list of 32 integers in 0..4095", lambda v: _ids(v, 4096, 32, 32)),
+    "semantic_ids": ("a list of 1..100000 integers in 0..8191",
+                     lambda v: _ids(v, 8192, 1, 100_000)),
+    "codec": ("a string of 1..128 characters",
+              lambda v: isinstance(v, str) and 1 <= len(v) <= 128),
+}
+
+
+def speaker_tokens(value: Any, transcript: str = "") -> SpeakerTokens:
+    """The ``speaker_tokens`` object of a profile, checked."""
+    tokens = _section("speaker_tokens", value, _TOKEN_RULES)
+    missing = [key for key in _TOKEN_RULES if key not in tokens]
+    if missing:
+        raise InvalidArgument(f"speaker_tokens.{missing[0]} is required")
+    return SpeakerTokens(tuple(tokens["global_ids"]), tuple(tokens["semantic_ids"]),
+                         tokens["codec"], transcript)
 
 
 @dataclass(frozen=True)
@@ -138,7 +172,7 @@ def _string(data: dict[str, Any], key: str) -> str:
     return value
 
 
-def _reference(directory: Path, data: dict[str, Any]) -> Speaker:
+def _reference(directory: Path, data: dict[str, Any], name: str) -> Speaker:
     clip = _string(data, "reference_audio")
     # No separators and not hidden (which rules out "." and ".." too): a file in this directory.
     if not clip or clip.startswith(".") or any(bad in clip for bad in ("/", "\\", "\0")):
@@ -154,7 +188,12 @@ def _reference(directory: Path, data: dict[str, Any]) -> Speaker:
         raise InvalidArgument(f"reference_audio {clip!r}: {exc.message}") from None
     if audio.frames == 0:
         raise InvalidArgument(f"reference_audio {clip!r} has no samples")
-    return Speaker(reference=Reference(audio, _string(data, "reference_text")))
+    transcript = _string(data, "reference_text")
+    speaker = Speaker(reference=Reference(audio, transcript, origin=name))
+    if "speaker_tokens" in data:
+        return dataclasses.replace(speaker,
+                                   tokens=speaker_tokens(data["speaker_tokens"], transcript))
+    return speaker
 
 
 def _control(data: dict[str, Any]) -> Speaker:
@@ -190,8 +229,10 @@ def _parse(path: Path) -> VoiceProfile:
         raise InvalidArgument("give exactly one of reference_audio and control")
     if "reference_text" in data and "control" in data:
         raise InvalidArgument("reference_text goes with reference_audio, not control")
+    if "speaker_tokens" in data and "reference_audio" not in data:
+        raise InvalidArgument("speaker_tokens goes with reference_audio (they are its tokens)")
     if "reference_audio" in data:
-        speaker = _reference(path.parent, data)
+        speaker = _reference(path.parent, data, path.stem)
     elif "control" in data:
         speaker = _control(data)
     elif engine == "piper":

@@ -42,13 +42,27 @@ class CachedSpeaker:
 
 
 @dataclass(frozen=True)
+class TokenSpeaker:
+    """A reference clip as the audio tokenizer encoded it (codec names its weights)."""
+
+    global_ids: tuple[int, ...]
+    semantic_ids: tuple[int, ...]
+    transcript: str = ""
+    codec: str = ""
+
+
+@dataclass(frozen=True)
 class ControlledSpeaker:
     gender: Gender
     pitch: Level = Level.MODERATE
     speed: Level = Level.MODERATE
 
 
-Speaker = ReferenceSpeaker | CachedSpeaker | ControlledSpeaker
+Speaker = ReferenceSpeaker | CachedSpeaker | TokenSpeaker | ControlledSpeaker
+
+# Spark's BiCodec: 32 global tokens from 4096, semantic tokens from 8192 at 50 a second.
+GLOBAL_TOKENS, GLOBAL_VOCAB, SEMANTIC_VOCAB, SEMANTIC_PER_SECOND = 32, 4096, 8192, 50
+MAX_CODEC_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -125,6 +139,7 @@ def _check_text(name: str, value: str, limit: int) -> None:
 _SPEAKER_NAMES = {
     ReferenceSpeaker: "a reference clip",
     CachedSpeaker: "a speaker_id",
+    TokenSpeaker: "speaker tokens",
     ControlledSpeaker: "a voice description (control)",
 }
 
@@ -184,3 +199,25 @@ class SpeechRequest:
                 )
         if isinstance(self.speaker, CachedSpeaker) and not self.speaker.speaker_id:
             raise InvalidArgument("speaker.speaker_id is empty")
+        if isinstance(self.speaker, TokenSpeaker):
+            _check_tokens(self.speaker, max_text_chars, max_reference_seconds)
+
+
+def _check_tokens(tokens: TokenSpeaker, max_text_chars: int, max_reference_seconds: float) -> None:
+    """A clip's tokens: as many as the clips this service takes make, from the codebooks."""
+    _check_text("speaker.tokens.transcript", tokens.transcript, max_text_chars)
+    if len(tokens.global_ids) != GLOBAL_TOKENS:
+        raise InvalidArgument(f"speaker.tokens.global_ids has {len(tokens.global_ids)} ids; "
+                              f"{GLOBAL_TOKENS} are needed")
+    limit = math.ceil(max_reference_seconds * SEMANTIC_PER_SECOND) + 1
+    if not 1 <= len(tokens.semantic_ids) <= limit:
+        raise InvalidArgument(
+            f"speaker.tokens.semantic_ids has {len(tokens.semantic_ids)} ids; 1..{limit} are "
+            f"allowed (a clip of up to {max_reference_seconds:g} s, TTS_MAX_REFERENCE_SECONDS)")
+    for name, ids, vocab in (("global_ids", tokens.global_ids, GLOBAL_VOCAB),
+                             ("semantic_ids", tokens.semantic_ids, SEMANTIC_VOCAB)):
+        if any(not 0 <= i < vocab for i in ids):
+            raise InvalidArgument(f"speaker.tokens.{name} holds an id outside 0..{vocab - 1}")
+    if not tokens.codec or len(tokens.codec) > MAX_CODEC_CHARS:
+        raise InvalidArgument(f"speaker.tokens.codec must be 1..{MAX_CODEC_CHARS} characters "
+                              "(the codec of the response that gave the tokens)")

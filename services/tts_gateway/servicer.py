@@ -20,6 +20,7 @@ from services.tts_gateway.request import (
     Sampling,
     Speaker,
     SpeechRequest,
+    TokenSpeaker,
 )
 from services.tts_gateway.synthesis import TtsEngine
 
@@ -52,6 +53,10 @@ def speaker_from_proto(prompt: tts_pb2.SpeakerPrompt) -> Speaker | None:
         return ReferenceSpeaker(audio, prompt.reference.transcript)
     if source == "speaker_id":
         return CachedSpeaker(prompt.speaker_id)
+    if source == "tokens":
+        tokens = prompt.tokens
+        return TokenSpeaker(tuple(tokens.global_ids), tuple(tokens.semantic_ids),
+                            tokens.transcript, tokens.codec)
     if source == "control":
         gender = _GENDERS.get(prompt.control.gender)
         if gender is None:
@@ -62,6 +67,11 @@ def speaker_from_proto(prompt: tts_pb2.SpeakerPrompt) -> Speaker | None:
             _level(prompt.control.speed, "speaker.control.speed"),
         )
     return None  # whether one is needed depends on the engine
+
+
+def tokens_to_proto(tokens: TokenSpeaker) -> tts_pb2.SpeakerTokens:
+    return tts_pb2.SpeakerTokens(global_ids=tokens.global_ids, semantic_ids=tokens.semantic_ids,
+                                 transcript=tokens.transcript, codec=tokens.codec)
 
 
 def sampling_from_proto(params: tts_pb2.SamplingParams) -> Sampling:
@@ -135,6 +145,8 @@ class TextToSpeechServicer(tts_pb2_grpc.TextToSpeechServicer):
             if sequence == 0:
                 reply.engine = ENGINE_PROTOS[chunk.engine]
                 reply.notes.extend(chunk.notes)
+            if chunk.tokens is not None:
+                reply.speaker_tokens.CopyFrom(tokens_to_proto(chunk.tokens))
             yield reply
             sequence += 1
 

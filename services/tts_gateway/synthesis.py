@@ -22,6 +22,7 @@ from services.tts_gateway.request import (
     Engine,
     ReferenceSpeaker,
     SpeechRequest,
+    TokenSpeaker,
 )
 from services.tts_gateway.settings import TtsSettings
 from services.tts_gateway.triton import Triton
@@ -34,7 +35,8 @@ _READY_POLL_SECONDS = 0.5
 SPARK_RATE = 16_000
 log = logging.getLogger(__name__)
 OUTPUTS = {
-    Engine.SPARK: ["waveform", "sample_rate", "speaker_id", "semantic_tokens", "final"],
+    Engine.SPARK: ["waveform", "sample_rate", "speaker_id", "semantic_tokens", "final",
+                   "speaker_global_ids", "speaker_semantic_ids", "speaker_codec"],
     Engine.PIPER: ["waveform", "sample_rate", "voice", "final"],
 }
 # How long a status call waits for Piper's voice list.
@@ -49,6 +51,7 @@ class SpeechChunk:
     semantic_tokens: int = 0
     engine: Engine = Engine.SPARK
     notes: tuple[str, ...] = ()
+    tokens: TokenSpeaker | None = None  # the clip's tokens, on a first chunk
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,23 @@ def token_cap(text: str, settings: TtsSettings) -> int:
 
 def _string(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def reply_tokens(reply: dict[str, np.ndarray], request: SpeechRequest) -> TokenSpeaker | None:
+    """The clip's tokens a spark_tts response carries (its first, for a clip or a
+    cached speaker), with the request's transcript; None when it carries none."""
+    global_ids = reply.get("speaker_global_ids")
+    if global_ids is None or not global_ids.size:
+        return None
+    semantic_ids = reply.get("speaker_semantic_ids")
+    codec = reply.get("speaker_codec")
+    speaker = request.speaker
+    return TokenSpeaker(
+        tuple(int(i) for i in global_ids.reshape(-1)),
+        () if semantic_ids is None else tuple(int(i) for i in semantic_ids.reshape(-1)),
+        speaker.transcript.strip() if isinstance(speaker, ReferenceSpeaker) else "",
+        "" if codec is None or not codec.size else _string(codec.reshape(-1)[0]),
+    )
 
 
 def piper_inputs(request: SpeechRequest) -> dict[str, np.ndarray]:
@@ -99,6 +119,12 @@ def triton_inputs(
             inputs["reference_text"] = _text(speaker.transcript.strip())
     elif isinstance(speaker, CachedSpeaker):
         inputs["speaker_id"] = _text(speaker.speaker_id)
+    elif isinstance(speaker, TokenSpeaker):
+        inputs["global_ids"] = np.array(speaker.global_ids, dtype=np.int32)
+        inputs["semantic_ids"] = np.array(speaker.semantic_ids, dtype=np.int32)
+        inputs["codec"] = _text(speaker.codec)
+        if speaker.transcript.strip():
+            inputs["reference_text"] = _text(speaker.transcript.strip())
     elif isinstance(speaker, ControlledSpeaker):
         inputs["gender"] = _text(speaker.gender.value)
         inputs["pitch"] = _text(speaker.pitch.value)
@@ -157,9 +183,11 @@ class TtsEngine:
                 rate = int(reply["sample_rate"].reshape(-1)[0])
                 final = bool(reply["final"].reshape(-1)[0])
                 speaker = ""
+                clip_tokens = None
                 if engine is Engine.SPARK:
                     tokens = int(reply["semantic_tokens"].reshape(-1)[0])
                     speaker = _string(reply["speaker_id"].reshape(-1)[0])
+                    clip_tokens = reply_tokens(reply, request)
                 if not samples.size and not final:
                     continue
                 rate = rate if rate > 0 else last_rate  # an empty last response may carry none
@@ -168,7 +196,8 @@ class TtsEngine:
                     first = time.perf_counter() - start
                     self.metrics.first_audio.observe(first)
                 audio_seconds += samples.size / rate
-                yield SpeechChunk(PcmAudio(samples, rate), final, speaker, tokens, engine, notes)
+                yield SpeechChunk(PcmAudio(samples, rate), final, speaker, tokens, engine, notes,
+                                  clip_tokens)
                 notes = ()  # said once, on the first chunk
         finally:
             self.in_flight -= 1

@@ -15,6 +15,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from services.common.errors import (
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     ServiceError,
@@ -27,6 +28,7 @@ from services.common.settings import InternalTls
 # API carries no code); anything else means Triton itself is in trouble.
 _STATUS_PREFIXES = {
     "INVALID_ARGUMENT": InvalidArgument,
+    "FAILED_PRECONDITION": FailedPrecondition,
     "NOT_FOUND": NotFound,
     "UNAVAILABLE": Unavailable,
 }

@@ -167,6 +167,34 @@ async def test_a_repeated_reference_skips_the_audio_tokenizer(stack, tts):
     assert triton_metric(stack, "nv_inference_count", model="audio_tokenizer") == tokenizer_runs
 
 
+async def test_a_clips_returned_tokens_speak_as_the_clip_without_the_tokenizer(stack, tts):
+    request = clone_request(clip=4, max_tokens=30, transcript="A wobbling hum.")
+    replies, by_clip = await collect(tts.Synthesize(request))
+    kept = replies[0].speaker_tokens
+    assert len(kept.global_ids) == 32 and kept.semantic_ids and kept.codec.startswith("bicodec-")
+    assert kept.transcript == "A wobbling hum."
+    assert not any(r.HasField("speaker_tokens") for r in replies[1:])
+    tokenizer_runs = triton_metric(stack, "nv_inference_count", model="audio_tokenizer")
+    lookups = sum(triton_metric(stack, "spark_tts_speaker_cache_lookups_total", result=result)
+                  for result in ("hit", "miss"))
+    by_tokens = tts_pb2.SynthesizeSpeechRequest(
+        text=request.text, speaker=tts_pb2.SpeakerPrompt(tokens=kept), sampling=request.sampling)
+    replies, audio = await collect(tts.Synthesize(by_tokens))
+    np.testing.assert_array_equal(audio, by_clip)
+    assert replies[0].speaker_id == "" and not replies[0].HasField("speaker_tokens")
+    assert triton_metric(stack, "nv_inference_count", model="audio_tokenizer") == tokenizer_runs
+    assert sum(triton_metric(stack, "spark_tts_speaker_cache_lookups_total", result=result)
+               for result in ("hit", "miss")) == lookups, "the speaker cache is not asked"
+    stale = tts_pb2.SpeakerTokens()
+    stale.CopyFrom(kept)
+    stale.codec = "bicodec-0000000000000000"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await collect(tts.Synthesize(tts_pb2.SynthesizeSpeechRequest(
+            text="Hi.", speaker=tts_pb2.SpeakerPrompt(tokens=stale))))
+    assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert kept.codec in caught.value.details()
+
+
 async def test_unknown_speaker_id_is_not_found(tts):
     request = tts_pb2.SynthesizeSpeechRequest(
         text="Hi.", speaker=tts_pb2.SpeakerPrompt(speaker_id="spk-nobody")

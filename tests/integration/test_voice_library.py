@@ -1,12 +1,15 @@
 """The voice library through the edge's REST routes, on the whole local stack: a
-voice made by POST /v1/voices survives a restart of the stack and speaks the same
-audio for the same seed; RVC voice uploads that are pickle bombs, not checkpoints
+voice made by POST /v1/voices keeps its clip's Spark tokens once it has spoken,
+survives a restart of the stack and speaks the same audio for the same seed from
+those tokens, without Triton's audio tokenizer; RVC voice uploads that are pickle bombs, not checkpoints
 or over the size limit are refused with a 400 naming why, and nothing is written."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,6 +51,19 @@ def speak(api: str, voice: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(audio["pcm"]), dtype="<f4")
 
 
+def profile(run_dir: Path, name: str) -> dict:
+    (path,) = [p for p in run_dir.rglob(f"{name}.json") if not p.parent.name.startswith(".")]
+    return json.loads(path.read_text())
+
+
+def tokenizer_runs(config) -> int:
+    """How many requests Triton's audio_tokenizer has served since Triton started."""
+    reply = requests.get(
+        f"http://127.0.0.1:{config.triton_http_port}/v2/models/audio_tokenizer/stats", timeout=30)
+    assert reply.status_code == 200, reply.text[:300]
+    return sum(int(m["inference_count"]) for m in reply.json()["model_stats"])
+
+
 def rvc_voices(api: str) -> list[str]:
     reply = requests.get(f"{api}/v1/rvc-voices", timeout=30)
     assert reply.status_code == 200, reply.text[:300]
@@ -75,7 +91,12 @@ def test_a_made_voice_survives_a_restart_and_speaks_the_same(run_dir):
         assert (made.json()["name"], made.json()["speaker"]) == ("ada", "reference")
         again = requests.post(f"{api}/v1/voices", json=voice_json("ada"), timeout=TIMEOUT)
         assert again.status_code == 409, again.text[:300]
+        assert "speaker_tokens" not in profile(run_dir, "ada")
         before = speak(api, "ada")
+        assert tokenizer_runs(first) == 1
+        kept = profile(run_dir, "ada")["speaker_tokens"]
+        assert len(kept["global_ids"]) == 32 and kept["semantic_ids"]
+        assert kept["codec"].startswith("bicodec-")
     second = stack_config(run_dir)  # other ports: a new stack on the same folders
     with supervised(second):
         api = f"http://127.0.0.1:{second.api_port}"
@@ -84,6 +105,7 @@ def test_a_made_voice_survives_a_restart_and_speaks_the_same(run_dir):
         after = speak(api, "ada")
         assert before.size > 0
         np.testing.assert_array_equal(after, before)
+        assert tokenizer_runs(second) == 0, "spoken from the kept tokens, not the clip"
         # A new clip of several MiB as JSON: PUT to the path template gets the body buffer.
         longer = voice_json("ada")
         tone = (0.2 * np.sin(np.arange(480_000) * 2 * np.pi * 150 / 48_000)).astype("<f4")

@@ -75,4 +75,5 @@ async def test_the_triton_layer_asks_spark_tts_for_its_outputs():
     assert sample.ok and sample.audio_seconds == 1.0
     model, tensors, outputs = client.calls[0]
     assert model == "spark_tts" and "reference_wav" in tensors
-    assert outputs == ["waveform", "sample_rate", "speaker_id", "semantic_tokens", "final"]
+    assert outputs == ["waveform", "sample_rate", "speaker_id", "semantic_tokens", "final",
+                       "speaker_global_ids", "speaker_semantic_ids", "speaker_codec"]

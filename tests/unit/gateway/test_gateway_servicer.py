@@ -50,6 +50,9 @@ class ScriptedTts(tts_pb2_grpc.TextToSpeechServicer):
         self.seen = []
         self.changed = asyncio.Event()
         self.forget = 0  # speaker_id requests to refuse as a restarted Triton does
+        self.tokens = None  # tts_pb2.SpeakerTokens a clip's first reply carries, if any
+        # The codec tokens must have, as a model with these weights; None takes any.
+        self.codec = None
 
     async def Synthesize(self, request, context):
         self.seen.append({
@@ -64,6 +67,9 @@ class ScriptedTts(tts_pb2_grpc.TextToSpeechServicer):
         if self.forget and request.speaker.WhichOneof("source") == "speaker_id":
             self.forget -= 1
             await context.abort(grpc.StatusCode.NOT_FOUND, "speaker 'spk-1' is not cached (any more)")
+        given = request.speaker.tokens
+        if request.speaker.WhichOneof("source") == "tokens" and self.codec not in (None, given.codec):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "tokens of another codec")
         tone = np.sin(np.arange(RATE // 4) * 2 * np.pi * 200 / RATE).astype(np.float32) * 0.3
         piper = request.engine == tts_pb2.ENGINE_PIPER
         for sequence in range(2):
@@ -78,6 +84,8 @@ class ScriptedTts(tts_pb2_grpc.TextToSpeechServicer):
                 reply.engine = request.engine or tts_pb2.ENGINE_SPARK
                 if piper and request.speaker.WhichOneof("source"):
                     reply.notes.append("piper ignores the speaker")
+                if self.tokens is not None and request.speaker.WhichOneof("source") == "reference":
+                    reply.speaker_tokens.CopyFrom(self.tokens)
             yield reply
 
 

@@ -12,7 +12,7 @@ from spark_tts.streaming import ChunkPlan
 from triton_serving.errors import ModelError
 from triton_serving.llm_io import KINDS
 from triton_serving.spark_synthesis import Chunk, SparkSynthesis
-from triton_serving.speaker_cache import SpeakerCache, speaker_id
+from triton_serving.speaker_cache import Speaker, SpeakerCache, codec_digest, speaker_id
 from triton_serving.values import Inputs
 
 GLOBAL, SEMANTIC = KINDS["global"], KINDS["semantic"]
@@ -20,6 +20,7 @@ REFERENCE_GLOBALS = np.arange(100, 100 + prompts.GLOBAL_TOKENS, dtype=np.int32)
 REFERENCE_SEMANTICS = np.array([7, 8, 9], np.int32)
 LLM_GLOBALS = list(range(500, 500 + prompts.GLOBAL_TOKENS))
 PLAN = ChunkPlan()
+CODEC = "bicodec-0123456789abcdef"
 
 
 def reply(kind: int, indexes) -> tuple[dict[str, np.ndarray], None]:
@@ -78,7 +79,7 @@ class Fakes:
             cache=cache if cache is not None else SpeakerCache(4),
             encode_reference=self.encode, generate_tokens=self.generate, vocode=self.vocode,
             raise_cancel_flag=self.flags.append, count_lookup=self.lookups.append,
-            token_group=5, log=self.logs.append,
+            token_group=5, log=self.logs.append, codec=CODEC,
         )
 
     def encode(self, wav):
@@ -383,3 +384,75 @@ def test_an_empty_clip_falls_back_to_the_speaker_id():
     fakes.replies = [reply(SEMANTIC, [1]), EMPTY_LAST]
     fakes.run(text="Hello.", reference_wav=np.zeros((1, 0), np.float32), speaker_id=key)
     assert fakes.lookups == ["miss", "hit"] and len(fakes.encoded) == 1
+
+
+# -- a clip's tokens, kept by the caller --------------------------------------------
+
+
+def tokens_input(globals_=REFERENCE_GLOBALS, semantics=REFERENCE_SEMANTICS, codec=CODEC) -> dict:
+    return {"global_ids": np.asarray(globals_, np.int32),
+            "semantic_ids": np.asarray(semantics, np.int32), "codec": codec}
+
+
+def test_the_first_chunk_of_a_clip_carries_its_tokens_and_a_cached_speakers_too():
+    fakes = Fakes([reply(SEMANTIC, range(1, 60)), EMPTY_LAST])
+    chunks = fakes.run(text="Hello.", reference_wav=wav_input())
+    assert len(chunks) > 1
+    expected = Speaker(tuple(REFERENCE_GLOBALS.tolist()), tuple(REFERENCE_SEMANTICS.tolist()))
+    assert chunks[0].speaker == expected
+    assert all(c.speaker is None for c in chunks[1:])
+    key = chunks[0].speaker_id
+    fakes.sent.clear()
+    fakes.replies = [reply(SEMANTIC, [1]), EMPTY_LAST]
+    assert fakes.run(text="Hello.", speaker_id=key)[0].speaker == expected
+
+
+def test_given_tokens_speak_as_the_clip_did_without_the_tokenizer_or_the_cache():
+    by_clip = Fakes([reply(SEMANTIC, [1, 2, 3]), EMPTY_LAST])
+    clip_chunks = by_clip.run(text="Hello.", reference_wav=wav_input(),
+                              reference_text="A transcript.")
+    by_tokens = Fakes([reply(SEMANTIC, [1, 2, 3]), EMPTY_LAST])
+    chunks = by_tokens.run(text="Hello.", reference_text="A transcript.", **tokens_input())
+    assert by_tokens.encoded == [] and by_tokens.lookups == []
+    assert by_tokens.llm_calls[0][0]["prompt"][0, 0] == by_clip.llm_calls[0][0]["prompt"][0, 0]
+    assert by_tokens.vocoded == by_clip.vocoded
+    np.testing.assert_array_equal(audio_of(chunks), audio_of(clip_chunks))
+    assert chunks[0].speaker_id == "" and all(c.speaker is None for c in chunks)
+
+
+def test_tokens_of_another_codec_are_a_failed_precondition():
+    fakes = Fakes([reply(SEMANTIC, [1]), EMPTY_LAST])
+    status, message = status_of(fakes, text="Hello.", **tokens_input(codec="bicodec-other"))
+    assert status == "FAILED_PRECONDITION" and "bicodec-other" in message and CODEC in message
+    status, _ = status_of(fakes, text="Hello.", **tokens_input(codec=""))
+    assert status == "FAILED_PRECONDITION" and fakes.llm_calls == []
+
+
+@pytest.mark.parametrize("given, needle", [
+    (tokens_input(globals_=REFERENCE_GLOBALS[:31]), "31 tokens"),
+    (tokens_input(semantics=[]), "semantic_ids is empty"),
+    (tokens_input(globals_=[4096] * 32), "global_ids holds ids outside 0..4095"),
+    (tokens_input(semantics=[8192]), "semantic_ids holds ids outside 0..8191"),
+    (tokens_input(semantics=[-1]), "semantic_ids holds ids outside"),
+])
+def test_malformed_tokens_are_invalid(given, needle):
+    fakes = Fakes([reply(SEMANTIC, [1]), EMPTY_LAST])
+    status, message = status_of(fakes, text="Hello.", **given)
+    assert status == "INVALID_ARGUMENT" and needle in message, message
+    assert fakes.llm_calls == []
+
+
+def test_the_codec_digest_names_the_tokenizers_files(tmp_path):
+    assert codec_digest("") == ""
+    (tmp_path / "BiCodec").mkdir()
+    (tmp_path / "BiCodec" / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "config.yaml").write_text("volume_normalize: true\n")
+    (tmp_path / "LLM").mkdir()
+    (tmp_path / "LLM" / "model.safetensors").write_bytes(b"llm")
+    first = codec_digest(tmp_path)
+    assert first.startswith("bicodec-") and len(first) == len("bicodec-") + 16
+    assert codec_digest(str(tmp_path)) == first
+    (tmp_path / "LLM" / "model.safetensors").write_bytes(b"another llm")
+    assert codec_digest(tmp_path) == first, "the LLM makes no tokens of a clip"
+    (tmp_path / "BiCodec" / "model.safetensors").write_bytes(b"other weights")
+    assert codec_digest(tmp_path) != first

@@ -9,6 +9,8 @@ from __future__ import annotations
 _TRITON_CODES = {
     "INVALID_ARGUMENT": "INVALID_ARG",
     "NOT_FOUND": "NOT_FOUND",
+    # Triton has no such code; the message's prefix carries it to the TTS service.
+    "FAILED_PRECONDITION": "INVALID_ARG",
     "UNAVAILABLE": "UNAVAILABLE",
     "CANCELLED": "CANCELLED",
     "INTERNAL": "INTERNAL",

@@ -14,7 +14,8 @@ inputs over as ``Inputs`` and the calls to the other three models as callables, 
   (triton_serving.cancellation).
 
 Here: the speaker (a reference clip's tokens, looked up in the speaker cache first,
-a cached speaker's id, or a described voice), the prompt, the llm's tokens routed
+a cached speaker's id, tokens a caller kept from an earlier reply, or a described
+voice), the prompt, the llm's tokens routed
 (global tokens to the voice, semantic tokens to the audio), the audio streamed in
 chunks (spark_tts.streaming) or vocoded in one piece, and the errors.
 """
@@ -52,6 +53,33 @@ class Chunk:
     speaker_id: str         # the voice's id on the first chunk ("" for a described voice), then ""
     semantic_tokens: int    # semantic tokens the llm had produced when the chunk left
     final: bool
+    # On the first chunk of a clip's or cached speaker's request: its tokens, to keep.
+    speaker: Speaker | None = None
+
+
+def given_speaker(inputs: Inputs, codec: str) -> Speaker | None:
+    """The tokens a request gives instead of a clip (inputs global_ids, semantic_ids,
+    codec), checked; None when it gives none."""
+    global_ids = inputs.optional("global_ids")
+    if global_ids is None or not global_ids.size:
+        return None
+    semantic_ids = inputs.optional("semantic_ids")
+    given = inputs.text("codec")
+    if given != codec:
+        raise ModelError("FAILED_PRECONDITION", f"the speaker tokens were made by codec "
+                         f"{given[:40]!r}; this model's audio tokenizer is {codec!r}")
+    globals_ = global_ids.reshape(-1).astype(np.int64).tolist()
+    if len(globals_) != prompts.GLOBAL_TOKENS:
+        raise ModelError("INVALID_ARGUMENT", f"global_ids has {len(globals_)} tokens; "
+                         f"{prompts.GLOBAL_TOKENS} are needed")
+    semantics = [] if semantic_ids is None else semantic_ids.reshape(-1).astype(np.int64).tolist()
+    if not semantics:
+        raise ModelError("INVALID_ARGUMENT", "semantic_ids is empty")
+    for name, ids, vocab in (("global_ids", globals_, prompts.GLOBAL_VOCAB),
+                             ("semantic_ids", semantics, prompts.SEMANTIC_VOCAB)):
+        if not all(0 <= i < vocab for i in ids):
+            raise ModelError("INVALID_ARGUMENT", f"{name} holds ids outside 0..{vocab - 1}")
+    return Speaker(tuple(globals_), tuple(semantics))
 
 
 class SparkSynthesis:
@@ -69,6 +97,7 @@ class SparkSynthesis:
         token_group: int = 10,
         log: Callable[[str], None] = lambda message: None,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+        codec: str = "",
     ) -> None:
         self.cache = cache
         self.encode_reference = encode_reference
@@ -79,9 +108,14 @@ class SparkSynthesis:
         self.token_group = token_group
         self.log = log
         self.new_id = new_id
+        self.codec = codec  # the audio tokenizer's weights digest (speaker_cache.codec_digest)
 
     def speaker(self, inputs: Inputs) -> tuple[Speaker | None, str]:
-        """(the cached speaker or None for a described voice, the speaker's id)."""
+        """(the speaker or None for a described voice, the speaker's id: "" for a
+        described voice or given tokens)."""
+        given = given_speaker(inputs, self.codec)
+        if given is not None:
+            return given, ""
         wav = inputs.optional("reference_wav")
         named = inputs.text("speaker_id")
         if wav is not None and wav.size:
@@ -105,7 +139,8 @@ class SparkSynthesis:
             return speaker, named
         if inputs.text("gender"):
             return None, ""
-        raise ModelError("INVALID_ARGUMENT", "give reference_wav, speaker_id or gender")
+        raise ModelError("INVALID_ARGUMENT", "give reference_wav, speaker_id or gender "
+                         "(or a clip's global_ids + semantic_ids + codec)")
 
     @staticmethod
     def prompt(inputs: Inputs, speaker: Speaker | None, body: str) -> str:
@@ -162,7 +197,8 @@ class SparkSynthesis:
 
         def emit(audio: np.ndarray, final: bool = False) -> None:
             nonlocal first
-            send(Chunk(audio.astype(np.float32), key if first else "", count, final))
+            send(Chunk(audio.astype(np.float32), key if first else "", count, final,
+                       speaker if first and key else None))
             first = False
 
         # Leaving before the llm's last reply (cancel, vocoder failure, ...) raises

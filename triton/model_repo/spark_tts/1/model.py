@@ -11,7 +11,7 @@ from triton_serving.cancellation import CancelFlags
 from triton_serving.counters import Counter
 from triton_serving.side_by_side import SideBySide
 from triton_serving.spark_synthesis import SAMPLE_RATE, SparkSynthesis
-from triton_serving.speaker_cache import SpeakerCache
+from triton_serving.speaker_cache import SpeakerCache, codec_digest
 from triton_serving.tensors import optional, tensor
 from triton_serving.values import Inputs, parameter
 
@@ -42,16 +42,27 @@ class TritonPythonModel(SideBySide):
             # semantic tokens) are multiples of 10, so groups of 10 delay no chunk.
             token_group=int(parameter(args, "spark_tts_token_group", "10")),
             log=pb_utils.Logger.log_info,
+            # Names the audio tokenizer's weights: tokens a caller kept are used only
+            # under the weights that made them.
+            codec=codec_digest(parameter(args, "spark_tts_model_dir")),
         )
 
     def answer(self, request, sender):
         def send(chunk):
+            speaker = chunk.speaker
+            global_ids = speaker.global_ids if speaker is not None else ()
+            semantic_ids = speaker.semantic_ids if speaker is not None else ()
+            codec = self.synthesis.codec if speaker is not None else ""
             sender.send(pb_utils.InferenceResponse([
                 tensor("waveform", chunk.audio),
                 tensor("sample_rate", np.array([SAMPLE_RATE], np.int32)),
                 tensor("speaker_id", np.array([chunk.speaker_id.encode()], np.object_)),
                 tensor("semantic_tokens", np.array([chunk.semantic_tokens], np.int32)),
                 tensor("final", np.array([chunk.final], np.bool_)),
+                # Set on the first response of a clip's (or cached speaker's) request.
+                tensor("speaker_global_ids", np.array(global_ids, np.int32)),
+                tensor("speaker_semantic_ids", np.array(semantic_ids, np.int32)),
+                tensor("speaker_codec", np.array([codec.encode()], np.object_)),
             ]))
 
         self.synthesis.synthesize(Inputs(partial(optional, request)), send, request.is_cancelled)
