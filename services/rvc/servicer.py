@@ -7,11 +7,11 @@ import time
 from voice.v1 import audio_pb2, rvc_pb2, rvc_pb2_grpc
 
 from services.common.audio_proto import audio_from_proto, audio_to_proto
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, ServiceError
 from services.rvc.conversion import Converter
 from services.rvc.params import ConversionParams, F0Method
 from services.rvc.voice_catalog import VoiceSummary
-from services.rvc.voice_install import Part
+from services.rvc.voice_install import InstallLimits, Part
 
 _F0 = {
     rvc_pb2.F0_METHOD_UNSPECIFIED: F0Method.RMVPE,
@@ -63,6 +63,18 @@ def _timing(started: float, audio_seconds: float, first: float | None = None) ->
         first_audio_seconds=elapsed if first is None else first,
         audio_seconds=audio_seconds,
     )
+
+
+async def _drain(requests, limits: InstallLimits) -> None:
+    """Reads and drops what is left of an upload, up to both its limits together."""
+    left = limits.max_checkpoint_bytes + limits.max_index_bytes + (1 << 20)
+    try:
+        async for message in requests:
+            left -= message.ByteSize()
+            if left < 0:
+                return
+    except Exception:  # the client left, or sent something unreadable: nothing to wait for
+        return
 
 
 class VoiceConversionServicer(rvc_pb2_grpc.VoiceConversionServicer):
@@ -137,7 +149,15 @@ class VoiceConversionServicer(rvc_pb2_grpc.VoiceConversionServicer):
                     )
                 yield _PARTS[kind], getattr(message, kind)
 
-        voice = await self._converter.install(first.header.name, first.header.replace, parts())
+        try:
+            voice = await self._converter.install(first.header.name, first.header.replace,
+                                                  parts())
+        except ServiceError:
+            # A refusal that reaches an asyncio client before it finished sending may be
+            # reported to it as INTERNAL instead (grpc/grpc#36066): read the rest of the
+            # upload first (up to the limits), so the client's own status arrives.
+            await _drain(request_iterator, self._converter.installer.limits)
+            raise
         return _voice_to_proto(voice, self._converter.loaded())
 
     async def DeleteModel(self, request, context):

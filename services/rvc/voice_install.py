@@ -207,6 +207,10 @@ class VoiceInstaller:
         self._lock = threading.Lock()
 
     @property
+    def limits(self) -> InstallLimits:
+        return self._limits
+
+    @property
     def root(self) -> Path:
         return self._store.root
 

@@ -878,6 +878,6 @@ def test_config_writes_are_501_with_the_old_detail(api, method, path, files):
     assert reply.status_code == 501
     body = reply.json()
     assert body["error"]["status"] == "UNIMPLEMENTED" and body["error"]["code"] == 501
-    assert body["detail"] == body["error"]["message"] and "voice profile" in body["detail"]
+    assert body["detail"] == body["error"]["message"] and "voice of your own" in body["detail"]
     # Nothing changed: GET /config still shows the default profile's settings.
     assert requests.get(f"{api}/config", timeout=30).json()["pitch_shift"] == 0

@@ -45,4 +45,4 @@ def test_a_client_built_only_from_the_protos_calls_every_gateway_rpc(stack, tmp_
         env={"PATH": os.environ.get("PATH", "")},
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count(" OK ") == 17, run.stdout
+    assert run.stdout.count(" OK ") == 24, run.stdout

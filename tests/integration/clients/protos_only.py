@@ -94,10 +94,40 @@ def main(target: str) -> None:
     check("LegacyRvc", legacy_rvc.data[:4] == b"RIFF", legacy_rvc.content_type)
     speech = list(stub.CreateSpeech(json_body(model="tts-1", input="Open.", voice=voice, response_format="wav"), timeout=timeout))
     check("CreateSpeech", speech[0].data[:4] == b"RIFF", speech[0].content_type)
+    # The voice library: a described voice made, read, changed and removed.
+    spec = gateway_pb2.VoiceSpec(
+        name="protos-only", description="made by a protos-only client", skip_rvc=True,
+        control=tts_pb2.VoiceControl(gender=tts_pb2.GENDER_FEMALE))
+    made = stub.CreateVoice(spec, timeout=timeout)
+    check("CreateVoice", made.speaker == "control", f"name={made.name}")
+    got = stub.GetVoice(gateway_pb2.GetVoiceRequest(name="protos-only"), timeout=timeout)
+    check("GetVoice", got.description == spec.description, got.description)
+    spec.description = "changed"
+    changed = stub.UpdateVoice(spec, timeout=timeout)
+    check("UpdateVoice", changed.description == "changed", changed.description)
+    stub.DeleteVoice(gateway_pb2.DeleteVoiceRequest(name="protos-only"), timeout=timeout)
+    left = [v.name for v in stub.ListVoices(gateway_pb2.ListVoicesRequest(), timeout=timeout).voices]
+    check("DeleteVoice", "protos-only" not in left, ",".join(left))
+    models = stub.ListRvcVoices(rvc_pb2.ListModelsRequest(), timeout=timeout)
+    check("ListRvcVoices", sys.argv[2] in [m.name for m in models.models], f"models={len(models.models)}")
+    not_a_voice = base64.b64encode(b"not a checkpoint").decode()
+    try:
+        stub.UploadRvcVoice(json_body(name="protos-only", pth=not_a_voice), timeout=timeout)
+        check("UploadRvcVoice", False, "accepted")
+    except grpc.RpcError as refused:
+        check("UploadRvcVoice", refused.code() == grpc.StatusCode.INVALID_ARGUMENT,
+              refused.details()[:80])
+    try:
+        stub.DeleteRvcVoice(gateway_pb2.DeleteRvcVoiceRequest(name="ghost"), timeout=timeout)
+        check("DeleteRvcVoice", False, "deleted a voice that is not there")
+    except grpc.RpcError as refused:
+        check("DeleteRvcVoice", refused.code() == grpc.StatusCode.NOT_FOUND, refused.code().name)
     # Every RPC of the service was called above.
     called = {"ListVoices", "GetHealth", "GetStatus", "Synthesize", "SynthesizeStream", "Tts", "Rvc",
               "LegacySynthesize", "LegacySynthesizeStream", "LegacyTts", "LegacyRvc", "CreateSpeech",
-              "GetLegacyHealth", "GetLegacyConfig", "LegacyChangeConfig", "LegacySynthesizeSse"}
+              "GetLegacyHealth", "GetLegacyConfig", "LegacyChangeConfig", "LegacySynthesizeSse",
+              "GetVoice", "CreateVoice", "UpdateVoice", "DeleteVoice", "ListRvcVoices",
+              "UploadRvcVoice", "DeleteRvcVoice"}
     methods = set(gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].methods_by_name)
     check("coverage", methods == called, f"uncalled={sorted(methods - called)}")
 

@@ -142,3 +142,22 @@ def test_a_worker_drops_a_voice_replaced_or_deleted_under_it(tiny_rvc, tmp_path)
         worker.voice("alice")
     worker.voice("bob")
     assert worker.info()["loaded"] == ["bob"]
+
+
+async def test_a_refused_upload_is_read_to_its_end_before_the_status_is_sent(rvc):
+    """The refusal waits until the client has sent everything: an asyncio client whose
+    writes are still under way when the status comes may report INTERNAL instead
+    (grpc/grpc#36066). Several MiB exceed HTTP/2's flow-control windows, so the client
+    can only finish sending if the server reads on after deciding to refuse."""
+    await rvc.InstallModel(stream(upload("alice", voice_bytes())))
+    sent = []
+
+    async def counted(messages):
+        for message in messages:
+            yield message
+            sent.append(message)
+
+    messages = upload("alice", voice_bytes() * 8)  # the name is taken: refused at once
+    code, details = await refused(rvc.InstallModel(counted(messages)))
+    assert code is grpc.StatusCode.ALREADY_EXISTS and "set replace" in details
+    assert len(sent) == len(messages)
