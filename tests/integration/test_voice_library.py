@@ -75,6 +75,9 @@ def upload(api: str, name: str, pth: bytes) -> requests.Response:
                          files={"pth": (f"{name}.pth", pth)}, timeout=TIMEOUT)
 
 
+LIMIT = len(voice_bytes()) + 4096  # the RVC service's RVC_MAX_CHECKPOINT_BYTES here
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("stack")
@@ -82,10 +85,43 @@ def run_dir(tmp_path_factory):
     return folder
 
 
-def test_a_made_voice_survives_a_restart_and_speaks_the_same(run_dir):
-    first = stack_config(run_dir)
-    with supervised(first):
-        api = f"http://127.0.0.1:{first.api_port}"
+@pytest.fixture(scope="module")
+def first(run_dir):
+    """The first stack on ``run_dir``, which the restart test stops (it runs last)."""
+    config = stack_config(run_dir)
+    with supervised(config, with_checkpoint_limit(LIMIT)) as running:
+        yield config, running
+
+
+def test_bad_rvc_uploads_are_refused_naming_why_and_nothing_is_written(first, tmp_path):
+    config, _ = first
+    api = f"http://127.0.0.1:{config.api_port}"
+    installed = rvc_voices(api)
+    marker = tmp_path / "ran"
+    for pth, reason in (
+        (bomb_by_reduce(marker), "pickle"),
+        (raw_bomb(marker), "not an RVC WebUI checkpoint"),
+        (b"this is no checkpoint at all", "not an RVC WebUI checkpoint"),
+        (b"\0" * (LIMIT + 1), "RVC_MAX_CHECKPOINT_BYTES"),
+    ):
+        refused = upload(api, "mallory", pth)
+        assert refused.status_code == 400, refused.text[:300]
+        message = refused.json()["error"]["message"]
+        assert reason in message, message
+        assert rvc_voices(api) == installed
+    assert not marker.exists()
+    good = upload(api, "uploaded", voice_bytes())
+    assert good.status_code == 200, good.text[:300]
+    assert good.json()["name"] == "uploaded"
+    assert rvc_voices(api) == sorted([*installed, "uploaded"])
+    assert requests.delete(f"{api}/v1/rvc-voices/uploaded", timeout=30).status_code == 200
+    assert rvc_voices(api) == installed
+
+
+def test_a_made_voice_survives_a_restart_and_speaks_the_same(run_dir, first):
+    config, running = first
+    try:
+        api = f"http://127.0.0.1:{config.api_port}"
         made = requests.post(f"{api}/v1/voices", json=voice_json("ada"), timeout=TIMEOUT)
         assert made.status_code == 200, made.text[:300]
         assert (made.json()["name"], made.json()["speaker"]) == ("ada", "reference")
@@ -93,10 +129,12 @@ def test_a_made_voice_survives_a_restart_and_speaks_the_same(run_dir):
         assert again.status_code == 409, again.text[:300]
         assert "speaker_tokens" not in profile(run_dir, "ada")
         before = speak(api, "ada")
-        assert tokenizer_runs(first) == 1
+        assert tokenizer_runs(config) == 1
         kept = profile(run_dir, "ada")["speaker_tokens"]
         assert len(kept["global_ids"]) == 32 and kept["semantic_ids"]
         assert kept["codec"].startswith("bicodec-")
+    finally:
+        running.stop()  # the whole first stack: a restart
     second = stack_config(run_dir)  # other ports: a new stack on the same folders
     with supervised(second):
         api = f"http://127.0.0.1:{second.api_port}"
@@ -118,30 +156,3 @@ def test_a_made_voice_survives_a_restart_and_speaks_the_same(run_dir):
         gone = requests.delete(f"{api}/v1/voices/ada", timeout=30)
         assert gone.status_code == 200, gone.text[:300]
         assert requests.get(f"{api}/v1/voices/ada", timeout=30).status_code == 404
-
-
-def test_bad_rvc_uploads_are_refused_naming_why_and_nothing_is_written(run_dir, tmp_path):
-    limit = len(voice_bytes()) + 4096
-    config = stack_config(run_dir)
-    with supervised(config, with_checkpoint_limit(limit)):
-        api = f"http://127.0.0.1:{config.api_port}"
-        installed = rvc_voices(api)
-        marker = tmp_path / "ran"
-        for pth, reason in (
-            (bomb_by_reduce(marker), "pickle"),
-            (raw_bomb(marker), "not an RVC WebUI checkpoint"),
-            (b"this is no checkpoint at all", "not an RVC WebUI checkpoint"),
-            (b"\0" * (limit + 1), "RVC_MAX_CHECKPOINT_BYTES"),
-        ):
-            refused = upload(api, "mallory", pth)
-            assert refused.status_code == 400, refused.text[:300]
-            message = refused.json()["error"]["message"]
-            assert reason in message, message
-            assert rvc_voices(api) == installed
-        assert not marker.exists()
-        good = upload(api, "uploaded", voice_bytes())
-        assert good.status_code == 200, good.text[:300]
-        assert good.json()["name"] == "uploaded"
-        assert rvc_voices(api) == sorted([*installed, "uploaded"])
-        assert requests.delete(f"{api}/v1/rvc-voices/uploaded", timeout=30).status_code == 200
-        assert rvc_voices(api) == installed
